@@ -1,0 +1,1 @@
+"""Board layers: one module per board providing `Board` and `from_args` (docs/ARCHITECTURE.md)."""

@@ -1,0 +1,396 @@
+"""The `sim` board: cellguard on the MicroPython unix port, wired to the HIL bench.
+
+Owns the simulated hardware: a CAN controller served as SLCAN over TCP (python-can reaches it with
+`interface="slcan", channel="socket://127.0.0.1:PORT"` exactly as it reaches a USB-CAN adapter), a
+clock that the bench advances with SIM_Tick frames (lock-step) or the wall clock (real time),
+contactor and balancing outputs (reported on CAN by the firmware), a watchdog on the board clock and
+file-backed persistent storage. The TCP server is a small virtual bus: every frame a client sends is
+seen by the firmware and by every other open client, and every frame the firmware sends reaches
+every open client.
+
+Run: micropython -X heapsize=96K firmware/main.py sim --port PORT [--realtime] [--config F]
+     [--storage DIR] [--wdt-ms N]
+"""
+
+import select
+import socket
+import sys
+import time
+
+from firmware.compat import const, ticks_add, ticks_diff, ticks_ms
+
+_MAX_CLIENTS = const(4)
+_RX_RING = const(512)  # frames; a full ring drops new frames and counts them
+_RX_CHUNK = const(4096)
+_TX_BUF = const(4096)
+_CR = const(13)
+_IPPROTO_TCP = const(6)
+_TCP_NODELAY = const(1)
+_WDT_EXIT = const(75)  # process exit code for "reset by watchdog": the host restarts us
+
+_HEX = bytearray(256)
+for _i in range(10):
+    _HEX[48 + _i] = _i
+for _i in range(6):
+    _HEX[65 + _i] = 10 + _i
+    _HEX[97 + _i] = 10 + _i
+
+
+class _Client:
+    def __init__(self, sock):
+        self.sock = sock
+        self.open = False
+        self.buf = bytearray(_RX_CHUNK)
+        self.fill = 0
+
+
+class Board:
+    """Unix-port board. `port` is the TCP port of the SLCAN server on 127.0.0.1."""
+
+    name = "sim"
+
+    def __init__(self, port, realtime=False, config_path=None, storage_dir=None, wdt_ms=2000):
+        self.realtime = realtime
+        self._config_path = config_path
+        self._storage = storage_dir
+        self._wdt_ms = wdt_ms
+        self._clock = 0
+        self._wall0 = ticks_ms()
+        self._last_feed = 0
+        self.contactors = bytearray(3)
+        self.balancing = None
+        self.rx_dropped = 0
+        self.rx_dlc = 0
+        self._ring_id = [0] * _RX_RING
+        self._ring_dlc = bytearray(_RX_RING)
+        self._ring_data = bytearray(8 * _RX_RING)
+        self._head = 0
+        self._count = 0
+        self._tx = bytearray(_TX_BUF)
+        self._tx_fill = 0
+        self._clients = []
+        self._poll = select.poll()
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+        srv.listen(_MAX_CLIENTS)
+        srv.setblocking(False)
+        self._srv = srv
+        self._poll.register(srv, select.POLLIN)
+        self._cause = self._read_reset_cause()
+        mode = "real time" if realtime else "lock-step"
+        print("cellguard sim board: SLCAN over TCP at socket://127.0.0.1:" + str(port), mode)
+
+    # ---- clock -------------------------------------------------------------------------------
+    def ticks_ms(self):
+        if self.realtime:
+            return ticks_diff(ticks_ms(), self._wall0) & 0x3FFFFFFF
+        return self._clock
+
+    def advance(self, ms):
+        """Advance the lock-step clock (SIM_Tick). Returns False in real-time mode."""
+        if self.realtime:
+            return False
+        self._clock = ticks_add(self._clock, ms) & 0x3FFFFFFF
+        self._check_wdt()
+        return True
+
+    # ---- watchdog ----------------------------------------------------------------------------
+    def wdt_feed(self):
+        self._last_feed = self.ticks_ms()
+
+    def _check_wdt(self):
+        if ticks_diff(self.ticks_ms(), self._last_feed) > self._wdt_ms:
+            self.set_contactors(0, 0, 0)
+            self.storage_write("reset_cause", b"1")
+            print("cellguard sim board: watchdog expired, resetting")
+            sys.exit(_WDT_EXIT)
+
+    def reset_cause(self):
+        return self._cause
+
+    def _read_reset_cause(self):
+        data = self.storage_read("reset_cause")
+        if data:
+            self.storage_write("reset_cause", b"0")
+            return int(data)
+        return 0
+
+    # ---- outputs -----------------------------------------------------------------------------
+    def set_contactors(self, neg, pre, pos):
+        self.contactors[0] = neg
+        self.contactors[1] = pre
+        self.contactors[2] = pos
+
+    def set_balancing(self, mask):
+        self.balancing = mask
+
+    def measure(self, meas, now_ms):
+        """Measurement source `bench`: the bench injects measurements as CAN frames."""
+
+    # ---- storage -----------------------------------------------------------------------------
+    def storage_read(self, name):
+        if not self._storage:
+            return None
+        try:
+            with open(self._storage + "/" + name, "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    def storage_write(self, name, data):
+        if not self._storage:
+            return
+        tmp = self._storage + "/" + name + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        # POSIX rename is atomic: a reader sees the old or the new record, never half of one.
+        import os
+
+        os.rename(tmp, self._storage + "/" + name)
+
+    def config_overrides(self):
+        if not self._config_path:
+            return None
+        import json
+
+        with open(self._config_path) as f:
+            return json.load(f)
+
+    def halt(self, message):
+        self.set_contactors(0, 0, 0)
+        print("cellguard: halted:", message)
+        sys.exit(2)
+
+    # ---- CAN ---------------------------------------------------------------------------------
+    def can_send(self, can_id, buf, dlc):
+        # Frames are queued and written in one go when the firmware idles: one TCP segment per
+        # cycle instead of one per frame.
+        if self._tx_fill > _TX_BUF - 22:
+            self.flush()
+        tx = self._tx
+        p = self._tx_fill
+        tx[p] = 116  # 't'
+        tx[p + 1] = _hexdigit(can_id >> 8)
+        tx[p + 2] = _hexdigit(can_id >> 4)
+        tx[p + 3] = _hexdigit(can_id)
+        tx[p + 4] = 48 + dlc
+        p += 5
+        for i in range(dlc):
+            b = buf[i]
+            tx[p] = _hexdigit(b >> 4)
+            tx[p + 1] = _hexdigit(b)
+            p += 2
+        tx[p] = _CR
+        self._tx_fill = p + 1
+
+    def flush(self):
+        """Write the queued frames to every open client."""
+        if self._tx_fill:
+            self._broadcast(memoryview(self._tx)[: self._tx_fill], None)
+            self._tx_fill = 0
+
+    def can_recv(self, buf):
+        """Pop one received frame into `buf`; return its id, or -1 when none is waiting."""
+        if self._count == 0:
+            self._pump(0)
+            if self._count == 0:
+                return -1
+        slot = self._head
+        self._head = (slot + 1) % _RX_RING
+        self._count -= 1
+        dlc = self._ring_dlc[slot]
+        base = slot * 8
+        for i in range(dlc):
+            buf[i] = self._ring_data[base + i]
+        self.rx_dlc = dlc
+        return self._ring_id[slot]
+
+    def wait(self, timeout_ms):
+        """Idle until a frame arrives or `timeout_ms` passes."""
+        self.flush()
+        if self._count == 0:
+            self._pump(timeout_ms)
+        if self.realtime:
+            self._check_wdt()
+
+    def _broadcast(self, data, origin):
+        for c in self._clients:
+            if c is not origin and c.open:
+                self._write_all(c, data)
+
+    def _write_all(self, c, data):
+        # Non-blocking sockets may take part of a write; a client that takes nothing for a
+        # second is dropped rather than stalling the control loop.
+        sent = 0
+        stalled = 0
+        while sent < len(data):
+            try:
+                n = c.sock.write(data[sent:])
+            except OSError:
+                n = -1
+            if n is None or n == 0:
+                stalled += 1
+                if stalled > 1000:
+                    n = -1
+                else:
+                    time.sleep_ms(1)
+                    continue
+            if n < 0:
+                self._drop(c)
+                return
+            sent += n
+
+    def _pump(self, timeout_ms):
+        for obj, ev in self._poll.poll(timeout_ms):
+            if obj is self._srv:
+                self._accept()
+                continue
+            client = self._client_for(obj)
+            if client is None:
+                continue
+            if ev & (select.POLLHUP | select.POLLERR):
+                self._drop(client)
+                continue
+            self._read(client)
+
+    def _client_for(self, sock):
+        for c in self._clients:
+            if c.sock is sock:
+                return c
+        return None
+
+    def _accept(self):
+        try:
+            sock, _ = self._srv.accept()
+        except OSError:
+            return
+        if len(self._clients) >= _MAX_CLIENTS:
+            sock.close()
+            return
+        sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+        sock.setblocking(False)
+        self._clients.append(_Client(sock))
+        self._poll.register(sock, select.POLLIN)
+
+    def _drop(self, client):
+        try:
+            self._poll.unregister(client.sock)
+        except (OSError, ValueError):
+            pass
+        client.sock.close()
+        if client in self._clients:
+            self._clients.remove(client)
+
+    def _read(self, c):
+        try:
+            n = c.sock.readinto(memoryview(c.buf)[c.fill :])
+        except OSError:
+            n = None
+        if n is None:
+            return
+        if n == 0:
+            self._drop(c)
+            return
+        c.fill += n
+        buf = c.buf
+        start = 0
+        while True:
+            end = buf.find(b"\r", start, c.fill)
+            if end < 0:
+                break
+            self._line(c, start, end)
+            start = end + 1
+        if start:
+            rest = c.fill - start
+            buf[:rest] = buf[start : c.fill]
+            c.fill = rest
+        elif c.fill == len(buf):
+            c.fill = 0  # a line longer than the buffer is garbage: drop it
+
+    def _line(self, c, start, end):
+        buf = c.buf
+        if end == start:
+            return
+        cmd = buf[start]
+        if cmd == 116:  # 't': standard data frame
+            dlc = buf[start + 4] - 48 if end - start >= 5 else -1
+            if dlc < 0 or dlc > 8 or end - start != 5 + 2 * dlc:
+                self._reply(c, b"\x07")
+                return
+            h = _HEX
+            can_id = (h[buf[start + 1]] << 8) | (h[buf[start + 2]] << 4) | h[buf[start + 3]]
+            if c.open:
+                self._push(can_id, buf, start + 5, dlc)
+                self._broadcast(memoryview(buf)[start : end + 1], c)
+            return
+        if cmd == 79 or cmd == 76:  # 'O' open, 'L' listen-only
+            c.open = True
+        elif cmd == 67:  # 'C' close
+            c.open = False
+        elif cmd == 86:  # 'V' version
+            self._reply(c, b"V1013\r")
+            return
+        elif cmd == 78:  # 'N' serial number
+            self._reply(c, b"NCGSM\r")
+            return
+        elif cmd == 70:  # 'F' status flags
+            self._reply(c, b"F00\r")
+            return
+        elif cmd not in b"SsZMmX":  # bit rate, timestamps, filters: accepted, meaningless here
+            self._reply(c, b"\x07")
+            return
+        self._reply(c, b"\r")
+
+    def _reply(self, c, data):
+        self._write_all(c, data)
+
+    def _push(self, can_id, buf, p, dlc):
+        if self._count >= _RX_RING:
+            self.rx_dropped += 1
+            return
+        slot = (self._head + self._count) % _RX_RING
+        self._ring_id[slot] = can_id
+        self._ring_dlc[slot] = dlc
+        base = slot * 8
+        data = self._ring_data
+        for i in range(dlc):
+            data[base + i] = (_HEX[buf[p]] << 4) | _HEX[buf[p + 1]]
+            p += 2
+        self._count += 1
+
+
+def _hexdigit(v):
+    v &= 15
+    return 48 + v if v < 10 else 55 + v
+
+
+def from_args(args):
+    """Build the board from command-line arguments (see the module docstring)."""
+    port = 0
+    realtime = False
+    config_path = None
+    storage = None
+    wdt_ms = 2000
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--realtime":
+            realtime = True
+        elif a in ("--port", "--config", "--storage", "--wdt-ms") and i + 1 < len(args):
+            v = args[i + 1]
+            i += 1
+            if a == "--port":
+                port = int(v)
+            elif a == "--config":
+                config_path = v
+            elif a == "--storage":
+                storage = v
+            else:
+                wdt_ms = int(v)
+        else:
+            raise ValueError("sim board: unknown argument " + a)
+        i += 1
+    if not 0 < port < 65536:
+        raise ValueError("sim board: --port 1..65535 is required")
+    return Board(port, realtime, config_path, storage, wdt_ms)

@@ -1,0 +1,161 @@
+"""The BMS application: builds every layer from a board and a configuration and runs the loop.
+
+Owns the control cycle (measure -> estimate -> protect -> command contactors -> limits -> balance
+-> transmit), its timing, the watchdog policy (fed only when a cycle completes) and the rule that
+no exception escapes the loop: an exception opens the contactors and raises InternalError.
+"""
+
+import gc
+import sys
+
+from . import config as config_mod
+from .balancing import Balancer
+from .comm import Comm
+from .compat import IS_MICROPYTHON, ticks_add, ticks_diff, ticks_us
+from .contactors import Contactors
+from .estimation import SocEstimator
+from .limits import Limits
+from .measurement import Measurements
+from .protection import (
+    FAULT_INTERNAL_ERROR,
+    FAULT_LOOP_OVERRUN,
+    FAULT_PRECHARGE_FAILED,
+    FAULT_WATCHDOG_RESET,
+    Protection,
+)
+
+_MAX_ERROR_REPORTS = 10  # console reports of caught exceptions; bounded so a loop cannot flood it
+_RESET_CAUSE_WATCHDOG = 1
+
+
+def _heap_used():
+    return gc.mem_alloc() if IS_MICROPYTHON else 0
+
+
+class Bms:
+    """One BMS instance: the layers, their wiring, and one control cycle."""
+
+    def __init__(self, board, cfg):
+        self.board = board
+        self.cfg = cfg
+        self.meas = Measurements(cfg)
+        self.estimator = SocEstimator(cfg)
+        self.protection = Protection(cfg)
+        self.contactors = Contactors(cfg)
+        self.limits = Limits(cfg)
+        self.balancer = Balancer(cfg)
+        self.comm = Comm(board, cfg, self.meas)
+        self.alive = 0
+        self.cycle_us = 0
+        self.cycle_load_pct = 0
+        self.errors = 0
+        self.reset_cause = board.reset_cause()
+        if self.reset_cause == _RESET_CAUSE_WATCHDOG:
+            self.protection.set_fault(FAULT_WATCHDOG_RESET, True)
+        self._last_ms = None
+
+    def cycle(self, now_ms):
+        """Run one control cycle at board time `now_ms`."""
+        board = self.board
+        meas = self.meas
+        prot = self.protection
+        board.measure(meas, now_ms)
+        stale = meas.stale(now_ms)
+        if not stale:
+            meas.update_stats()
+        vcu_stale = self.comm.vcu_stale(now_ms)
+        prot.check(meas, now_ms, stale, vcu_stale)
+        if self.comm.take_reset_request():
+            prot.request_reset()
+        dt = self.cfg.cycle_ms if self._last_ms is None else ticks_diff(now_ms, self._last_ms)
+        self._last_ms = now_ms
+        if not stale and meas.plausible():
+            self.estimator.update(meas, dt, now_ms)
+        cont = self.contactors
+        cont.step(
+            now_ms,
+            self.comm.vcu_close and not vcu_stale,
+            prot.open_required,
+            meas.pack_mv,
+            meas.link_mv,
+        )
+        if cont.precharge_failed:
+            prot.set_fault(FAULT_PRECHARGE_FAILED, True)
+        board.set_contactors(cont.neg, cont.pre, cont.pos)
+        self.limits.update(meas, prot.open_required)
+        self.balancer.update(meas, prot.open_required, now_ms)
+        board.set_balancing(self.balancer.mask)
+        self.comm.transmit(self)
+        self.alive = (self.alive + 1) & 15
+
+    def safe_state(self):
+        """Open everything. Used when a cycle failed: whatever broke, the pack is disconnected."""
+        self.contactors.force_open()
+        self.board.set_contactors(0, 0, 0)
+        self.balancer.clear()
+        self.board.set_balancing(self.balancer.mask)
+
+    def guarded_cycle(self, now_ms):
+        """Run a cycle; on any exception go to the safe state. Returns True when it completed."""
+        t0 = ticks_us()
+        ok = True
+        try:
+            self.cycle(now_ms)
+            self.protection.set_fault(FAULT_INTERNAL_ERROR, False)
+        except Exception as e:  # noqa: BLE001 - the loop must survive anything
+            ok = False
+            self.errors += 1
+            self.protection.set_fault(FAULT_INTERNAL_ERROR, True)
+            try:
+                self.safe_state()
+            except Exception:  # noqa: BLE001
+                self.board.set_contactors(0, 0, 0)
+            if self.errors <= _MAX_ERROR_REPORTS:
+                _report(e)
+        us = ticks_diff(ticks_us(), t0)
+        self.cycle_us = us
+        period_us = self.cfg.cycle_ms * 1000
+        self.cycle_load_pct = us * 100 // period_us
+        self.protection.set_fault(FAULT_LOOP_OVERRUN, us > period_us)
+        return ok
+
+
+def _report(e):
+    if IS_MICROPYTHON:
+        sys.print_exception(e)
+    else:
+        print("cellguard: cycle failed:", repr(e))
+
+
+def build(board):
+    """Load the configuration through the board and build the BMS; halt the board on bad config."""
+    try:
+        cfg = config_mod.load(board.config_overrides())
+    except (ValueError, OSError) as e:
+        board.halt("configuration rejected: " + str(e))
+        raise
+    return Bms(board, cfg)
+
+
+def run(board):
+    """The main loop. Never returns on a board; the sim board exits on watchdog reset."""
+    bms = build(board)
+    period = bms.cfg.cycle_ms
+    next_due = ticks_add(board.ticks_ms(), period)
+    comm = bms.comm
+    while True:
+        comm.poll(board.ticks_ms())
+        now = board.ticks_ms()
+        ran = False
+        while ticks_diff(now, next_due) >= 0:
+            if bms.guarded_cycle(next_due):
+                board.wdt_feed()
+            next_due = ticks_add(next_due, period)
+            ran = True
+        if comm.tick_pending:
+            comm.tick_pending = False
+            comm.send_cycle_diag(comm.tick_seq, bms.cycle_us, _heap_used())
+        elif ran and board.realtime:
+            comm.send_cycle_diag(bms.alive, bms.cycle_us, _heap_used())
+        else:
+            board.wait(max(0, ticks_diff(next_due, now)) if board.realtime else 1000)

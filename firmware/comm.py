@@ -1,0 +1,244 @@
+"""CAN communication: what the BMS receives and when it transmits what.
+
+Owns the receive dispatch (bench measurement injection, lock-step ticks, vehicle requests) and the
+transmit schedule of every BMS message in dbc/cellguard.dbc. All packing goes through the codec
+generated from the DBC (`can_codec`); buffers are preallocated so a cycle does not allocate.
+"""
+
+from . import can_codec as c
+from .compat import ticks_diff
+
+_GROUP_CELLS = 4  # cells (or sensors) per multiplexed voltage/temperature frame
+_BAL_GROUP_CELLS = 24  # cells per BMS_Balancing group
+
+
+class Comm:
+    """Decodes received frames into the measurement store and sends the BMS's frames."""
+
+    def __init__(self, board, cfg, meas):
+        self.board = board
+        self.cfg = cfg
+        self.meas = meas
+        self.rx = bytearray(8)
+        self.tx = bytearray(8)
+        self.out = [0] * 5
+        self.vcu_close = 0
+        self.vcu_reset = 0
+        self._vcu_alive = -1
+        self._vcu_rx_ms = 0
+        self._vcu_seen = False
+        self.vcu_errors = 0
+        self.tick_pending = False
+        self.tick_seq = 0
+        self._reset_edge = False
+        self._cycle = 0
+        self._v_groups = (cfg.cell_count + _GROUP_CELLS - 1) // _GROUP_CELLS
+        self._t_groups = (cfg.temp_count + _GROUP_CELLS - 1) // _GROUP_CELLS
+        self._b_groups = (cfg.cell_count + _BAL_GROUP_CELLS - 1) // _BAL_GROUP_CELLS
+        self._v_next = 0
+        self._t_next = 0
+        self._b_next = 0
+        # Frames per cycle so that each full multiplexed set goes out once per its period.
+        self._v_per_cycle = _per_cycle(self._v_groups, cfg.tx_cells_ms, cfg.cycle_ms)
+        self._t_per_cycle = _per_cycle(self._t_groups, cfg.tx_cells_ms, cfg.cycle_ms)
+        self._b_per_cycle = _per_cycle(self._b_groups, cfg.tx_balancing_ms, cfg.cycle_ms)
+        self._status_every = max(1, cfg.tx_status_ms // cfg.cycle_ms)
+
+    # ---- receive -----------------------------------------------------------------------------
+    def poll(self, now_ms):
+        """Handle every waiting frame. Stops early at a SIM_Tick so the caller can run the cycle."""
+        board = self.board
+        out = self.out
+        rx = self.rx
+        meas = self.meas
+        while True:
+            cid = board.can_recv(rx)
+            if cid < 0:
+                return
+            if board.rx_dlc != 8:
+                meas.rx_errors += 1
+                continue
+            if cid == c.SIM_CELL_VOLTAGES_ID:
+                c.decode_sim_cell_voltages(rx, out)
+                meas.set_cells(out[0], out[1], out[2], out[3], out[4], now_ms)
+            elif cid == c.SIM_CELL_TEMPS_ID:
+                c.decode_sim_cell_temps(rx, out)
+                meas.set_temps(out[0], out[1], out[2], out[3], out[4], now_ms)
+            elif cid == c.SIM_PACK_MEASUREMENTS_ID:
+                c.decode_sim_pack_measurements(rx, out)
+                meas.set_pack(out[0], out[1] * 10, out[2] * 10, now_ms)
+            elif cid == c.VCU_REQUEST_ID:
+                self._vcu(now_ms)
+            elif cid == c.SIM_TICK_ID:
+                c.decode_sim_tick(rx, out)
+                if board.advance(out[1]):
+                    self.tick_seq = out[0]
+                    self.tick_pending = True
+                    return
+
+    def _vcu(self, now_ms):
+        c.decode_vcu_request(self.rx, self.out)
+        alive = self.out[2]
+        # A repeated alive counter means the sender is stuck: the request is not refreshed.
+        if alive == self._vcu_alive:
+            self.vcu_errors += 1
+            return
+        self._vcu_alive = alive
+        self._vcu_seen = True
+        self._vcu_rx_ms = now_ms
+        self.vcu_close = self.out[0]
+        reset = self.out[1]
+        if reset and not self.vcu_reset:
+            self._reset_edge = True
+        self.vcu_reset = reset
+
+    def vcu_stale(self, now_ms):
+        """True when no valid vehicle request arrived within vcu_stale_ms."""
+        return not self._vcu_seen or ticks_diff(now_ms, self._vcu_rx_ms) > self.cfg.vcu_stale_ms
+
+    def take_reset_request(self):
+        """Consume a FaultReset rising edge."""
+        edge = self._reset_edge
+        self._reset_edge = False
+        return edge
+
+    # ---- transmit ----------------------------------------------------------------------------
+    def transmit(self, bms):
+        """Send the frames due in this control cycle."""
+        cycle = self._cycle
+        self._cycle = cycle + 1
+        if cycle % self._status_every == 0:
+            self._send_status(bms)
+        for _ in range(self._v_per_cycle):
+            self._send_cell_voltages()
+        for _ in range(self._t_per_cycle):
+            self._send_cell_temps()
+        for _ in range(self._b_per_cycle):
+            self._send_balancing(bms.balancer)
+
+    def send_cycle_diag(self, seq, cycle_us, heap_used):
+        """BMS_CycleDiag: acknowledges a SIM_Tick (lock-step) or a cycle (real time)."""
+        c.encode_bms_cycle_diag(self.tx, seq & 0xFFFF, cycle_us, heap_used)
+        self.board.can_send(c.BMS_CYCLE_DIAG_ID, self.tx, c.BMS_CYCLE_DIAG_DLC)
+
+    def _send(self, can_id, dlc):
+        self.board.can_send(can_id, self.tx, dlc)
+
+    def _send_status(self, bms):
+        tx = self.tx
+        m = self.meas
+        cont = bms.contactors
+        prot = bms.protection
+        lim = bms.limits
+        c.encode_bms_state(
+            tx,
+            cont.state,
+            cont.neg,
+            cont.pre,
+            cont.pos,
+            1 if bms.balancer.count else 0,
+            prot.tier,
+            bms.reset_cause,
+            min(255, bms.cycle_load_pct),
+            bms.alive & 15,
+        )
+        self._send(c.BMS_STATE_ID, c.BMS_STATE_DLC)
+        c.encode_bms_pack(
+            tx,
+            m.pack_mv // 10,
+            _div_round(m.current_ma, 100),
+            bms.estimator.soc,
+            bms.estimator.soh_halfpct,
+        )
+        self._send(c.BMS_PACK_ID, c.BMS_PACK_DLC)
+        c.encode_bms_cell_voltage_stats(
+            tx, m.vmin_mv, m.vmax_mv, m.vavg_mv, m.vmin_cell, m.vmax_cell
+        )
+        self._send(c.BMS_CELL_VOLTAGE_STATS_ID, c.BMS_CELL_VOLTAGE_STATS_DLC)
+        c.encode_bms_temp_stats(tx, m.tmin_dc, m.tmax_dc, m.tavg_dc, m.tmin_sensor, m.tmax_sensor)
+        self._send(c.BMS_TEMP_STATS_ID, c.BMS_TEMP_STATS_DLC)
+        c.encode_bms_limits(
+            tx,
+            lim.charge_ma // 100,
+            lim.discharge_ma // 100,
+            lim.charge_voltage_mv // 10,
+            lim.discharge_voltage_mv // 10,
+        )
+        self._send(c.BMS_LIMITS_ID, c.BMS_LIMITS_DLC)
+        a = prot.active
+        c.encode_bms_faults(
+            tx,
+            a & 1,
+            (a >> 1) & 1,
+            (a >> 2) & 1,
+            (a >> 3) & 1,
+            (a >> 4) & 1,
+            (a >> 5) & 1,
+            (a >> 6) & 1,
+            (a >> 7) & 1,
+            (a >> 8) & 1,
+            (a >> 9) & 1,
+            (a >> 10) & 1,
+            (a >> 11) & 1,
+            (a >> 12) & 1,
+            (a >> 13) & 1,
+            (a >> 14) & 1,
+            prot.count,
+        )
+        self._send(c.BMS_FAULTS_ID, c.BMS_FAULTS_DLC)
+
+    def _send_cell_voltages(self):
+        g = self._v_next
+        self._v_next = (g + 1) % self._v_groups
+        v = self.meas.cell_mv
+        n = len(v)
+        i = g * _GROUP_CELLS
+        c.encode_bms_cell_voltages(
+            self.tx,
+            g,
+            v[i],
+            v[i + 1] if i + 1 < n else 0,
+            v[i + 2] if i + 2 < n else 0,
+            v[i + 3] if i + 3 < n else 0,
+        )
+        self._send(c.BMS_CELL_VOLTAGES_ID, c.BMS_CELL_VOLTAGES_DLC)
+
+    def _send_cell_temps(self):
+        g = self._t_next
+        self._t_next = (g + 1) % self._t_groups
+        t = self.meas.temp_dc
+        n = len(t)
+        i = g * _GROUP_CELLS
+        c.encode_bms_cell_temps(
+            self.tx,
+            g,
+            t[i],
+            t[i + 1] if i + 1 < n else 0,
+            t[i + 2] if i + 2 < n else 0,
+            t[i + 3] if i + 3 < n else 0,
+        )
+        self._send(c.BMS_CELL_TEMPS_ID, c.BMS_CELL_TEMPS_DLC)
+
+    def _send_balancing(self, bal):
+        g = self._b_next
+        self._b_next = (g + 1) % self._b_groups
+        m = bal.mask
+        k = 3 * g
+        n = len(m)
+        bits = m[k]
+        if k + 1 < n:
+            bits |= m[k + 1] << 8
+        if k + 2 < n:
+            bits |= m[k + 2] << 16
+        c.encode_bms_balancing(self.tx, g, bits, bal.count, bal.reason)
+        self._send(c.BMS_BALANCING_ID, c.BMS_BALANCING_DLC)
+
+
+def _per_cycle(groups, period_ms, cycle_ms):
+    cycles = max(1, period_ms // cycle_ms)
+    return (groups + cycles - 1) // cycles
+
+
+def _div_round(a, b):
+    # Round half away from zero so small charge and discharge currents display symmetrically.
+    return (a + b // 2) // b if a >= 0 else -((-a + b // 2) // b)

@@ -1,0 +1,34 @@
+"""Entry point: picks the board, then hands over to the application loop.
+
+On a board this file is copied to the filesystem root as `main.py` and the board name comes from
+`board.txt`; on the unix port the board and its arguments come from the command line:
+
+    micropython -X heapsize=96K firmware/main.py sim --port 29536 [--realtime] [--config cfg.json]
+"""
+
+import sys
+
+
+def _add_repo_root():
+    # On the unix port sys.path[0] is firmware/; the packages `firmware` and `boards` live one up.
+    here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
+    root = here.rsplit("/", 1)[0] if "/" in here else "."
+    if here.endswith("firmware") and root not in sys.path:
+        sys.path.insert(0, root)
+
+
+def main(argv):
+    _add_repo_root()
+    if len(argv) > 1:
+        name, args = argv[1], argv[2:]
+    else:
+        with open("board.txt") as f:
+            name, args = f.read().strip(), []
+    board_mod = __import__("boards." + name, None, None, ["from_args"])
+    board = board_mod.from_args(args)
+    from firmware import app
+
+    app.run(board)
+
+
+main(sys.argv)

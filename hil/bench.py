@@ -1,0 +1,333 @@
+"""The closed loop: plant -> sensors -> CAN -> BMS -> CAN -> contactors, balancing, limits -> plant.
+
+One `Bench.step()` is one control period: the bench measures the plant, injects the measurements and
+a vehicle request, ticks the BMS (lock-step) or waits one period (real time), decodes what the BMS
+sent with cantools, applies the contactor and balancing commands to the plant and advances the plant
+with the load the scenario asks for, clipped by nothing: respecting the published limits is the
+scenario's job, so tests can also drive a pack beyond them.
+
+Usage:
+    bench = Bench(transport, Pack(PackConfig(n_cells=16)), SensorModel())
+    status = bench.step(load_current_a=10.0)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import can
+import cantools
+import numpy as np
+
+from firmware import can_codec as codec
+from hil import DBC_PATH
+from hil.transport import Frame, Transport
+from sim.pack import Pack
+from sim.scenario import Limits
+from sim.sensors import Measurement, SensorModel
+
+if TYPE_CHECKING:
+    from hil.dut import UnixPortDut
+
+CELLS_PER_FRAME = 4
+BALANCING_CELLS_PER_FRAME = 24
+FAULT_NAMES = (
+    "CellOverVoltage",
+    "CellUnderVoltage",
+    "OverTempCharge",
+    "OverTempDischarge",
+    "UnderTempCharge",
+    "UnderTempDischarge",
+    "OverCurrentCharge",
+    "OverCurrentDischarge",
+    "MeasurementStale",
+    "MeasurementImplausible",
+    "VcuRequestStale",
+    "PrechargeFailed",
+    "LoopOverrun",
+    "WatchdogReset",
+    "InternalError",
+)
+BMS_STATES = ("INIT", "STANDBY", "PRECHARGE", "CLOSED", "FAULT")
+
+
+class BenchError(RuntimeError):
+    """The device under test did not answer as the protocol requires."""
+
+
+@dataclass
+class BmsStatus:
+    """The latest values the BMS published, decoded with cantools from its frames."""
+
+    state: int = 0
+    contactor_neg: bool = False
+    contactor_pre: bool = False
+    contactor_pos: bool = False
+    fault_tier: int = 0
+    alive: int = -1
+    soc_pct: float = float("nan")
+    soh_pct: float = float("nan")
+    pack_voltage_v: float = float("nan")
+    pack_current_a: float = float("nan")
+    cell_v_min: float = float("nan")
+    cell_v_max: float = float("nan")
+    limits: Limits = field(default_factory=lambda: Limits(0.0, 0.0, 0.0))
+    faults: frozenset[str] = frozenset()
+    balancing: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    balancing_reason: int = 0
+    cycle_time_us: int = 0
+    heap_used: int = 0
+    frames: int = 0
+
+    @property
+    def closed(self) -> bool:
+        """True when the BMS commands both main contactors closed."""
+        return self.contactor_neg and self.contactor_pos
+
+    @property
+    def state_name(self) -> str:
+        """BmsState as text."""
+        return BMS_STATES[self.state] if self.state < len(BMS_STATES) else str(self.state)
+
+
+@dataclass
+class StepRecord:
+    """What one step saw; the report's time series is a list of these."""
+
+    t_s: float
+    load_a: float
+    current_a: float
+    status: BmsStatus
+    measurement: Measurement
+
+
+MeasurementHook = Callable[[Measurement], Measurement | None]
+
+
+class Bench:
+    """Closes the loop between a plant model and a BMS reached through a transport."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        pack: Pack,
+        sensors: SensorModel,
+        *,
+        cycle_ms: int = 100,
+        lockstep: bool = True,
+        log_path: str | None = None,
+        reply_timeout_s: float = 5.0,
+    ) -> None:
+        self.transport = transport
+        self.pack = pack
+        self.sensors = sensors
+        self.cycle_ms = cycle_ms
+        self.lockstep = lockstep
+        self.reply_timeout_s = reply_timeout_s
+        self.db = cantools.database.load_file(str(DBC_PATH))
+        self.status = BmsStatus(balancing=np.zeros(pack.n_cells, dtype=bool))
+        self.t_s = 0.0
+        self.seq = 0
+        self.vcu_alive = 0
+        self.measurement_hook: MeasurementHook | None = None
+        self.dut: UnixPortDut | None = None  # set when the bench started the firmware itself
+        self._buf = bytearray(8)
+        self._logger = can.Logger(log_path) if log_path else None
+        self._decoders = {
+            m.frame_id: m
+            for m in self.db.messages
+            if m.senders == ["BMS"] and m.name not in ("BMS_CellVoltages", "BMS_CellTemps")
+        }
+
+    # ---- frames ------------------------------------------------------------------------------
+    def _frame(self, encode: Callable[..., None], can_id: int, *values: int) -> Frame:
+        encode(self._buf, *values)
+        return can_id, bytes(self._buf)
+
+    def injection_frames(self, m: Measurement) -> list[Frame]:
+        """SIM_* frames carrying one measurement set, in firmware units."""
+        frames = []
+        cells = _padded(m.cell_mv)
+        for g in range(len(cells) // CELLS_PER_FRAME):
+            v = cells[g * CELLS_PER_FRAME : (g + 1) * CELLS_PER_FRAME]
+            frames.append(
+                self._frame(codec.encode_sim_cell_voltages, codec.SIM_CELL_VOLTAGES_ID, g, *v)
+            )
+        temps = _padded(m.temp_dc)
+        for g in range(len(temps) // CELLS_PER_FRAME):
+            t = temps[g * CELLS_PER_FRAME : (g + 1) * CELLS_PER_FRAME]
+            frames.append(self._frame(codec.encode_sim_cell_temps, codec.SIM_CELL_TEMPS_ID, g, *t))
+        frames.append(
+            self._frame(
+                codec.encode_sim_pack_measurements,
+                codec.SIM_PACK_MEASUREMENTS_ID,
+                int(m.current_ma),
+                int(m.pack_mv) // 10,
+                int(m.link_mv) // 10,
+                self.seq & 15,
+            )
+        )
+        return frames
+
+    def vcu_frame(self, close: bool, fault_reset: bool) -> Frame:
+        """VCU_Request with a fresh alive counter."""
+        self.vcu_alive = (self.vcu_alive + 1) & 15
+        return self._frame(
+            codec.encode_vcu_request,
+            codec.VCU_REQUEST_ID,
+            int(close),
+            int(fault_reset),
+            self.vcu_alive,
+        )
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def step(
+        self,
+        load_current_a: float,
+        *,
+        vcu_close: bool = True,
+        fault_reset: bool = False,
+        inject: bool = True,
+        vcu: bool = True,
+    ) -> StepRecord:
+        """Run one control period. `inject=False` withholds measurements (a stale-data test)."""
+        m = self.sensors.measure(self.pack)
+        if self.measurement_hook is not None:
+            m = self.measurement_hook(m) or m
+        frames = self.injection_frames(m) if inject else []
+        if vcu:
+            frames.append(self.vcu_frame(vcu_close, fault_reset))
+        self.seq = (self.seq + 1) & 0xFFFF
+        if self.lockstep:
+            frames.append(
+                self._frame(codec.encode_sim_tick, codec.SIM_TICK_ID, self.seq, self.cycle_ms)
+            )
+        self._log(frames)
+        self.transport.send_many(frames)
+        self._receive()
+        self._apply()
+        dt = self.cycle_ms / 1000.0
+        self.pack.step(dt, load_current_a)
+        snapshot = replace(self.status, balancing=self.status.balancing.copy())
+        record = StepRecord(self.t_s, load_current_a, self.pack.current_a, snapshot, m)
+        self.t_s += dt
+        return record
+
+    def _receive(self) -> None:
+        status = self.status
+        status.frames = 0
+        deadline = time.monotonic() + (
+            self.reply_timeout_s if self.lockstep else self.cycle_ms / 1000.0
+        )
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if self.lockstep:
+                    console = self.dut.console()[-2000:] if self.dut else ""
+                    raise BenchError(
+                        f"no BMS_CycleDiag for tick {self.seq} within the timeout\n{console}"
+                    )
+                return
+            frame = self.transport.recv(remaining)
+            if frame is None:
+                continue
+            status.frames += 1
+            self._log_rx(frame)
+            if self._decode(*frame) and self.lockstep:
+                return
+
+    def _decode(self, can_id: int, data: bytes) -> bool:
+        """Update the status from one frame; True when it acknowledges the current tick."""
+        msg = self._decoders.get(can_id)
+        if msg is None:
+            return False
+        v = msg.decode(data, decode_choices=False)
+        s = self.status
+        name = msg.name
+        if name == "BMS_State":
+            s.state = int(v["BmsState"])
+            s.contactor_neg = bool(v["ContactorNeg"])
+            s.contactor_pre = bool(v["ContactorPre"])
+            s.contactor_pos = bool(v["ContactorPos"])
+            s.fault_tier = int(v["FaultTier"])
+            s.alive = int(v["AliveCounter"])
+        elif name == "BMS_Pack":
+            s.soc_pct = float(v["SOC"])
+            s.soh_pct = float(v["SOH"])
+            s.pack_voltage_v = float(v["PackVoltage"])
+            s.pack_current_a = float(v["PackCurrent"])
+        elif name == "BMS_CellVoltageStats":
+            s.cell_v_min = float(v["CellVoltageMin"])
+            s.cell_v_max = float(v["CellVoltageMax"])
+        elif name == "BMS_Limits":
+            s.limits = Limits(
+                float(v["ChargeCurrentLimit"]),
+                float(v["DischargeCurrentLimit"]),
+                float(v["ChargeVoltageLimit"]),
+            )
+        elif name == "BMS_Faults":
+            s.faults = frozenset(n for n in FAULT_NAMES if v[n])
+        elif name == "BMS_Balancing":
+            g = int(v["BalancingGroup"])
+            bits = int(v[f"BalancingMask_G{g}"])
+            lo = g * BALANCING_CELLS_PER_FRAME
+            n = min(BALANCING_CELLS_PER_FRAME, len(s.balancing) - lo)
+            if n > 0:
+                s.balancing[lo : lo + n] = [(bits >> k) & 1 for k in range(n)]
+            s.balancing_reason = int(v["BalancingReason"])
+        elif name == "BMS_CycleDiag":
+            s.cycle_time_us = int(v["CycleTime"])
+            s.heap_used = int(v["HeapUsed"])
+            return int(v["TickSeq"]) == self.seq
+        return False
+
+    def _apply(self) -> None:
+        s = self.status
+        self.pack.set_contactors(s.contactor_neg, s.contactor_pre, s.contactor_pos)
+        self.pack.set_balancing(s.balancing)
+
+    # ---- CAN log -----------------------------------------------------------------------------
+    def _log(self, frames: list[Frame]) -> None:
+        if self._logger is None:
+            return
+        for can_id, data in frames:
+            self._logger.on_message_received(
+                can.Message(
+                    timestamp=self.t_s,
+                    arbitration_id=can_id,
+                    data=data,
+                    is_extended_id=False,
+                    is_rx=False,
+                    channel=0,
+                )
+            )
+
+    def _log_rx(self, frame: Frame) -> None:
+        if self._logger is None:
+            return
+        self._logger.on_message_received(
+            can.Message(
+                timestamp=self.t_s + self.cycle_ms / 1000.0,
+                arbitration_id=frame[0],
+                data=frame[1],
+                is_extended_id=False,
+                channel=0,
+            )
+        )
+
+    def close(self) -> None:
+        """Flush the CAN log and close the transport."""
+        if self._logger is not None:
+            self._logger.stop()
+            self._logger = None
+        self.transport.close()
+
+
+def _padded(values: np.ndarray) -> list[int]:
+    """Values as ints, padded with zeros to a whole number of 4-value frames."""
+    out = [int(x) for x in values]
+    out += [0] * (-len(out) % CELLS_PER_FRAME)
+    return out

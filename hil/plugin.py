@@ -1,0 +1,107 @@
+"""pytest plugin: the cellguard bench as fixtures and command-line options.
+
+Options (each also settable in the ini file):
+  --dut unix           the firmware on the MicroPython unix port (default; what CI runs)
+  --can DESCRIPTION    a python-can bus to a real board, e.g. slcan:/dev/ttyACM0@500000; the bench
+                       then runs in real time and does not start any firmware
+  --heap SIZE          MicroPython heap for unix-port runs (default 96K, the smallest board's)
+  --can-log-dir DIR    write every test's CAN traffic to DIR/<test>.blf
+
+Fixtures: `bench` (16-cell NMC pack, default firmware configuration) and `bench_factory`, which
+opens more benches with the keyword arguments of `hil.runner.open_bench` (closed at teardown).
+
+Usage in a test:
+    def test_stale_opens(bench):
+        for _ in range(20):
+            bench.step(0.0)
+        assert bench.status.closed
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hil.bench import Bench
+from hil.dut import DEFAULT_HEAP
+from hil.runner import open_bench
+
+BenchFactory = Callable[..., Bench]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Register the bench options."""
+    group = parser.getgroup("cellguard", "cellguard HIL bench")
+    group.addoption("--dut", default=None, help="device under test: unix (default)")
+    group.addoption("--can", default=None, help="python-can bus INTERFACE:CHANNEL[@BITRATE]")
+    group.addoption("--heap", default=None, help=f"unix-port heap size (default {DEFAULT_HEAP})")
+    group.addoption("--can-log-dir", default=None, help="write each test's CAN log here (.blf)")
+    parser.addini("cellguard_dut", "default --dut", default="unix")
+    parser.addini("cellguard_heap", "default --heap", default=DEFAULT_HEAP)
+
+
+def _option(config: pytest.Config, name: str) -> str | None:
+    value = config.getoption(name)
+    return value if value is not None else config.getini(f"cellguard_{name}") or None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Reject DUT kinds this bench does not know before any test runs."""
+    dut = _option(config, "dut")
+    if dut not in (None, "unix"):
+        raise pytest.UsageError(f"--dut {dut!r}: only 'unix' is supported by this bench")
+    config.addinivalue_line("markers", "unix_only: needs the unix-port firmware (lock-step)")
+
+
+@pytest.fixture
+def bench_factory(request: pytest.FixtureRequest) -> Iterator[BenchFactory]:
+    """Open benches with custom cells, chemistry, seed or configuration; all closed at teardown."""
+    config = request.config
+    can = config.getoption("can")
+    if can and request.node.get_closest_marker("unix_only"):
+        pytest.skip("needs the unix-port firmware in lock-step; --can runs in real time")
+    heap = _option(config, "heap") or DEFAULT_HEAP
+    log_dir = config.getoption("can_log_dir")
+    stack = ExitStack()
+
+    def factory(**kwargs: Any) -> Bench:
+        kwargs.setdefault("can", can)
+        kwargs.setdefault("heap", heap)
+        if log_dir and "log_path" not in kwargs:
+            name = re.sub(r"[^\w.-]", "_", request.node.name)
+            kwargs["log_path"] = Path(log_dir) / f"{name}.blf"
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+        return stack.enter_context(_reporting(open_bench(**kwargs), request))
+
+    with stack:
+        yield factory
+
+
+@pytest.fixture
+def bench(bench_factory: BenchFactory) -> Bench:
+    """A 16-cell NMC bench with the firmware's default configuration."""
+    return bench_factory()
+
+
+class _reporting(AbstractContextManager[Bench]):
+    """Enter a bench; on failure attach the firmware console to the test report."""
+
+    def __init__(self, cm: AbstractContextManager[Bench], request: pytest.FixtureRequest):
+        self.cm = cm
+        self.request = request
+        self.bench: Bench | None = None
+
+    def __enter__(self) -> Bench:
+        self.bench = self.cm.__enter__()
+        return self.bench
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        if self.bench is not None and self.bench.dut is not None:
+            console = self.bench.dut.console()
+            self.request.node.add_report_section("teardown", "firmware console", console)
+        return self.cm.__exit__(*exc)
