@@ -9,8 +9,9 @@ import sys
 IS_MICROPYTHON = sys.implementation.name == "micropython"
 
 if IS_MICROPYTHON:
-    from micropython import const  # noqa: F401
     from time import ticks_add, ticks_diff, ticks_ms, ticks_us  # noqa: F401
+
+    from micropython import const  # noqa: F401
 else:
     import time as _time
 

@@ -1,0 +1,168 @@
+"""The latest cell voltages, temperatures, pack current, pack and link voltage, and their freshness.
+
+Owns the raw measurement store (filled group by group from CAN frames or a board's ADC), the
+staleness and plausibility verdicts and the pack statistics (min/max/avg with 1-based cell and
+sensor numbers, 0 = not available yet). Nothing here allocates after construction.
+
+Freshness is tracked per 4-value group plus one slot for the pack measurement. A slot found stale
+stays stale until a new value arrives, so an old time stamp can never look fresh again when the
+tick counter wraps.
+"""
+
+from array import array
+
+from .compat import const, ticks_diff
+
+_GROUP = const(4)  # values per group (one multiplexed CAN frame)
+
+
+def _clamp(v, lo, hi):
+    # Out-of-container values become the nearest bound, which plausible() rejects; without this
+    # MicroPython would silently wrap them into the array type.
+    if v < lo:
+        return lo
+    if v > hi:
+        return hi
+    return v
+
+
+def _put4(values, i, v0, v1, v2, v3, lo, hi):
+    # The last group may be partly beyond the configured count: those values are dropped.
+    n = len(values)
+    values[i] = _clamp(v0, lo, hi)
+    if i + 1 < n:
+        values[i + 1] = _clamp(v1, lo, hi)
+    if i + 2 < n:
+        values[i + 2] = _clamp(v2, lo, hi)
+    if i + 3 < n:
+        values[i + 3] = _clamp(v3, lo, hi)
+
+
+def _scan(values, r):
+    # r <- min, index of min, max, index of max, sum, rounded mean (first index wins ties).
+    vmin = vmax = total = values[0]
+    imin = imax = 0
+    for i in range(1, len(values)):
+        v = values[i]
+        total += v
+        if v < vmin:
+            vmin = v
+            imin = i
+        elif v > vmax:
+            vmax = v
+            imax = i
+    n = len(values)
+    r[0] = vmin
+    r[1] = imin
+    r[2] = vmax
+    r[3] = imax
+    r[4] = total
+    r[5] = (total + n // 2) // n
+
+
+class Measurements:
+    """Measurement store for one pack; see the module docstring."""
+
+    def __init__(self, cfg):
+        self._cfg = cfg
+        n = cfg.cell_count
+        m = cfg.temp_count
+        self.cell_mv = array("H", [0] * n)
+        self.temp_dc = array("h", [0] * m)
+        self.current_ma = 0
+        self.pack_mv = 0
+        self.link_mv = 0
+        self.rx_errors = 0
+        self._cell_groups = (n + _GROUP - 1) // _GROUP
+        self._temp_groups = (m + _GROUP - 1) // _GROUP
+        # Freshness slots: cell groups, then temperature groups, then the pack measurement.
+        slots = self._cell_groups + self._temp_groups + 1
+        # A list, not an array: tick values span 62 bits on the unix port (still small ints).
+        self._rx_ms = [0] * slots
+        self._seen = bytearray(slots)
+        self._pack_max_mv = n * cfg.plaus_cell_max_mv
+        self._stats = array("i", [0] * 6)
+        self.vmin_mv = self.vmax_mv = self.vavg_mv = self.cell_sum_mv = 0
+        self.vmin_cell = self.vmax_cell = 0
+        self.tmin_dc = self.tmax_dc = self.tavg_dc = 0
+        self.tmin_sensor = self.tmax_sensor = 0
+
+    def _mark(self, slot, now_ms):
+        self._rx_ms[slot] = now_ms
+        self._seen[slot] = 1
+
+    def set_cells(self, group, v0, v1, v2, v3, now_ms):
+        if not 0 <= group < self._cell_groups:
+            self.rx_errors += 1
+            return
+        _put4(self.cell_mv, group * _GROUP, v0, v1, v2, v3, 0, 0xFFFF)
+        self._mark(group, now_ms)
+
+    def set_temps(self, group, t0, t1, t2, t3, now_ms):
+        if not 0 <= group < self._temp_groups:
+            self.rx_errors += 1
+            return
+        _put4(self.temp_dc, group * _GROUP, t0, t1, t2, t3, -0x8000, 0x7FFF)
+        self._mark(self._cell_groups + group, now_ms)
+
+    def set_pack(self, current_ma, pack_mv, link_mv, now_ms):
+        self.current_ma = current_ma
+        self.pack_mv = pack_mv
+        self.link_mv = link_mv
+        self._mark(len(self._seen) - 1, now_ms)
+
+    def stale(self, now_ms):
+        """True if any group or the pack value was never received or is older than the limit."""
+        limit = self._cfg.meas_stale_ms
+        seen = self._seen
+        rx = self._rx_ms
+        result = False
+        for s in range(len(seen)):
+            if not seen[s]:
+                result = True
+            elif not -limit <= ticks_diff(now_ms, rx[s]) <= limit:
+                seen[s] = 0
+                result = True
+        return result
+
+    def plausible(self):
+        """True if every value lies in its physical range (config plaus_* keys) and the pack
+        voltage agrees with the sum of the cells (catches scaling and wrap-around errors, which
+        would otherwise end a precharge early)."""
+        cfg = self._cfg
+        lo = cfg.plaus_cell_min_mv
+        hi = cfg.plaus_cell_max_mv
+        total = 0
+        for v in self.cell_mv:
+            if v < lo or v > hi:
+                return False
+            total += v
+        lo = cfg.plaus_temp_min_dc
+        hi = cfg.plaus_temp_max_dc
+        for t in self.temp_dc:
+            if t < lo or t > hi:
+                return False
+        i = self.current_ma
+        d = self.pack_mv - total
+        return (
+            -cfg.plaus_current_ma <= i <= cfg.plaus_current_ma
+            and -cfg.plaus_pack_delta_mv <= d <= cfg.plaus_pack_delta_mv
+            and 0 <= self.pack_mv
+            and 0 <= self.link_mv <= self._pack_max_mv
+        )
+
+    def update_stats(self):
+        r = self._stats
+        _scan(self.cell_mv, r)
+        self.vmin_mv = r[0]
+        self.vmin_cell = r[1] + 1
+        self.vmax_mv = r[2]
+        self.vmax_cell = r[3] + 1
+        self.cell_sum_mv = r[4]
+        self.vavg_mv = r[5]
+        _scan(self.temp_dc, r)
+        self.tmin_dc = r[0]
+        self.tmin_sensor = r[1] + 1
+        self.tmax_dc = r[2]
+        self.tmax_sensor = r[3] + 1
+        self.tavg_dc = r[5]

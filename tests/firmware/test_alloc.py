@@ -1,0 +1,81 @@
+"""The per-cycle methods allocate nothing (measured on MicroPython; CPython boxes every int)."""
+
+import gc
+
+from fw_support import fresh
+
+from firmware.balancing import Balancer
+from firmware.compat import IS_MICROPYTHON
+from firmware.contactors import Contactors
+from firmware.estimation import SocEstimator
+from firmware.limits import Limits
+from firmware.protection import FAULT_LOOP_OVERRUN, Protection
+
+
+def _allocated(fn):
+    fn()  # warm-up
+    gc.collect()
+    gc.disable()
+    before = gc.mem_alloc()
+    fn()
+    used = gc.mem_alloc() - before
+    gc.enable()
+    return used
+
+
+def _cycle_objects():
+    cfg, m = fresh({"cell_count": 192}, mv=3900, current_ma=-1000)
+    for i in range(0, 192, 7):
+        m.cell_mv[i] = 3950 + i  # many balancing candidates: exercises the top-k insertion
+    m.update_stats()
+    return cfg, m
+
+
+def test_measurement_and_estimation_do_not_allocate():
+    if not IS_MICROPYTHON:
+        return
+    cfg, m = _cycle_objects()
+    est = SocEstimator(cfg)
+    assert _allocated(lambda: m.set_cells(3, 3900, 3901, 3902, 3903, 10)) == 0
+    assert _allocated(lambda: m.set_temps(3, 250, 251, 252, 253, 10)) == 0
+    assert _allocated(lambda: m.set_pack(-1000, 748800, 748800, 10)) == 0
+    assert _allocated(lambda: m.stale(100)) == 0
+    assert _allocated(lambda: m.plausible()) == 0
+    assert _allocated(lambda: m.update_stats()) == 0
+    assert _allocated(lambda: est.update(m, 100, 100)) == 0
+
+
+def test_protection_does_not_allocate():
+    if not IS_MICROPYTHON:
+        return
+    cfg, m = _cycle_objects()
+    prot = Protection(cfg)
+
+    def cycle():
+        prot.check(m, 0, False, False)
+        prot.check(m, 100, True, True)
+        prot.set_fault(FAULT_LOOP_OVERRUN, True)
+        prot.request_reset()
+        return prot.active + prot.count + prot.tier + prot.open_required
+
+    assert _allocated(cycle) == 0
+
+
+def test_contactors_limits_balancing_do_not_allocate():
+    if not IS_MICROPYTHON:
+        return
+    cfg, m = _cycle_objects()
+    cont = Contactors(cfg)
+    lim = Limits(cfg)
+    bal = Balancer(cfg)
+
+    def cycle():
+        for t in range(0, 500, 100):
+            cont.step(t, True, False, 748800, 748800)
+        cont.step(600, True, True, 748800, 748800)
+        lim.update(m, False)
+        bal.update(m, False, 0)
+
+    assert _allocated(cycle) == 0
+    assert bal.count == 8
+    assert _allocated(bal.clear) == 0

@@ -1,0 +1,177 @@
+"""CPython only (hypothesis): the safety laws of the firmware logic, for random inputs."""
+
+from fw_support import fresh
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from firmware import config
+from firmware.balancing import ACTIVE, Balancer
+from firmware.contactors import CLOSED, PRECHARGE, Contactors
+from firmware.estimation import SocEstimator, ocv_to_soc, soc_to_ocv
+from firmware.limits import Limits
+from firmware.measurement import Measurements
+from firmware.protection import FAULT_MEAS_STALE, Protection
+
+NMC = config.load()
+SLOW = settings(deadline=None, max_examples=200)
+
+contactor_steps = st.lists(
+    st.tuples(
+        st.integers(0, 2000),  # ms since the previous step
+        st.booleans(),  # close_request
+        st.booleans(),  # open_required
+        st.integers(-1000, 900000),  # pack_mv
+        st.integers(-1000, 900000),  # link_mv
+    ),
+    max_size=60,
+)
+
+
+@SLOW
+@given(contactor_steps)
+def test_contactors_never_close_while_open_required(steps):
+    """Law: after a step with open_required every contactor is open; pos closes only from
+    PRECHARGE (neg and pre already closed) with a positive pack voltage and the link within
+    precharge_pct of it; pos is never closed without neg."""
+    k = Contactors(NMC)
+    now = 0
+    for dt, close, open_required, pack, link in steps:
+        now += dt
+        before = k.state
+        k.step(now, close, open_required, pack, link)
+        if open_required:
+            assert (k.neg, k.pre, k.pos) == (0, 0, 0)
+        if k.pos:
+            assert k.neg and close and k.state == CLOSED
+            if before != CLOSED:
+                assert before == PRECHARGE and pack > 0 and link * 100 >= pack * 95
+
+
+cell_mv = st.integers(2500, 4400)
+
+
+@SLOW
+@given(
+    st.lists(cell_mv, min_size=1, max_size=12),
+    st.lists(st.tuples(st.integers(-100000, 100000), st.integers(0, 2000)), max_size=80),
+)
+def test_soc_stays_in_range(cells, steps):
+    """Law: pack, min, max and every cell SOC stay within 0..10000 and min <= pack <= max."""
+    cfg, m = fresh({"cell_count": len(cells), "capacity_mah": 100})
+    for i, v in enumerate(cells):
+        m.cell_mv[i] = v
+    est = SocEstimator(cfg)
+    est.update(m, 100, 0)
+    for i_ma, dt in steps:
+        m.current_ma = i_ma
+        est.update(m, dt, 0)
+        assert 0 <= est.soc_min <= est.soc <= est.soc_max <= 10000
+        for i in range(len(cells)):
+            assert est.soc_min <= est.cell_soc(i) <= est.soc_max
+
+
+@SLOW
+@given(st.lists(st.tuples(st.integers(-200000, 200000), st.integers(0, 1000)), max_size=200))
+def test_coulomb_counting_is_exact(steps):
+    """Law: away from full and empty, the counter equals the integral of current, to the mA*ms."""
+    cfg, m = fresh({"capacity_mah": 200000}, mv=soc_to_ocv(5000, NMC.ocv_mv))
+    est = SocEstimator(cfg)
+    est.update(m, 100, 0)
+    total = 0
+    for i_ma, dt in steps:
+        m.current_ma = i_ma
+        est.update(m, dt, 0)
+        total += i_ma * dt
+    assert est.discharged_mas * 1000 + est._rem == total
+
+
+@SLOW
+@given(st.integers(0, 9000), st.integers(0, 9000))
+def test_ocv_lookup_is_monotonic_and_clamped(a, b):
+    """Law: a higher voltage never maps to a lower SOC; results stay within 0..10000."""
+    for table in (NMC.ocv_mv, config.load({"chemistry": "LFP"}).ocv_mv):
+        lo, hi = min(a, b), max(a, b)
+        assert 0 <= ocv_to_soc(lo, table) <= ocv_to_soc(hi, table) <= 10000
+
+
+@SLOW
+@given(
+    st.lists(st.integers(0, 6000), min_size=2, max_size=16),
+    st.lists(st.integers(-600, 1600), min_size=1, max_size=16),
+    st.booleans(),
+    st.sampled_from(("NMC", "LFP")),
+)
+def test_limits_within_maxima_and_zero_when_open(cells, temps, open_required, chemistry):
+    """Law: 0 <= limit <= configured maximum; both 0 when open_required, charge 0 at or above
+    the CV target, discharge 0 at or below the minimum cell voltage."""
+    cfg = config.load({"chemistry": chemistry, "cell_count": len(cells), "temp_count": len(temps)})
+    m = Measurements(cfg)
+    for i, v in enumerate(cells):
+        m.cell_mv[i] = v
+    for i, t in enumerate(temps):
+        m.temp_dc[i] = t
+    m.update_stats()
+    lim = Limits(cfg)
+    lim.update(m, open_required)
+    assert 0 <= lim.charge_ma <= cfg.max_charge_ma
+    assert 0 <= lim.discharge_ma <= cfg.max_discharge_ma
+    if open_required:
+        assert lim.charge_ma == 0 and lim.discharge_ma == 0
+    if max(cells) >= cfg.cell_charge_max_mv:
+        assert lim.charge_ma == 0
+    if min(cells) <= cfg.cell_discharge_min_mv:
+        assert lim.discharge_ma == 0
+
+
+@SLOW
+@given(
+    st.lists(st.lists(st.integers(3700, 4000), min_size=20, max_size=20), min_size=1, max_size=8),
+    st.integers(1, 6),
+)
+def test_lowest_cell_never_bleeds(rounds, max_cells):
+    """Law: no cell at the minimum voltage or below balance_min_mv bleeds, at most
+    balance_max_cells bleed, and `count` equals the number of mask bits."""
+    cfg, m = fresh({"cell_count": 20, "balance_max_cells": max_cells})
+    bal = Balancer(cfg)
+    for cells in rounds:
+        for i, v in enumerate(cells):
+            m.cell_mv[i] = v
+        m.update_stats()
+        bal.update(m, False, 0)
+        bled = [i for i in range(20) if bal.mask[i >> 3] & (1 << (i & 7))]
+        assert len(bled) == bal.count <= max_cells
+        assert bal.count == 0 or bal.reason == ACTIVE
+        for i in bled:
+            assert cells[i] > min(cells) and cells[i] >= cfg.balance_min_mv
+
+
+@SLOW
+@given(
+    st.lists(st.tuples(st.integers(0, 1000), cell_mv, st.integers(-100000, 100000)), max_size=30)
+)
+def test_stale_always_opens(history):
+    """Law: whatever happened before, a check with stale measurements requires open contactors
+    at once and reports MeasurementStale."""
+    cfg, m = fresh()
+    prot = Protection(cfg)
+    now = 0
+    for dt, mv, i_ma in history:
+        now += dt
+        m.cell_mv[0] = mv
+        m.current_ma = i_ma
+        m.update_stats()
+        prot.check(m, now, False, False)
+        prot.request_reset()
+    prot.check(m, now + 1, True, False)
+    assert prot.open_required and prot.active & (1 << FAULT_MEAS_STALE)
+
+
+@SLOW
+@given(st.lists(st.integers(-70000, 70000), min_size=4, max_size=4), st.integers(0, 3))
+def test_malformed_cell_values_are_never_plausible(values, group):
+    """Law: a cell value outside the physical range (also beyond the array type) is implausible."""
+    cfg, m = fresh()
+    m.set_cells(group, values[0], values[1], values[2], values[3], 0)
+    m.set_pack(0, sum(m.cell_mv), 0, 0)  # isolate the cell range rule
+    ok = all(cfg.plaus_cell_min_mv <= v <= cfg.plaus_cell_max_mv for v in values)
+    assert m.plausible() == ok
