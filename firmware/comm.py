@@ -66,7 +66,7 @@ class Comm:
                 meas.set_temps(out[0], out[1], out[2], out[3], out[4], now_ms)
             elif cid == c.SIM_PACK_MEASUREMENTS_ID:
                 c.decode_sim_pack_measurements(rx, out)
-                meas.set_pack(out[0], out[1] * 10, out[2] * 10, now_ms)
+                meas.set_pack(out[0], out[1] * 100, out[2] * 100, now_ms)
             elif cid == c.VCU_REQUEST_ID:
                 self._vcu(now_ms)
             elif cid == c.SIM_TICK_ID:
@@ -145,7 +145,7 @@ class Comm:
         self._send(c.BMS_STATE_ID, c.BMS_STATE_DLC)
         c.encode_bms_pack(
             tx,
-            m.pack_mv // 10,
+            _div_round(m.pack_mv, 100),
             _div_round(m.current_ma, 100),
             bms.estimator.soc,
             bms.estimator.soh_halfpct,
@@ -161,8 +161,8 @@ class Comm:
             tx,
             lim.charge_ma // 100,
             lim.discharge_ma // 100,
-            lim.charge_voltage_mv // 10,
-            lim.discharge_voltage_mv // 10,
+            lim.charge_voltage_mv // 100,
+            lim.discharge_voltage_mv // 100,
         )
         self._send(c.BMS_LIMITS_ID, c.BMS_LIMITS_DLC)
         a = prot.active

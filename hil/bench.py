@@ -165,8 +165,8 @@ class Bench:
                 codec.encode_sim_pack_measurements,
                 codec.SIM_PACK_MEASUREMENTS_ID,
                 int(m.current_ma),
-                int(m.pack_mv) // 10,
-                int(m.link_mv) // 10,
+                round(int(m.pack_mv) / 100),
+                round(int(m.link_mv) / 100),
                 self.seq & 15,
             )
         )

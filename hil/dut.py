@@ -1,8 +1,9 @@
 """Devices under test: the firmware on the MicroPython unix port (what CI runs).
 
-`UnixPortDut` starts `micropython -X heapsize=<heap> firmware/main.py sim ...` with a configuration
-file and a storage folder of its own, waits until its SLCAN server listens, and exposes the
-python-can channel that reaches it. The console output goes to a log file kept for the report.
+`UnixPortDut` starts `micropython -X heapsize=<heap> <bundle>/main.py sim ...` on the bytecode
+bundle a board would be flashed with (`hil.build`; `source=True` runs the source tree instead),
+with a configuration file and a storage folder of its own, waits until its SLCAN server listens,
+and exposes the python-can channel that reaches it. The console goes to a log file.
 
 Usage:
     with UnixPortDut(config={"cell_count": 16}) as dut:
@@ -12,7 +13,6 @@ Usage:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from hil import REPO_ROOT
+from hil.build import build_bundle
 
 DEFAULT_HEAP = "96K"
 WDT_EXIT_CODE = 75
@@ -63,12 +64,14 @@ class UnixPortDut:
         port: int | None = None,
         workdir: Path | None = None,
         wdt_ms: int = 2000,
+        source: bool = False,
     ) -> None:
         self.config = dict(config or {})
         self.heap = heap
         self.realtime = realtime
         self.port = port or free_port()
         self.wdt_ms = wdt_ms
+        self.source = source
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="cellguard-dut-"))
         self.storage = self.workdir / "storage"
@@ -82,8 +85,10 @@ class UnixPortDut:
 
     def command(self) -> list[str]:
         """The command line that starts the firmware."""
+        bundle = REPO_ROOT / "firmware" if self.source else build_bundle("sim")
+        main = bundle / "main.py"
         cmd = [micropython_binary(), "-X", f"heapsize={self.heap}"]
-        cmd += [str(REPO_ROOT / "firmware" / "main.py"), "sim", "--port", str(self.port)]
+        cmd += [str(main), "sim", "--port", str(self.port)]
         cmd += ["--config", str(self.workdir / "config.json"), "--storage", str(self.storage)]
         cmd += ["--wdt-ms", str(self.wdt_ms)]
         if self.realtime:
@@ -95,9 +100,8 @@ class UnixPortDut:
         self.storage.mkdir(parents=True, exist_ok=True)
         (self.workdir / "config.json").write_text(json.dumps(self.config))
         log = self.log_path.open("ab")
-        env = dict(os.environ, MICROPYPATH=f"{REPO_ROOT}:.frozen")
         self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env
+            self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
         )
         log.close()
         deadline = time.monotonic() + timeout_s
