@@ -20,9 +20,8 @@ import time
 from firmware.compat import const, ticks_add, ticks_diff, ticks_ms
 
 _MAX_CLIENTS = const(4)
-_RX_RING = const(512)  # frames; a full ring drops new frames and counts them
-_RX_CHUNK = const(4096)
-_TX_BUF = const(4096)
+_RX_BUF = const(1024)  # per client; frames wait in the kernel's socket buffer beyond this
+_TX_BUF = const(1024)
 _CR = const(13)
 _IPPROTO_TCP = const(6)
 _TCP_NODELAY = const(1)
@@ -40,8 +39,10 @@ class _Client:
     def __init__(self, sock):
         self.sock = sock
         self.open = False
-        self.buf = bytearray(_RX_CHUNK)
+        self.buf = bytearray(_RX_BUF)
+        self.view = memoryview(self.buf)
         self.fill = 0
+        self.pos = 0
 
 
 class Board:
@@ -59,14 +60,9 @@ class Board:
         self._last_feed = 0
         self.contactors = bytearray(3)
         self.balancing = None
-        self.rx_dropped = 0
         self.rx_dlc = 0
-        self._ring_id = [0] * _RX_RING
-        self._ring_dlc = bytearray(_RX_RING)
-        self._ring_data = bytearray(8 * _RX_RING)
-        self._head = 0
-        self._count = 0
         self._tx = bytearray(_TX_BUF)
+        self._txview = memoryview(self._tx)
         self._tx_fill = 0
         self._clients = []
         self._poll = select.poll()
@@ -187,30 +183,29 @@ class Board:
     def flush(self):
         """Write the queued frames to every open client."""
         if self._tx_fill:
-            self._broadcast(memoryview(self._tx)[: self._tx_fill], None)
+            self._broadcast(self._txview[: self._tx_fill], None)
             self._tx_fill = 0
 
     def can_recv(self, buf):
-        """Pop one received frame into `buf`; return its id, or -1 when none is waiting."""
-        if self._count == 0:
-            self._pump(0)
-            if self._count == 0:
-                return -1
-        slot = self._head
-        self._head = (slot + 1) % _RX_RING
-        self._count -= 1
-        dlc = self._ring_dlc[slot]
-        base = slot * 8
-        for i in range(dlc):
-            buf[i] = self._ring_data[base + i]
-        self.rx_dlc = dlc
-        return self._ring_id[slot]
+        """Take the next received frame into `buf`; return its id, or -1 when none is waiting."""
+        for c in self._clients:
+            cid = self._next_frame(c, buf)
+            if cid >= 0:
+                return cid
+        self._pump(0)
+        for c in self._clients:
+            cid = self._next_frame(c, buf)
+            if cid >= 0:
+                return cid
+        return -1
 
     def wait(self, timeout_ms):
         """Idle until a frame arrives or `timeout_ms` passes."""
         self.flush()
-        if self._count == 0:
-            self._pump(timeout_ms)
+        for c in self._clients:
+            if c.buf.find(b"\r", c.pos, c.fill) >= 0:
+                return
+        self._pump(timeout_ms)
         if self.realtime:
             self._check_wdt()
 
@@ -226,7 +221,7 @@ class Board:
         stalled = 0
         while sent < len(data):
             try:
-                n = c.sock.write(data[sent:])
+                n = c.sock.write(data[sent:] if sent else data)
             except OSError:
                 n = -1
             if n is None or n == 0:
@@ -242,7 +237,7 @@ class Board:
             sent += n
 
     def _pump(self, timeout_ms):
-        for obj, ev in self._poll.poll(timeout_ms):
+        for obj, ev in self._poll.ipoll(timeout_ms):
             if obj is self._srv:
                 self._accept()
                 continue
@@ -283,8 +278,15 @@ class Board:
             self._clients.remove(client)
 
     def _read(self, c):
+        if c.pos:
+            rest = c.fill - c.pos
+            c.buf[:rest] = c.buf[c.pos : c.fill]
+            c.fill = rest
+            c.pos = 0
+        if c.fill == _RX_BUF:
+            c.fill = 0  # a full buffer without a line end is garbage: drop it
         try:
-            n = c.sock.readinto(memoryview(c.buf)[c.fill :])
+            n = c.sock.readinto(c.view[c.fill :])
         except OSError:
             n = None
         if n is None:
@@ -293,37 +295,39 @@ class Board:
             self._drop(c)
             return
         c.fill += n
-        buf = c.buf
-        start = 0
-        while True:
-            end = buf.find(b"\r", start, c.fill)
-            if end < 0:
-                break
-            self._line(c, start, end)
-            start = end + 1
-        if start:
-            rest = c.fill - start
-            buf[:rest] = buf[start : c.fill]
-            c.fill = rest
-        elif c.fill == len(buf):
-            c.fill = 0  # a line longer than the buffer is garbage: drop it
 
-    def _line(self, c, start, end):
+    def _next_frame(self, c, out):
+        """Handle lines of client `c` until a data frame lands in `out`; its id, or -1."""
         buf = c.buf
-        if end == start:
-            return
-        cmd = buf[start]
-        if cmd == 116:  # 't': standard data frame
+        while True:
+            end = buf.find(b"\r", c.pos, c.fill)
+            if end < 0:
+                return -1
+            start = c.pos
+            c.pos = end + 1
+            if end == start:
+                continue
+            if buf[start] != 116:  # not 't': an SLCAN command
+                self._command(c, buf[start])
+                continue
             dlc = buf[start + 4] - 48 if end - start >= 5 else -1
             if dlc < 0 or dlc > 8 or end - start != 5 + 2 * dlc:
                 self._reply(c, b"\x07")
-                return
+                continue
+            if not c.open:
+                continue
             h = _HEX
-            can_id = (h[buf[start + 1]] << 8) | (h[buf[start + 2]] << 4) | h[buf[start + 3]]
-            if c.open:
-                self._push(can_id, buf, start + 5, dlc)
-                self._broadcast(memoryview(buf)[start : end + 1], c)
-            return
+            p = start + 5
+            for i in range(dlc):
+                out[i] = (h[buf[p]] << 4) | h[buf[p + 1]]
+                p += 2
+            self.rx_dlc = dlc
+            # Other clients see the frame too: the server is a bus, not a point-to-point link.
+            if len(self._clients) > 1:
+                self._broadcast(c.view[start : end + 1], c)
+            return (h[buf[start + 1]] << 8) | (h[buf[start + 2]] << 4) | h[buf[start + 3]]
+
+    def _command(self, c, cmd):
         if cmd == 79 or cmd == 76:  # 'O' open, 'L' listen-only
             c.open = True
         elif cmd == 67:  # 'C' close
@@ -344,21 +348,6 @@ class Board:
 
     def _reply(self, c, data):
         self._write_all(c, data)
-
-    def _push(self, can_id, buf, p, dlc):
-        if self._count >= _RX_RING:
-            self.rx_dropped += 1
-            return
-        slot = (self._head + self._count) % _RX_RING
-        self._ring_id[slot] = can_id
-        self._ring_dlc[slot] = dlc
-        base = slot * 8
-        data = self._ring_data
-        for i in range(dlc):
-            data[base + i] = (_HEX[buf[p]] << 4) | _HEX[buf[p + 1]]
-            p += 2
-        self._count += 1
-
 
 def _hexdigit(v):
     v &= 15

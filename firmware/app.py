@@ -129,6 +129,7 @@ def _report(e):
 
 def build(board):
     """Load the configuration through the board and build the BMS; halt the board on bad config."""
+    gc.collect()  # import-time garbage out of the way before the long-lived objects are made
     try:
         cfg = config_mod.load(board.config_overrides())
     except (ValueError, OSError) as e:
