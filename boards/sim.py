@@ -349,6 +349,7 @@ class Board:
     def _reply(self, c, data):
         self._write_all(c, data)
 
+
 def _hexdigit(v):
     v &= 15
     return 48 + v if v < 10 else 55 + v

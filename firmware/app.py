@@ -49,6 +49,7 @@ class Bms:
         self.cycle_us = 0
         self.cycle_load_pct = 0
         self.errors = 0
+        self.heap_live = 0  # heap in use after the last collection, bytes
         self.reset_cause = board.reset_cause()
         if self.reset_cause == _RESET_CAUSE_WATCHDOG:
             self.protection.set_fault(FAULT_WATCHDOG_RESET, True)
@@ -153,10 +154,14 @@ def run(board):
                 board.wdt_feed()
             next_due = ticks_add(next_due, period)
             ran = True
+        if ran and bms.alive == 0:
+            # Collect at a known point between cycles, not inside one, and measure what stays.
+            gc.collect()
+            bms.heap_live = _heap_used()
         if comm.tick_pending:
             comm.tick_pending = False
-            comm.send_cycle_diag(comm.tick_seq, bms.cycle_us, _heap_used())
+            comm.send_cycle_diag(comm.tick_seq, bms.cycle_us, bms.heap_live)
         elif ran and board.realtime:
-            comm.send_cycle_diag(bms.alive, bms.cycle_us, _heap_used())
+            comm.send_cycle_diag(bms.alive, bms.cycle_us, bms.heap_live)
         else:
             board.wait(max(0, ticks_diff(next_due, now)) if board.realtime else 1000)

@@ -120,7 +120,7 @@ class Recorder:
             "contactor_opens_while_running": self.opens,
             "firmware_cycle_us_median": float(np.median(cycle_us)),
             "firmware_cycle_us_max": int(cycle_us.max()),
-            "firmware_heap_used_max": int(self.column("heap_used").max()),
+            "firmware_heap_live_max": int(self.column("heap_used").max()),
         }
 
 

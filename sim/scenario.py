@@ -125,8 +125,9 @@ class CCCVCharge(Segment):
     clamped to ``0..min(current_a, BMS charge limit)``: below the voltage limit it sits at the
     clamp (CC), at the limit it tapers (CV). Its gain is divided by the pack's ohmic resistance
     so the voltage loop settles with ``cv_time_constant_s`` whatever the pack size. The charge
-    ends once the pack has reached the voltage limit while charging and the current has fallen
-    below ``cv_cutoff_c_rate`` times the chemistry's capacity, or after ``timeout_s``.
+    ends once the pack has reached the voltage limit (or the BMS has tapered its charge limit
+    below the charger's current) while charging and the current has fallen below
+    ``cv_cutoff_c_rate`` times the chemistry's capacity, or after ``timeout_s``.
     """
 
     current_a: float
@@ -158,8 +159,11 @@ class CCCVCharge(Segment):
         self._last_s = elapsed_s
         error_v = limits.charge_voltage_v - pack.pack_voltage_v
         # Only a voltage reached under charge current counts: limits may read 0 before the
-        # BMS has published them, and the contactors may still be open.
-        self._in_cv = self._in_cv or (error_v <= 0.0 and pack.current_a < 0.0)
+        # BMS has published them, and the contactors may still be open. A BMS that tapers its
+        # charge limit below the charger's current ends the CC phase just as the voltage does.
+        charging = pack.current_a < 0.0
+        tapered = limits.charge_current_a < self.current_a
+        self._in_cv = self._in_cv or (charging and (error_v <= 0.0 or tapered))
         ceiling = min(self.current_a, limits.charge_current_a)
         step_a = error_v * dt_s / (self.cv_time_constant_s * pack.internal_resistance_ohm)
         self._command_a = min(max(self._command_a + step_a, 0.0), ceiling)

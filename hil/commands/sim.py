@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
                 bar.set_postfix_str(
                     f"{bench.t_s / 3600:.2f} h {scenario.segment_name} "
                     f"SOC {100 * bench.pack.mean_soc:.1f}% BMS {bench.status.soc_pct:.1f}% "
-                    f"{bench.status.state_name}"
+                    f"{bench.status.state_name}",
+                    refresh=False,
                 )
         bar.update(100 - shown)
         bar.close()
@@ -117,7 +118,7 @@ def _print_summary(s: dict[str, Any], files: list[Path]) -> None:
     )
     print(
         f"  firmware         cycle median {s['firmware_cycle_us_median']:.0f} us, max "
-        f"{s['firmware_cycle_us_max']} us; heap used max {s['firmware_heap_used_max']} B "
+        f"{s['firmware_cycle_us_max']} us; live heap max {s['firmware_heap_live_max']} B "
         f"of {s['heap']}"
     )
     print(f"  report           {files[0].parent}/")
