@@ -43,6 +43,7 @@ class PythonCanTransport:
 
     def __init__(self, bus: can.BusABC) -> None:
         self.bus = bus
+        _disable_nagle(bus)
 
     def send_many(self, frames: Sequence[Frame]) -> None:
         """Send frames one by one through python-can."""
@@ -124,6 +125,18 @@ class SlcanSocketTransport:
         except OSError:
             pass
         self.sock.close()
+
+
+def _disable_nagle(bus: can.BusABC) -> None:
+    """Send each frame at once on slcan-over-TCP buses.
+
+    pyserial's socket:// handler leaves Nagle's algorithm on, so one-frame writes wait for the
+    peer's delayed ACK (40 ms on Linux) and a lock-step bench crawls at a few cycles per second.
+    """
+    port = getattr(bus, "serialPortOrig", None)
+    sock = getattr(port, "_socket", None)
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def open_transport(description: str) -> Transport:

@@ -1,0 +1,120 @@
+"""The application loop's rules, on a fake board (runs under CPython and MicroPython).
+
+- No exception escapes a cycle: it opens the contactors and raises InternalError (latched).
+- Stale or missing measurements keep the contactors open.
+- With fresh frames and a vehicle request the BMS precharges, then closes.
+"""
+
+from firmware import app, can_codec
+from firmware.protection import FAULT_INTERNAL_ERROR, FAULT_MEAS_STALE
+
+
+class FakeBoard:
+    """Just enough board: a frame queue in, a frame list out, recorded outputs."""
+
+    realtime = False
+
+    def __init__(self, overrides=None, fail_balancing_at=-1):
+        self.overrides = overrides or {"cell_count": 4, "temp_count": 4}
+        self.rx = []
+        self.sent = []
+        self.rx_dlc = 8
+        self.contactors = (0, 0, 0)
+        self.fail_balancing_at = fail_balancing_at
+        self.balancing_calls = 0
+
+    def config_overrides(self):
+        return self.overrides
+
+    def reset_cause(self):
+        return 0
+
+    def measure(self, meas, now_ms):
+        pass
+
+    def set_contactors(self, neg, pre, pos):
+        self.contactors = (neg, pre, pos)
+
+    def set_balancing(self, mask):
+        self.balancing_calls += 1
+        if self.balancing_calls == self.fail_balancing_at:
+            raise RuntimeError("balancing driver fault")
+
+    def can_send(self, can_id, buf, dlc):
+        self.sent.append(can_id)
+
+    def can_recv(self, buf):
+        if not self.rx:
+            return -1
+        can_id, data = self.rx.pop(0)
+        for i in range(8):
+            buf[i] = data[i]
+        return can_id
+
+    def advance(self, ms):
+        return True
+
+    def halt(self, message):
+        raise AssertionError(message)
+
+
+def inject(board, mv=3700, link_mv=None, alive=1):
+    buf = bytearray(8)
+    can_codec.encode_sim_cell_voltages(buf, 0, mv, mv, mv, mv)
+    board.rx.append((can_codec.SIM_CELL_VOLTAGES_ID, bytes(buf)))
+    can_codec.encode_sim_cell_temps(buf, 0, 250, 250, 250, 250)
+    board.rx.append((can_codec.SIM_CELL_TEMPS_ID, bytes(buf)))
+    pack = 4 * mv
+    link = pack if link_mv is None else link_mv
+    can_codec.encode_sim_pack_measurements(buf, 0, pack // 100, link // 100, 0)
+    board.rx.append((can_codec.SIM_PACK_MEASUREMENTS_ID, bytes(buf)))
+    can_codec.encode_vcu_request(buf, 1, 0, alive & 15)
+    board.rx.append((can_codec.VCU_REQUEST_ID, bytes(buf)))
+
+
+def run_cycles(bms, board, n, t0=0, link_mv=None):
+    now = t0
+    for i in range(n):
+        inject(board, link_mv=link_mv, alive=i + t0 // 100)
+        bms.comm.poll(now)
+        now += 100
+        bms.guarded_cycle(now)
+    return now
+
+
+def test_fresh_frames_and_request_precharge_then_close():
+    board = FakeBoard()
+    bms = app.build(board)
+    run_cycles(bms, board, 3, link_mv=0)
+    assert board.contactors == (1, 1, 0), "precharging: negative and precharge closed"
+    run_cycles(bms, board, 3, t0=300)
+    assert board.contactors == (1, 0, 1)
+    assert can_codec.BMS_STATE_ID in board.sent and can_codec.BMS_FAULTS_ID in board.sent
+
+
+def test_missing_measurements_keep_contactors_open():
+    board = FakeBoard()
+    bms = app.build(board)
+    buf = bytearray(8)
+    for i in range(20):
+        can_codec.encode_vcu_request(buf, 1, 0, i & 15)
+        board.rx.append((can_codec.VCU_REQUEST_ID, bytes(buf)))
+        bms.comm.poll(i * 100)
+        bms.guarded_cycle(i * 100 + 100)
+        assert board.contactors[2] == 0
+    assert bms.protection.active & (1 << FAULT_MEAS_STALE)
+
+
+def test_exception_in_cycle_opens_contactors_and_latches_internal_error():
+    board = FakeBoard(fail_balancing_at=8)
+    bms = app.build(board)
+    now = run_cycles(bms, board, 7)
+    assert board.contactors == (1, 0, 1)
+    inject(board, alive=7)
+    bms.comm.poll(now)
+    assert not bms.guarded_cycle(now + 100), "the failed cycle reports it did not complete"
+    assert board.contactors == (0, 0, 0)
+    assert bms.protection.active & (1 << FAULT_INTERNAL_ERROR)
+    now = run_cycles(bms, board, 5, t0=now + 100)
+    assert board.contactors[2] == 0, "latched: no re-close without a reset request"
+    assert bms.protection.active & (1 << FAULT_INTERNAL_ERROR)
