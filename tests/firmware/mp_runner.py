@@ -1,6 +1,10 @@
 """Runs the firmware tests on MicroPython, where pytest does not exist.
 
-    micropython -X heapsize=96K tests/firmware/mp_runner.py [test_x.py ...]
+    micropython -X heapsize=96K tests/firmware/mp_runner.py [--path BUNDLE] [test_x.py ...]
+
+With --path the firmware is imported from that folder first: the mpy-cross bundle a board runs
+(`hil.build.build_bundle`), so the tests exercise exactly the flashed bytecode and the on-device
+compiler's RAM peak does not count against the heap.
 
 Imports each named module (default: every test_*.py in this folder except the CPython-only ones),
 calls every test_* function, prints "N passed, M failed" and exits 1 on any failure. Each module
@@ -48,7 +52,11 @@ def main(argv):
     here = sys.path[0]  # the script's folder: its test modules and helpers import from here
     root = here.rsplit("/", 2)[0] if here.count("/") >= 2 else ".."
     sys.path.insert(1, root)
-    files = [a.rsplit("/", 1)[-1] for a in argv[1:]]
+    args = argv[1:]
+    if len(args) >= 2 and args[0] == "--path":
+        sys.path.insert(1, args[1])
+        args = args[2:]
+    files = [a.rsplit("/", 1)[-1] for a in args]
     if not files:
         files = sorted(
             f

@@ -1,28 +1,19 @@
-"""CPython only: runs the firmware tests under the MicroPython unix port with a board-sized heap."""
+"""CPython only: runs the firmware tests under the MicroPython unix port with a board-sized heap,
+importing the firmware from the mpy-cross bundle that a board is flashed with."""
 
-import os
-import shutil
 import subprocess
-import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-
-
-def _micropython():
-    exe = shutil.which("micropython")
-    if exe:
-        return exe
-    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
-    return exe if os.path.exists(exe) else None
+from hil import REPO_ROOT
+from hil.build import build_bundle
+from hil.dut import micropython_binary
 
 
 def test_firmware_tests_pass_under_micropython():
-    exe = _micropython()
-    assert exe, "micropython not found on PATH nor next to " + sys.executable
+    bundle = build_bundle("sim")
     r = subprocess.run(
-        [exe, "-X", "heapsize=96K", "tests/firmware/mp_runner.py"],
-        cwd=ROOT,
+        [micropython_binary(), "-X", "heapsize=96K", "tests/firmware/mp_runner.py"]
+        + ["--path", str(bundle)],
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=600,

