@@ -42,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
         f"heap {args.heap}, 500 kbit/s classic CAN over SLCAN"
     )
     print(f"  python-can: can.Bus(interface='slcan', channel='{channel}', sleep_after_open=0)")
-    print(f"  monitor:    cantools monitor -b slcan -c {channel} {DBC_PATH}")
+    print(
+        f"  monitor:    cantools monitor -i slcan -c {channel} -b 500000 {DBC_PATH} "
+        "--bus-kwargs sleep_after_open=0"
+    )
     print(f"  console:    {dut.log_path}")
     print("Ctrl-C stops it.", flush=True)
     bench = None
