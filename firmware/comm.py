@@ -109,10 +109,25 @@ class Comm:
         self._cycle = cycle + 1
         if cycle % self._status_every == 0:
             self._send_status(bms)
+        m = self.meas
         for _ in range(self._v_per_cycle):
-            self._send_cell_voltages()
+            self._v_next = self._send_group(
+                m.cell_mv,
+                self._v_next,
+                self._v_groups,
+                c.encode_bms_cell_voltages,
+                c.BMS_CELL_VOLTAGES_ID,
+                c.BMS_CELL_VOLTAGES_DLC,
+            )
         for _ in range(self._t_per_cycle):
-            self._send_cell_temps()
+            self._t_next = self._send_group(
+                m.temp_dc,
+                self._t_next,
+                self._t_groups,
+                c.encode_bms_cell_temps,
+                c.BMS_CELL_TEMPS_ID,
+                c.BMS_CELL_TEMPS_DLC,
+            )
         for _ in range(self._b_per_cycle):
             self._send_balancing(bms.balancer)
 
@@ -187,37 +202,20 @@ class Comm:
         )
         self._send(c.BMS_FAULTS_ID, c.BMS_FAULTS_DLC)
 
-    def _send_cell_voltages(self):
-        g = self._v_next
-        self._v_next = (g + 1) % self._v_groups
-        v = self.meas.cell_mv
-        n = len(v)
+    def _send_group(self, values, g, groups, encode, can_id, dlc):
+        """Send multiplexed group `g` of 4 values (zero-padded); returns the next group."""
+        n = len(values)
         i = g * _GROUP_CELLS
-        c.encode_bms_cell_voltages(
+        encode(
             self.tx,
             g,
-            v[i],
-            v[i + 1] if i + 1 < n else 0,
-            v[i + 2] if i + 2 < n else 0,
-            v[i + 3] if i + 3 < n else 0,
+            values[i],
+            values[i + 1] if i + 1 < n else 0,
+            values[i + 2] if i + 2 < n else 0,
+            values[i + 3] if i + 3 < n else 0,
         )
-        self._send(c.BMS_CELL_VOLTAGES_ID, c.BMS_CELL_VOLTAGES_DLC)
-
-    def _send_cell_temps(self):
-        g = self._t_next
-        self._t_next = (g + 1) % self._t_groups
-        t = self.meas.temp_dc
-        n = len(t)
-        i = g * _GROUP_CELLS
-        c.encode_bms_cell_temps(
-            self.tx,
-            g,
-            t[i],
-            t[i + 1] if i + 1 < n else 0,
-            t[i + 2] if i + 2 < n else 0,
-            t[i + 3] if i + 3 < n else 0,
-        )
-        self._send(c.BMS_CELL_TEMPS_ID, c.BMS_CELL_TEMPS_DLC)
+        self._send(can_id, dlc)
+        return (g + 1) % groups
 
     def _send_balancing(self, bal):
         g = self._b_next

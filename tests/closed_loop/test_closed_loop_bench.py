@@ -46,6 +46,13 @@ def test_can_log_opens_in_python_can_and_decodes(tmp_path: Path, bench_factory) 
     ]
     assert len(states) == 20
     assert states[-1]["BmsState"] == "CLOSED"
+    # Every cell voltage goes out on BMS_CellVoltages within the 1 s period of the full set.
+    voltages: dict[str, float] = {}
+    for f in frames:
+        if f.arbitration_id == 0x110:
+            voltages.update(db.decode_message(f.arbitration_id, f.data))
+    assert {f"Cell{i:03d}_Voltage" for i in range(1, 17)} <= set(voltages)
+    assert all(3.5 < voltages[f"Cell{i:03d}_Voltage"] < 4.3 for i in range(1, 17))
     times = [f.timestamp for f in frames]
     assert times == sorted(times) and times[-1] > 1.5  # simulated time stamps
 
