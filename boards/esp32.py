@@ -18,7 +18,6 @@ from array import array
 from boards.hw import HwBoard, load_profile
 from firmware.compat import const
 
-_CELLS_PER_MODULE = const(12)  # LTC6811/LTC6813 read 12 (or 18) cells; the profile's chip: 12
 _GROUP = const(4)  # cells per measurement group (firmware/measurement.py)
 
 
@@ -46,6 +45,8 @@ class Board(HwBoard):
             miso=pin(pins["can_miso"]),
         )
         self._can = Mcp2515(spi, pin(pins["can_cs"], pin.OUT, value=1), c["osc_hz"])
+        if not self._can.ready:
+            print("esp32 board: the MCP2515 does not answer; no CAN, contactors stay open")
         self.measurement = profile.get("measurement", "bench")
         self._afe = None
         if self.measurement == "ltc681x":
@@ -62,8 +63,9 @@ class Board(HwBoard):
                 miso=pin(pins["afe_miso"]),
             )
             afe_cs = pin(pins["afe_cs"], pin.OUT, value=1)
-            self._afe = Ltc681x(afe_spi, afe_cs, a["modules"])
-            self._cells = array("H", [0] * (a["modules"] * _CELLS_PER_MODULE))
+            per_module = a.get("cells_per_module", 12)
+            self._afe = Ltc681x(afe_spi, afe_cs, a["modules"], per_module)
+            self._cells = array("H", [0] * (a["modules"] * per_module))
         elif self.measurement != "bench":
             raise ValueError("esp32 board: unknown measurement source " + self.measurement)
         self.start_watchdog()
@@ -85,11 +87,19 @@ class Board(HwBoard):
         if afe is None:
             return
         cells = self._cells
-        if afe.read_cells(cells, now_ms) is False:
-            return  # no fresh reading: the groups go stale and protection opens the contactors
+        afe.read_cells(cells, now_ms)
+        # A group is marked fresh only when all its cells are: a cell whose read failed its PEC
+        # keeps its old value with fresh = 0, so its group goes stale (and opens) if that lasts.
+        fresh = afe.fresh
         n = len(cells)
         for g in range((len(meas.cell_mv) + _GROUP - 1) // _GROUP):
             i = g * _GROUP
+            ok = True
+            for k in range(i, min(i + _GROUP, n)):
+                if not fresh[k]:
+                    ok = False
+            if not ok:
+                continue
             meas.set_cells(
                 g,
                 cells[i] if i < n else 0,

