@@ -1,6 +1,7 @@
 """Runs the firmware tests on MicroPython, where pytest does not exist.
 
     micropython -X heapsize=96K tests/firmware/mp_runner.py [--path BUNDLE] [test_x.py ...]
+    micropython tests/firmware/mp_runner.py --list    # the modules it runs by default
 
 With --path the firmware is imported from that folder first: the mpy-cross bundle a board runs
 (`hil.build.build_bundle`), so the tests exercise exactly the flashed bytecode and the on-device
@@ -56,13 +57,16 @@ def main(argv):
     if len(args) >= 2 and args[0] == "--path":
         sys.path.insert(1, args[1])
         args = args[2:]
-    files = [a.rsplit("/", 1)[-1] for a in args]
+    files = [a.rsplit("/", 1)[-1] for a in args if a != "--list"]
     if not files:
         files = sorted(
             f
             for f in os.listdir(here)
             if f.startswith("test_") and f.endswith(".py") and f not in CPYTHON_ONLY
         )
+    if "--list" in args:
+        print(" ".join(files))
+        return 0
     passed = failed = 0
     for f in files:
         p, m = _run_module(f[:-3])
