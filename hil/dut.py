@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -194,3 +195,54 @@ class UnixPortDut:
     ) -> None:
         self.stop()
         self.cleanup()
+
+
+class BoardConsole:
+    """A real board's serial console (its USB REPL port), read by pyserial in the background, so
+    each test's report can carry what the board printed meanwhile (`--dut board:NAME@PORT`)."""
+
+    def __init__(self, port: str, baudrate: int = 115200) -> None:
+        self.port = port
+        self.baudrate = baudrate
+        self._data = bytearray()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._serial: Any = None
+
+    def start(self) -> None:
+        """Open the port and start reading."""
+        import serial
+
+        self._serial = serial.Serial(self.port, self.baudrate, timeout=0.05)
+        self._thread = threading.Thread(target=self._run, name="board-console", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                chunk = self._serial.read(4096)
+            except Exception:  # noqa: BLE001 - a board unplugged mid-run ends the capture
+                return
+            if chunk:
+                with self._lock:
+                    self._data += chunk
+
+    def mark(self) -> int:
+        """A position in the captured output (see `since`)."""
+        with self._lock:
+            return len(self._data)
+
+    def since(self, mark: int) -> str:
+        """Everything the board printed after `mark`."""
+        with self._lock:
+            data = bytes(self._data[mark:])
+        return data.decode(errors="replace").replace("\r\n", "\n")
+
+    def close(self) -> None:
+        """Stop reading and close the port."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        if self._serial is not None:
+            self._serial.close()

@@ -2,6 +2,8 @@
 
 Options (each also settable in the ini file):
   --dut unix           the firmware on the MicroPython unix port (default; what CI runs)
+  --dut board:NAME@PORT  a real board flashed with `cellguard flash --board NAME`, its serial
+                       console on PORT (captured into each test's report); needs --can
   --can DESCRIPTION    a python-can bus to a real board, e.g. slcan:/dev/ttyACM0@500000; the bench
                        then runs in real time and does not start any firmware
   --heap SIZE          MicroPython heap for unix-port runs (default 96K, the smallest board's)
@@ -28,7 +30,8 @@ from typing import Any
 import pytest
 
 from hil.bench import Bench
-from hil.dut import DEFAULT_HEAP
+from hil.build import profiled_boards
+from hil.dut import DEFAULT_HEAP, BoardConsole
 from hil.runner import open_bench
 
 BenchFactory = Callable[..., Bench]
@@ -37,7 +40,9 @@ BenchFactory = Callable[..., Bench]
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Register the bench options."""
     group = parser.getgroup("cellguard", "cellguard HIL bench")
-    group.addoption("--dut", default=None, help="device under test: unix (default)")
+    group.addoption(
+        "--dut", default=None, help="device under test: unix (default) or board:NAME@SERIALPORT"
+    )
     group.addoption("--can", default=None, help="python-can bus INTERFACE:CHANNEL[@BITRATE]")
     group.addoption("--heap", default=None, help=f"unix-port heap size (default {DEFAULT_HEAP})")
     group.addoption("--can-log-dir", default=None, help="write each test's CAN log here (.blf)")
@@ -50,12 +55,41 @@ def _option(config: pytest.Config, name: str) -> str | None:
     return value if value is not None else config.getini(f"cellguard_{name}") or None
 
 
+_CONSOLE = pytest.StashKey[tuple[str, BoardConsole]]()
+
+
+def parse_board_dut(dut: str) -> tuple[str, str]:
+    """`board:NAME@PORT` -> (NAME, PORT); UsageError when malformed or NAME has no profile."""
+    name, _, port = dut[len("board:") :].partition("@")
+    if not name or not port:
+        raise pytest.UsageError(f"--dut {dut!r}: expected board:NAME@SERIALPORT")
+    if name not in profiled_boards():
+        known = ", ".join(profiled_boards())
+        raise pytest.UsageError(f"--dut {dut!r}: no board profile {name!r} (known: {known})")
+    return name, port
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Reject DUT kinds this bench does not know before any test runs."""
-    dut = _option(config, "dut")
-    if dut not in (None, "unix"):
-        raise pytest.UsageError(f"--dut {dut!r}: only 'unix' is supported by this bench")
+    """Check the DUT choice before any test runs; open a real board's console."""
     config.addinivalue_line("markers", "unix_only: needs the unix-port firmware (lock-step)")
+    dut = _option(config, "dut")
+    if dut in (None, "unix"):
+        return
+    if not dut.startswith("board:"):
+        raise pytest.UsageError(f"--dut {dut!r}: use unix or board:NAME@SERIALPORT")
+    name, port = parse_board_dut(dut)
+    if not config.getoption("can"):
+        raise pytest.UsageError(f"--dut {dut}: a real board needs --can INTERFACE:CHANNEL[@RATE]")
+    console = BoardConsole(port)
+    console.start()
+    config.stash[_CONSOLE] = (f"{name}@{port}", console)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Close a real board's console."""
+    entry = config.stash.get(_CONSOLE, None)
+    if entry is not None:
+        entry[1].close()
 
 
 @pytest.fixture
@@ -78,8 +112,13 @@ def bench_factory(request: pytest.FixtureRequest) -> Iterator[BenchFactory]:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
         return stack.enter_context(_reporting(open_bench(**kwargs), request))
 
+    board = config.stash.get(_CONSOLE, None)
+    mark = board[1].mark() if board else 0
     with stack:
         yield factory
+    if board is not None:
+        name, console = board
+        request.node.add_report_section("teardown", f"board console {name}", console.since(mark))
 
 
 @pytest.fixture
