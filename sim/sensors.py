@@ -44,14 +44,17 @@ class SensorModel:
     """Noisy, offset and quantised sensors; all sigmas and steps in SI units (V, degC, A).
 
     Per-cell voltage offsets are drawn once, on the first ``measure``, so a model belongs to
-    one pack size. While a cell bleeds, its balancing current flows through the sense line and
-    the cell reads low by ``bleed current * sense_line_ohm``.
+    one pack size. Sense lines are shared with the bleed path (one line between neighbouring
+    cells, ``sense_line_ohm`` each): a bleeding cell's current flows through both of its lines,
+    so it reads low by ``2 * sense_line_ohm * bleed current`` and each neighbour, sharing one of
+    them, reads high by ``sense_line_ohm * bleed current``. The default 0.25 ohm per line (a thin
+    harness wire plus its connector and filter resistor) gives about -55 mV and +27 mV at 0.11 A.
     """
 
     cell_noise_v: float = 1e-3
     cell_offset_sigma_v: float = 0.5e-3
     cell_lsb_v: float = 1e-3
-    sense_line_ohm: float = 0.0
+    sense_line_ohm: float = 0.25
     temp_noise_c: float = 0.2
     temp_lsb_c: float = 0.1
     current_noise_a: float = 0.020
@@ -79,9 +82,13 @@ class SensorModel:
         elif self._cell_offset_v.shape != (n,):
             raise ValueError(f"sensor model drawn for {self._cell_offset_v.size} cells, not {n}")
         rng = self._rng
+        bleed_a = pack.bleed_current_a
+        line_drop_a = -2.0 * bleed_a
+        line_drop_a[1:] += bleed_a[:-1]
+        line_drop_a[:-1] += bleed_a[1:]
         cell_v = (
             pack.cell_voltage_v
-            - pack.bleed_current_a * self.sense_line_ohm
+            + line_drop_a * self.sense_line_ohm
             + self._cell_offset_v
             + rng.normal(0.0, self.cell_noise_v, n)
         )

@@ -80,14 +80,27 @@ def test_offsets_persist_between_samples(loaded) -> None:
     assert np.any(first.cell_mv != np.rint(loaded.cell_voltage_v * 1000))
 
 
-def test_bleeding_cell_reads_low_through_sense_line(make_pack) -> None:
-    pack = make_pack(n_cells=4)
-    pack.set_balancing([False, True, False, False])
+def test_bleeding_cell_reads_low_and_its_neighbours_high_through_shared_sense_lines(
+    make_pack,
+) -> None:
+    """A bleeding cell reads 2 R Ib low, each neighbour R Ib high, the others exactly."""
+    pack = make_pack(n_cells=5)
+    pack.set_balancing([False, True, False, False, True])
     pack.step(1.0, 0.0)
     meas = SensorModel(**EXACT, sense_line_ohm=0.1).measure(pack)
-    expected_v = pack.cell_voltage_v - 0.1 * pack.bleed_current_a
-    np.testing.assert_array_equal(meas.cell_mv, np.rint(expected_v * 1000))
+    ib = pack.bleed_current_a
+    shift = 0.1 * np.array([ib[1], -2 * ib[1], ib[1], ib[4], -2 * ib[4]])
+    np.testing.assert_array_equal(meas.cell_mv, np.rint((pack.cell_voltage_v + shift) / 1e-3))
     assert meas.cell_mv[1] < np.rint(pack.cell_voltage_v[1] * 1000)
+
+
+def test_default_sense_lines_give_tens_of_mv_while_bleeding(make_pack) -> None:
+    pack = make_pack(n_cells=3)
+    pack.set_balancing([False, True, False])
+    pack.step(1.0, 0.0)
+    meas = SensorModel(**EXACT).measure(pack)
+    error_mv = meas.cell_mv - pack.cell_voltage_v * 1000
+    assert -80 < error_mv[1] < -30 and 15 < error_mv[0] < 40 and 15 < error_mv[2] < 40
 
 
 def test_model_belongs_to_one_pack_size(make_pack) -> None:
