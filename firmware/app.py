@@ -43,7 +43,7 @@ class Bms:
         self.protection = Protection(cfg)
         self.contactors = Contactors(cfg)
         self.limits = Limits(cfg)
-        self.balancer = Balancer(cfg)
+        self.balancer = Balancer(cfg, self.estimator)
         self.comm = Comm(board, cfg, self.meas)
         self.alive = 0
         self.cycle_us = 0

@@ -1,20 +1,38 @@
-"""Passive balancing: which cells bleed, by cell voltage difference (SOC-based strategy to follow).
+"""Passive balancing: which cells bleed, toward equal SOC or by cell voltage difference.
 
-Balancing runs only when enabled, with fresh data, no open-tier fault, at rest or charging
-(current_ma <= rest_current_ma), below balance_max_temp_dc and with the highest cell at or above
-balance_min_mv; otherwise every bleed resistor is off and `reason` says why (first blocking
-condition in that order).
+Strategy (balance_strategy, the one in use is `strategy`):
+- SOC: a cell's surplus is its charge above the emptiest cell's (the estimator's `cell_mas`, which
+  counts what every bleed resistor removed). A cell starts bleeding at balance_start_soc of
+  capacity above the lowest and bleeds until within balance_stop_soc (hysteresis; checked every
+  cycle from the booked charge, so a cell stops mid-phase). Used only while
+  every cell's SOC is known (anchored from OCV where the curve is steep, see estimation); until
+  then the voltage strategy stands in, since LFP's flat OCV curve says little about SOC.
+- VOLTAGE: a cell starts bleeding at balance_start_delta_mv above the lowest cell and keeps
+  bleeding until within balance_stop_delta_mv of it.
 
-A cell starts bleeding at balance_start_delta_mv above the lowest cell and keeps bleeding until it
-is within balance_stop_delta_mv of it (hysteresis). The lowest cell never bleeds, cells below
-balance_min_mv never bleed, and at most balance_max_cells bleed at once: the highest voltages
-win, chosen by insertion into preallocated top-k arrays (no allocation). update() reads the
-statistics of `meas`: call meas.update_stats() first.
+Duty cycle: every resistor is off for a measurement window of balance_measure_ms, then the
+selected cells bleed for balance_bleed_ms, and so on. Cells are selected only at the end of the
+window, from that cycle's voltages: the cycles before had every resistor off, so bleed current
+through the shared sense lines cannot bias the voltages the decision reads. At rest, the window
+is also where the estimator re-anchors each cell's SOC from OCV (once per rest period).
+
+Safety, checked every cycle; the first blocking condition in this order switches every resistor off,
+restarts the window and sets `reason`: balancing disabled, stale data, open-tier fault, neither at
+rest nor charging (current_ma > rest_current_ma), any temperature at or above balance_max_temp_dc.
+At the decision, BELOW_MIN_VOLTAGE blocks while every cell is below balance_min_mv and a cell below
+it never bleeds. The lowest cell never bleeds (its surplus is 0, stop thresholds are >= 0).
+
+Heat and AFE rules: at most balance_max_cells bleed at once, highest surplus (or voltage) first,
+chosen by insertion into preallocated top-k arrays; with balance_no_adjacent a chosen cell next to a
+higher-priority chosen cell waits for a later period. Each cycle first books the charge removed by
+the resistors that were on (I = cell_mv / balance_bleed_mohm). O(cells) per cycle, no allocation.
+update() reads the statistics of `meas`: call meas.update_stats() first.
 """
 
 from array import array
 
-from .compat import const
+from .compat import const, ticks_diff
+from .estimation import _soc_to_mas
 
 ACTIVE = const(0)
 BALANCED = const(1)
@@ -24,20 +42,46 @@ BELOW_MIN_VOLTAGE = const(4)
 OVER_TEMPERATURE = const(5)
 DISABLED = const(6)
 NO_DATA = const(7)
+MEASURING = const(8)
+
+STRATEGY_SOC = const(0)
+STRATEGY_VOLTAGE = const(1)
+
+
+def _bit(mask, i):
+    return mask[i >> 3] & (1 << (i & 7))
+
+
+def _zero(mask):
+    for b in range(len(mask)):
+        mask[b] = 0
 
 
 class Balancer:
-    """Bleed-resistor selection; `mask` bit i of byte i // 8 = cell i (0-based) bleeding."""
+    """Bleed-resistor selection and duty cycle; `mask` bit i of byte i // 8 = cell i (0-based)
+    bleeding now, `count` how many, `changed` True in a cycle that changed the mask."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, estimator):
         self._cfg = cfg
+        self._est = estimator
         self._n = cfg.cell_count
         k = cfg.balance_max_cells
-        self._top_mv = array("H", [0] * k)
+        self._top_p = array("l", [0] * k)
         self._top_cell = array("H", [0] * k)
+        mas_per_pct = cfg.capacity_mah * 36
+        self._start_mas = _soc_to_mas(cfg.balance_start_soc, mas_per_pct)
+        self._stop_mas = _soc_to_mas(cfg.balance_stop_soc, mas_per_pct)
         self.mask = bytearray((self._n + 7) // 8)
+        self._sel = bytearray(len(self.mask))  # the selection of the current bleed phase
+        self._sel_count = 0
+        self._decision = BALANCED
+        self._measuring = True
+        self._elapsed_ms = 0
+        self._last_ms = None
         self.count = 0
+        self.changed = False
         self.reason = NO_DATA
+        self.strategy = cfg.balance_strategy
 
     def _blocked(self, meas, fault_active, now_ms):
         c = self._cfg
@@ -51,65 +95,165 @@ class Balancer:
             return NOT_AT_REST_OR_CHARGING
         if meas.tmax_dc >= c.balance_max_temp_dc:
             return OVER_TEMPERATURE
-        if meas.vmax_mv < c.balance_min_mv:
-            return BELOW_MIN_VOLTAGE
         return ACTIVE
 
     def update(self, meas, fault_active, now_ms):
+        """One control cycle: book the last period's bleeding, check safety, run the duty cycle."""
+        dt = 0 if self._last_ms is None else ticks_diff(now_ms, self._last_ms)
+        self._last_ms = now_ms
+        self._book(meas.cell_mv, dt)
         reason = self._blocked(meas, fault_active, now_ms)
-        k = 0
-        if reason == ACTIVE:
-            k = self._select(meas)
-            if not k:
-                reason = BALANCED
-        self._apply(k, reason)
+        if reason != ACTIVE:
+            self._sel_count = 0
+            _zero(self._sel)
+            self._measuring = True
+            self._elapsed_ms = 0
+            self._apply(False, reason)
+            return
+        c = self._cfg
+        self._elapsed_ms += dt
+        if self._measuring:
+            if self._elapsed_ms < c.balance_measure_ms:
+                self._apply(False, MEASURING)
+                return
+            self._decide(meas)
+            self._measuring = False
+            self._elapsed_ms = 0
+        elif self._elapsed_ms >= c.balance_bleed_ms:
+            self._measuring = True
+            self._elapsed_ms = 0
+            self._apply(False, MEASURING)
+            return
+        elif self.strategy == STRATEGY_SOC and self._sel_count:
+            self._trim()
+        self._apply(True, self._decision)
 
     def clear(self):
         """Switch every bleed resistor off (the caller's safe state after an exception)."""
-        self._apply(0, FAULT)
+        self._sel_count = 0
+        _zero(self._sel)
+        self._measuring = True
+        self._elapsed_ms = 0
+        self._apply(False, FAULT)
 
-    def _apply(self, k, reason):
+    def _apply(self, bleeding, reason):
         mask = self.mask
+        sel = self._sel
+        changed = False
         for b in range(len(mask)):
-            mask[b] = 0
-        top_cell = self._top_cell
-        for j in range(k):
-            i = top_cell[j]
-            mask[i >> 3] |= 1 << (i & 7)
-        self.count = k
+            v = sel[b] if bleeding else 0
+            if mask[b] != v:
+                mask[b] = v
+                changed = True
+        self.changed = changed
+        self.count = self._sel_count if bleeding else 0
         self.reason = reason
 
-    def _select(self, meas):
-        # Fills the top-k arrays (highest voltage first) from the cells allowed to bleed, reading
-        # the previous mask for the hysteresis; returns how many were chosen.
-        c = self._cfg
-        cells = meas.cell_mv
+    def _book(self, cells, dt):
+        # The resistors in `mask` were on since the last cycle: charge their cells with it.
+        est = self._est
+        if not dt or not est.initialised:
+            return
         mask = self.mask
-        top_mv = self._top_mv
+        mohm = self._cfg.balance_bleed_mohm
+        for b in range(len(mask)):
+            bits = mask[b]
+            i = b << 3
+            while bits:
+                if bits & 1:
+                    est.bleed(i, cells[i], dt, mohm)
+                bits >>= 1
+                i += 1
+
+    def _decide(self, meas):
+        # Chooses the bleed set of the next phase from clean (window) voltages into `_sel`.
+        c = self._cfg
+        est = self._est
+        cells = meas.cell_mv
+        if est.initialised:
+            est.anchor_after_rest(cells)
+        if meas.vmax_mv < c.balance_min_mv:
+            k = 0
+            self._decision = BELOW_MIN_VOLTAGE
+        else:
+            soc = c.balance_strategy == STRATEGY_SOC and est.known_count == self._n
+            self.strategy = STRATEGY_SOC if soc else STRATEGY_VOLTAGE
+            k = self._select_soc(cells, est.cell_mas) if soc else self._select_mv(meas)
+            self._decision = ACTIVE if k else BALANCED
+        sel = self._sel
+        _zero(sel)
         top_cell = self._top_cell
-        kmax = len(top_mv)
+        no_adj = c.balance_no_adjacent
+        n = self._n
+        count = 0
+        for j in range(k):
+            i = top_cell[j]
+            if no_adj and ((i > 0 and _bit(sel, i - 1)) or (i + 1 < n and _bit(sel, i + 1))):
+                continue
+            sel[i >> 3] |= 1 << (i & 7)
+            count += 1
+        self._sel_count = count
+
+    def _trim(self):
+        # SOC strategy while bleeding: the booked charge says when a cell's surplus is gone, so it
+        # stops then rather than at the end of the phase.
+        cell_mas = self._est.cell_mas
+        keep = self._lowest(cell_mas) + self._stop_mas
+        sel = self._sel
+        for i in range(self._n):
+            if _bit(sel, i) and cell_mas[i] <= keep:
+                sel[i >> 3] &= ~(1 << (i & 7))
+                self._sel_count -= 1
+        if not self._sel_count:
+            self._decision = BALANCED
+
+    def _lowest(self, cell_mas):
+        lo = cell_mas[0]
+        for i in range(1, self._n):
+            if cell_mas[i] < lo:
+                lo = cell_mas[i]
+        return lo
+
+    def _select_mv(self, meas):
         vmin = meas.vmin_mv
-        start = vmin + c.balance_start_delta_mv
-        keep = vmin + c.balance_stop_delta_mv
-        floor = c.balance_min_mv
+        return self._select(
+            meas.cell_mv,
+            meas.cell_mv,
+            vmin + self._cfg.balance_start_delta_mv,
+            vmin + self._cfg.balance_stop_delta_mv,
+        )
+
+    def _select_soc(self, cells, cell_mas):
+        lo = self._lowest(cell_mas)
+        return self._select(cells, cell_mas, lo + self._start_mas, lo + self._stop_mas)
+
+    def _select(self, cells, prio, start, keep):
+        # Fills the top-k arrays (highest priority first) from the cells allowed to bleed: at or
+        # above balance_min_mv, priority above `keep`, and at or above `start` unless already
+        # selected (hysteresis). `keep` is at least the lowest priority, which rules out the
+        # lowest cell. Returns how many.
+        sel = self._sel
+        top_p = self._top_p
+        top_cell = self._top_cell
+        kmax = len(top_p)
+        floor = self._cfg.balance_min_mv
         k = 0
         for i in range(self._n):
-            v = cells[i]
-            # keep >= vmin, so this also rules out the lowest cell (and any cell equal to it).
-            if v < floor or v <= keep:
+            p = prio[i]
+            if cells[i] < floor or p <= keep:
                 continue
-            if v < start and not mask[i >> 3] & (1 << (i & 7)):
+            if p < start and not _bit(sel, i):
                 continue
             if k == kmax:
-                if v <= top_mv[k - 1]:
+                if p <= top_p[k - 1]:
                     continue
                 k -= 1
             j = k
-            while j > 0 and top_mv[j - 1] < v:
-                top_mv[j] = top_mv[j - 1]
+            while j > 0 and top_p[j - 1] < p:
+                top_p[j] = top_p[j - 1]
                 top_cell[j] = top_cell[j - 1]
                 j -= 1
-            top_mv[j] = v
+            top_p[j] = p
             top_cell[j] = i
             k += 1
         return k

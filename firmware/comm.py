@@ -128,8 +128,10 @@ class Comm:
                 c.BMS_CELL_TEMPS_ID,
                 c.BMS_CELL_TEMPS_DLC,
             )
-        for _ in range(self._b_per_cycle):
-            self._send_balancing(bms.balancer)
+        bal = bms.balancer
+        # A changed mask goes out at once (every group), so the status never lags the resistors.
+        for _ in range(self._b_groups if bal.changed else self._b_per_cycle):
+            self._send_balancing(bal)
 
     def send_cycle_diag(self, seq, cycle_us, heap_used):
         """BMS_CycleDiag: acknowledges a SIM_Tick (lock-step) or a cycle (real time)."""
@@ -228,7 +230,7 @@ class Comm:
             bits |= m[k + 1] << 8
         if k + 2 < n:
             bits |= m[k + 2] << 16
-        c.encode_bms_balancing(self.tx, g, bits, bal.count, bal.reason)
+        c.encode_bms_balancing(self.tx, g, bits, bal.count, bal.reason, bal.strategy)
         self._send(c.BMS_BALANCING_ID, c.BMS_BALANCING_DLC)
 
 

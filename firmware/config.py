@@ -60,13 +60,39 @@ _SCHEMA = (
     "discharge_temp_full_hi_dc -500 1500 450 450 "  # full discharge limit up to, 0.1 degC
     # passive balancing
     "balance_enable 0 1 1 1 "  # 1 = balancing allowed
-    "balance_min_mv 0 6000 3800 3300 "  # no balancing while every cell is below, mV
-    "balance_start_delta_mv 1 1000 15 15 "  # start bleeding a cell this far above vmin, mV
-    "balance_stop_delta_mv 0 1000 5 5 "  # stop bleeding it this close to vmin, mV
+    "balance_strategy 0 1 0 0 "  # 0 = equal SOC (voltage until every cell's SOC is known), 1 = mV
+    "balance_min_mv 0 6000 3800 3300 "  # a cell below never bleeds; none while all are, mV
+    "balance_start_delta_mv 1 1000 15 15 "  # voltage: start bleeding this far above vmin, mV
+    "balance_stop_delta_mv 0 1000 5 5 "  # voltage: stop bleeding this close to vmin, mV
+    "balance_start_soc 1 10000 50 50 "  # SOC: start bleeding this far above the lowest, 0.01 %
+    "balance_stop_soc 0 10000 10 10 "  # SOC: stop bleeding this close to the lowest, 0.01 %
     "balance_max_cells 1 192 8 8 "  # cells bleeding at once (heat budget)
-    "balance_max_temp_dc -500 1500 500 500"  # no balancing at or above, 0.1 degC
+    "balance_no_adjacent 0 1 0 0 "  # 1 = two neighbouring cells never bleed at once (AFE rule)
+    "balance_max_temp_dc -500 1500 500 500 "  # no balancing at or above, 0.1 degC
+    "balance_bleed_ms 100 600000 10000 10000 "  # bleed phase, then the measurement window, ms
+    "balance_measure_ms 20 60000 500 500 "  # all bleeding off; decisions from its last sample, ms
+    "balance_bleed_mohm 1000 1000000 33000 33000 "  # bleed resistor: I = cell_mv / it, milliohm
+    "balance_rest_ms 0 86400000 1200000 1200000 "  # |I| below rest_current_ma this long: relaxed
+    "balance_anchor_rise_mv 0 1000 15 15"  # re-anchor SOC from OCV on a 5 % step rising >= this
 )
 _ROW = 5
+
+
+def _rows():
+    # The schema row by row, in one reused list: splitting the whole string at once would put
+    # hundreds of small strings on the heap together (a peak the smallest boards feel).
+    s = _SCHEMA
+    n = len(s)
+    row = [""] * _ROW
+    i = 0
+    while i < n:
+        for k in range(_ROW):
+            j = s.find(" ", i)
+            if j < 0:
+                j = n
+            row[k] = s[i:j]
+            i = j + 1
+        yield row
 
 # ocv_mv: open-circuit voltage at SOC 0, 5, ..., 100 % at 25 degC, mV (the plant model's tables).
 # The keys of this dict are the valid values of the "chemistry" key (default NMC).
@@ -92,6 +118,8 @@ _ORDER = (
     "max_charge_ma < oc_charge_ma < plaus_current_ma;"
     "max_discharge_ma < oc_discharge_ma < plaus_current_ma;"
     "balance_stop_delta_mv < balance_start_delta_mv;"
+    "balance_stop_soc < balance_start_soc;"
+    "cycle_ms < balance_measure_ms < balance_bleed_ms;"
     "cycle_ms < meas_stale_ms;"
     "cycle_ms < vcu_stale_ms"
 )
@@ -106,9 +134,8 @@ class Config:
 
     def as_dict(self):
         d = {"chemistry": self.chemistry, "ocv_mv": self.ocv_mv}
-        t = _SCHEMA.split()
-        for i in range(0, len(t), _ROW):
-            d[t[i]] = getattr(self, t[i])
+        for row in _rows():
+            d[row[0]] = getattr(self, row[0])
         return d
 
 
@@ -148,27 +175,24 @@ def load(overrides=None):
         _fail("chemistry", "must be one of NMC, LFP")
     column = 3 if chem == "NMC" else 4
     values = {"chemistry": chem, "ocv_mv": _OCV[chem]}
-    ranges = {}
-    t = _SCHEMA.split()
-    for i in range(0, len(t), _ROW):
-        d = t[i + column]
-        values[t[i]] = d if d == "*" else int(d)
-        ranges[t[i]] = (int(t[i + 1]), int(t[i + 2]))
-    for key in overrides:
-        v = overrides[key]
-        if key == "chemistry":
-            continue
-        if key == "ocv_mv":
-            values[key] = _check_ocv(v)
-            continue
-        if key not in ranges:
-            _fail(key, "unknown key")
-        lo, hi = ranges[key]
-        if not _is_int(v):
-            _fail(key, "must be an integer")
-        if v < lo or v > hi:
-            _fail(key, "must be in " + str(lo) + ".." + str(hi))
+    for row in _rows():
+        key = row[0]
+        if key in overrides:
+            v = overrides[key]
+            if not _is_int(v):
+                _fail(key, "must be an integer")
+            if v < int(row[1]) or v > int(row[2]):
+                _fail(key, "must be in " + row[1] + ".." + row[2])
+        else:
+            v = row[column]
+            if v != "*":
+                v = int(v)
         values[key] = v
+    for key in overrides:
+        if key == "ocv_mv":
+            values[key] = _check_ocv(overrides[key])
+        elif key not in values:
+            _fail(key, "unknown key")
     cap = values["capacity_mah"]
     _derive(values, "temp_count", values["cell_count"])
     _derive(values, "oc_charge_ma", 2 * cap)

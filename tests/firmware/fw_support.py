@@ -1,6 +1,8 @@
 """Helpers shared by the firmware tests; runs under CPython and MicroPython."""
 
 from firmware import config
+from firmware.balancing import Balancer
+from firmware.estimation import SocEstimator
 from firmware.measurement import Measurements
 
 
@@ -30,3 +32,47 @@ def fresh(overrides=None, mv=3700, dc=250, current_ma=0, now_ms=0):
     meas = Measurements(cfg)
     feed(meas, cfg, mv, dc, current_ma, now_ms)
     return cfg, meas
+
+
+# Short balancing phases (window 300 ms, bleed 1 s); readings stay fresh for 10 s of board time.
+BALANCE = {"balance_measure_ms": 300, "balance_bleed_ms": 1000, "meas_stale_ms": 10000}
+
+
+def bled(bal, n):
+    """Cells (0-based) whose bleed resistor `bal` has on."""
+    return [i for i in range(n) if bal.mask[i >> 3] & (1 << (i & 7))]
+
+
+class Rig:
+    """Estimator and balancer run in 100 ms cycles (at most 10 s) on readings of `cells` (mV);
+    the estimator starts from them, at rest unless `current_ma` says otherwise."""
+
+    def __init__(self, cells, overrides=None, current_ma=0, dc=250):
+        o = {"cell_count": len(cells)}
+        o.update(BALANCE)
+        o.update(overrides or {})
+        self.cfg, self.m = fresh(o, mv=3900, dc=dc, current_ma=current_ma)
+        self.set(cells)
+        self.est = SocEstimator(self.cfg)
+        self.est.update(self.m, 100, 0)
+        self.bal = Balancer(self.cfg, self.est)
+        self.now = 0
+        self.fault = False
+
+    def set(self, cells):
+        """New cell voltages (mV)."""
+        for i, v in enumerate(cells):
+            self.m.cell_mv[i] = v
+        self.m.update_stats()
+
+    def cycle(self, n=1):
+        """Run `n` control cycles."""
+        for _ in range(n):
+            self.now += 100
+            self.est.update(self.m, 100, self.now)
+            self.bal.update(self.m, self.fault, self.now)
+
+    def decide(self):
+        """Run through the first measurement window to the first bleeding cycle; bled cells."""
+        self.cycle(4)
+        return bled(self.bal, self.cfg.cell_count)

@@ -61,21 +61,59 @@ def test_protection_does_not_allocate():
     assert _allocated(cycle) == 0
 
 
-def test_contactors_limits_balancing_do_not_allocate():
+def test_contactors_limits_do_not_allocate():
     if not IS_MICROPYTHON:
         return
     cfg, m = _cycle_objects()
     cont = Contactors(cfg)
     lim = Limits(cfg)
-    bal = Balancer(cfg)
 
     def cycle():
         for t in range(0, 500, 100):
             cont.step(t, True, False, 748800, 748800)
         cont.step(600, True, True, 748800, 748800)
         lim.update(m, False)
-        bal.update(m, False, 0)
 
     assert _allocated(cycle) == 0
-    assert bal.count == 8
+
+
+def _balancing_cycles(strategy, adjacent):
+    # Two decisions and every phase: window, decision, bleeding with booking (and, for the SOC
+    # strategy, the per-cycle stop check), the next window; then a blocked cycle.
+    cfg, m = _cycle_objects()
+    cfg.balance_strategy = strategy
+    cfg.balance_no_adjacent = adjacent
+    est = SocEstimator(cfg)
+    est.update(m, 100, 0)
+    bal = Balancer(cfg, est)
+    t = [0]
+
+    def cycle():
+        for _ in range(2 * (cfg.balance_measure_ms + cfg.balance_bleed_ms) // 100):
+            t[0] += 100
+            bal.update(m, False, t[0])
+            est.update(m, 100, t[0])
+        bal.update(m, True, t[0])
+
+    return bal, cycle
+
+
+def test_balancing_does_not_allocate():
+    if not IS_MICROPYTHON:
+        return
+    for strategy in (0, 1):
+        for adjacent in (0, 1):
+            bal, cycle = _balancing_cycles(strategy, adjacent)
+            assert _allocated(cycle) == 0
+            assert bal.strategy == strategy
     assert _allocated(bal.clear) == 0
+
+
+def test_anchor_does_not_allocate():
+    if not IS_MICROPYTHON:
+        return
+    cfg, m = _cycle_objects()
+    est = SocEstimator(cfg)
+    est.update(m, 100, 0)
+    assert _allocated(lambda: est.anchor(m.cell_mv)) == 0
+    assert _allocated(lambda: est.bleed(5, 3900, 100, 33000)) == 0

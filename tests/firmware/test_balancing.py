@@ -1,122 +1,80 @@
-from fw_support import fresh
+"""Balancing on a board clock: duty cycle, the voltage strategy, heat and AFE rules."""
+
+from fw_support import Rig, bled
 
 from firmware import balancing as b
 
-
-def _bled(bal, n):
-    return [i for i in range(n) if bal.mask[i >> 3] & (1 << (i & 7))]
+VOLTAGE = {"balance_strategy": 1}
 
 
-def _setup(cells, overrides=None, current_ma=0, dc=250):
-    o = {"cell_count": len(cells)}
-    o.update(overrides or {})
-    cfg, m = fresh(o, mv=3900, dc=dc, current_ma=current_ma)
-    for i, v in enumerate(cells):
-        m.cell_mv[i] = v
-    m.update_stats()
-    return cfg, m, b.Balancer(cfg)
-
-
-def test_selects_cells_above_start_delta_never_the_lowest():
+def test_voltage_selects_cells_above_start_delta_never_the_lowest():
     cells = [3900, 3915, 3914, 3930, 3900, 3960, 3899, 3905, 3950]
-    cfg, m, bal = _setup(cells)
+    r = Rig(cells, VOLTAGE)
+    bal = r.bal
     assert len(bal.mask) == 2 and bal.reason == b.NO_DATA
-    bal.update(m, False, 0)
-    assert bal.reason == b.ACTIVE
+    r.cycle()
+    assert bal.reason == b.MEASURING and bal.count == 0
     # vmin 3899 (cell 6): start at >= 3914
-    assert _bled(bal, 9) == [1, 2, 3, 5, 8] and bal.count == 5
-    assert 6 not in _bled(bal, 9)
+    assert r.decide() == [1, 2, 3, 5, 8] and bal.count == 5 and bal.reason == b.ACTIVE
+    assert bal.strategy == b.STRATEGY_VOLTAGE
 
 
-def test_hysteresis():
-    cells = [3900, 3920, 3900, 3900]
-    cfg, m, bal = _setup(cells)
-    bal.update(m, False, 0)
-    assert _bled(bal, 4) == [1]
+def test_duty_cycle_bleeds_then_measures_with_every_resistor_off():
+    r = Rig([3900, 3950, 3900, 3900], VOLTAGE)
+    seen = []
+    for _ in range(30):
+        r.cycle()
+        seen.append(r.bal.count)
+    # 3 cycles off (the 300 ms window), 10 bleeding (1 s), 3 off, 10 bleeding...
+    assert seen[:3] == [0, 0, 0] and seen[3:13] == [1] * 10
+    assert seen[13:16] == [0, 0, 0] and seen[16:26] == [1] * 10
+
+
+def test_decisions_only_from_the_measurement_window():
+    r = Rig([3900, 3950, 3900, 3900], VOLTAGE)
+    assert r.decide() == [1]
+    r.set([3900, 3870, 3900, 3900])  # a bleeding cell reads low through its sense lines
+    r.cycle(5)
+    assert bled(r.bal, 4) == [1]
+    r.cycle(5)  # the window starts: every resistor off
+    assert r.bal.reason == b.MEASURING and r.bal.count == 0
+    r.set([3900, 3950, 3900, 3900])
+    r.cycle(3)
+    assert bled(r.bal, 4) == [1]
+
+
+def test_changed_flags_mask_transitions_only():
+    r = Rig([3900, 3950, 3900, 3900], VOLTAGE)
+    r.cycle(3)
+    assert not r.bal.changed
+    r.cycle()
+    assert r.bal.changed
+    r.cycle()
+    assert not r.bal.changed
+
+
+def test_voltage_hysteresis():
+    r = Rig([3900, 3920, 3900, 3900], VOLTAGE)
+    assert r.decide() == [1]
     for v, bleeding in ((3910, True), (3906, True), (3905, False), (3910, False), (3915, True)):
-        m.cell_mv[1] = v
-        m.update_stats()
-        bal.update(m, False, 0)
-        assert (_bled(bal, 4) == [1]) == bleeding
-    m.cell_mv[1] = 3905
-    m.update_stats()
-    bal.update(m, False, 0)
-    assert bal.count == 0 and bal.reason == b.BALANCED
+        r.set([3900, v, 3900, 3900])
+        r.cycle(13)  # to the next decision: rest of the bleed phase, then the window
+        assert (bled(r.bal, 4) == [1]) == bleeding
+    r.set([3900, 3905, 3900, 3900])
+    r.cycle(13)
+    assert r.bal.count == 0 and r.bal.reason == b.BALANCED
 
 
 def test_at_most_max_cells_highest_first():
     cells = [3900] * 24
     for i in range(1, 21):
         cells[i] = 3920 + i * 3
-    cfg, m, bal = _setup(cells)
-    bal.update(m, False, 0)
-    assert bal.count == 8 and _bled(bal, 24) == list(range(13, 21))
-    cfg, m, bal = _setup(cells, {"balance_max_cells": 1})
-    bal.update(m, False, 0)
-    assert _bled(bal, 24) == [20]
+    assert Rig(cells, VOLTAGE).decide() == list(range(13, 21))
+    assert Rig(cells, {"balance_strategy": 1, "balance_max_cells": 1}).decide() == [20]
 
 
-def test_all_equal_is_balanced():
-    cfg, m, bal = _setup([3950] * 16)
-    bal.update(m, False, 0)
-    assert bal.count == 0 and bal.reason == b.BALANCED
-
-
-def test_cells_below_min_voltage_never_bleed():
-    cfg, m, bal = _setup([3700, 3790, 3810, 3700])
-    bal.update(m, False, 0)
-    assert _bled(bal, 4) == [2]
-    cfg, m, bal = _setup([3700, 3790, 3750, 3700])
-    bal.update(m, False, 0)
-    assert bal.count == 0 and bal.reason == b.BELOW_MIN_VOLTAGE
-
-
-def _blocked_reason(overrides=None, current_ma=0, fault=False, now_ms=0):
-    cfg, m, bal = _setup([3900, 3950, 3900, 3900], overrides)
-    bal.update(m, False, 0)
-    assert bal.count == 1
-    m.current_ma = current_ma
-    bal.update(m, fault, now_ms)
-    assert bal.count == 0 and bytes(bal.mask) == b"\x00"
-    return bal.reason
-
-
-def test_blocked_reasons():
-    assert _blocked_reason(current_ma=101) == b.NOT_AT_REST_OR_CHARGING
-    assert _blocked_reason(fault=True) == b.FAULT
-    assert _blocked_reason(now_ms=10000) == b.NO_DATA
-    cfg, m, bal = _setup([3900, 3950], {"balance_enable": 0})
-    bal.update(m, False, 0)
-    assert bal.reason == b.DISABLED and bal.count == 0
-
-
-def test_temperature_limit():
-    cfg, m, bal = _setup([3900, 3950], dc=499)
-    bal.update(m, False, 0)
-    assert bal.reason == b.ACTIVE
-    cfg, m, bal = _setup([3900, 3950], dc=500)
-    bal.update(m, False, 0)
-    assert bal.reason == b.OVER_TEMPERATURE and bal.count == 0
-
-
-def test_allowed_while_charging():
-    cfg, m, bal = _setup([3900, 3950], current_ma=-3000)
-    bal.update(m, False, 0)
-    assert bal.reason == b.ACTIVE and bal.count == 1
-
-
-def test_clear():
-    cfg, m, bal = _setup([3900, 3950])
-    bal.update(m, False, 0)
-    bal.clear()
-    assert bal.count == 0 and bal.mask[0] == 0 and bal.reason == b.FAULT
-
-
-def test_192_cells_mask_layout():
-    cells = [3900] * 192
-    cells[191] = 3990
-    cells[8] = 3980
-    cfg, m, bal = _setup(cells)
-    bal.update(m, False, 0)
-    assert len(bal.mask) == 24 and bal.mask[23] == 0x80 and bal.mask[1] == 0x01
-    assert bal.count == 2
+def test_no_two_adjacent_cells_bleed_when_configured():
+    cells = [3900, 3960, 3950, 3940, 3900, 3930, 3935, 3900]
+    assert Rig(cells, VOLTAGE).decide() == [1, 2, 3, 5, 6]
+    r = Rig(cells, {"balance_strategy": 1, "balance_no_adjacent": 1})
+    assert r.decide() == [1, 3, 6] and r.bal.count == 3

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware import config
-from firmware.balancing import ACTIVE, Balancer
+from firmware.balancing import ACTIVE, STRATEGY_SOC, Balancer
 from firmware.contactors import CLOSED, PRECHARGE, Contactors
 from firmware.estimation import SocEstimator, ocv_to_soc, soc_to_ocv
 from firmware.limits import Limits
@@ -127,22 +127,35 @@ def test_limits_within_maxima_and_zero_when_open(cells, temps, open_required, ch
 @given(
     st.lists(st.lists(st.integers(3700, 4000), min_size=20, max_size=20), min_size=1, max_size=8),
     st.integers(1, 6),
+    st.integers(0, 1),
 )
-def test_lowest_cell_never_bleeds(rounds, max_cells):
-    """Law: no cell at the minimum voltage or below balance_min_mv bleeds, at most
-    balance_max_cells bleed, and `count` equals the number of mask bits."""
-    cfg, m = fresh({"cell_count": 20, "balance_max_cells": max_cells})
-    bal = Balancer(cfg)
+def test_lowest_cell_never_bleeds(rounds, max_cells, strategy):
+    """Law: no cell at the minimum voltage or below balance_min_mv bleeds (voltage strategy) or
+    at the lowest charge (SOC strategy), at most balance_max_cells bleed, and `count` equals the
+    number of mask bits. Each round is one decision, at the end of a measurement window."""
+    o = {"cell_count": 20, "balance_max_cells": max_cells, "balance_strategy": strategy}
+    cfg, m = fresh(dict(o, meas_stale_ms=10000))  # fresh for all rounds
+    est = SocEstimator(cfg)
+    est.update(m, 100, 0)
+    bal = Balancer(cfg, est)
+    now = 0
+    bal.update(m, False, now)
     for cells in rounds:
         for i, v in enumerate(cells):
             m.cell_mv[i] = v
         m.update_stats()
-        bal.update(m, False, 0)
+        est.anchor(m.cell_mv)  # as after a rest: each cell's charge from its OCV
+        now += cfg.balance_measure_ms
+        bal.update(m, False, now)
         bled = [i for i in range(20) if bal.mask[i >> 3] & (1 << (i & 7))]
         assert len(bled) == bal.count <= max_cells
         assert bal.count == 0 or bal.reason == ACTIVE
+        lowest = min(est.cell_mas) if bal.strategy == STRATEGY_SOC else min(cells)
         for i in bled:
-            assert cells[i] > min(cells) and cells[i] >= cfg.balance_min_mv
+            level = est.cell_mas[i] if bal.strategy == STRATEGY_SOC else cells[i]
+            assert level > lowest and cells[i] >= cfg.balance_min_mv
+        bal.clear()  # back to the start of a measurement window
+        bal.update(m, False, now)
 
 
 @SLOW

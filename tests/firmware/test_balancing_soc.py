@@ -1,0 +1,90 @@
+"""SOC-based balancing: per-cell charge in the estimator (OCV anchor, rest, bleed booking) and
+the balancer's choice by surplus charge."""
+
+from fw_support import Rig, bled
+
+from firmware import balancing as b
+from firmware import config
+from firmware.estimation import _soc_to_mas, ocv_to_soc, soc_to_ocv
+
+NMC = config.load().ocv_mv
+LFP = config.load({"chemistry": "LFP"}).ocv_mv
+# 100 mAh cells bled at 2 A (3900 mV / 1.95 ohm): 1 % of capacity (3600 mAs) in 1.8 s.
+FAST = {"capacity_mah": 100, "balance_bleed_mohm": 1950}
+
+
+def _nmc(*socs):
+    return [soc_to_ocv(s, NMC) for s in socs]
+
+
+def test_start_at_rest_anchors_every_cell_from_ocv():
+    r = Rig(_nmc(5000, 5200, 5030, 5100))
+    est = r.est
+    assert est.known_count == 4
+    for i in range(4):
+        soc = ocv_to_soc(r.m.cell_mv[i], NMC)
+        assert est.cell_mas[i] == _soc_to_mas(soc, r.cfg.capacity_mah * 36)
+
+
+def test_start_under_load_knows_no_cell_and_falls_back_to_voltage():
+    r = Rig(_nmc(5000, 5200, 5030, 5100), current_ma=-2000)
+    assert r.est.known_count == 0
+    r.decide()
+    assert r.bal.strategy == b.STRATEGY_VOLTAGE
+
+
+def test_bleed_booking_is_exact_over_cycles():
+    r = Rig(_nmc(5000, 5000))
+    before = r.est.cell_mas[1]
+    r.est.bleed(1, 3900, 100, 33000)  # 118 mA (floor of 118.18) for 100 ms
+    assert r.est.cell_mas[1] == before - 11
+    r.est.bleed(1, 3900, 100, 33000)
+    assert r.est.cell_mas[1] == before - 23 and r.est.cell_mas[0] == before
+
+
+def test_soc_strategy_bleeds_by_surplus_never_the_lowest():
+    r = Rig(_nmc(6000, 6200, 6030, 6100, 6300), {"balance_max_cells": 2})
+    assert r.decide() == [1, 4]  # 2 % and 3 % above the lowest; 1 % waits; 0.3 % never
+    assert r.bal.strategy == b.STRATEGY_SOC and r.bal.reason == b.ACTIVE
+    r = Rig(_nmc(6000, 6200, 6030, 6100, 6300))
+    assert r.decide() == [1, 3, 4]
+
+
+def test_soc_strategy_bleeds_until_the_surplus_is_gone():
+    r = Rig(_nmc(5000, 5200, 5000, 5000), FAST)
+    est = r.est
+    lo = est.cell_mas[0]
+    assert r.decide() == [1]
+    cycles = 0
+    while r.bal.count or r.bal.reason == b.MEASURING:
+        r.cycle()
+        cycles += 1
+        assert cycles < 200
+    surplus = est.cell_mas[1] - lo
+    stop = _soc_to_mas(r.cfg.balance_stop_soc, r.cfg.capacity_mah * 36)
+    assert stop - 200 < surplus <= stop  # stops within one cycle's bleed (200 mAs)
+    assert est.cell_mas[0] == est.cell_mas[2] == est.cell_mas[3] == lo
+    assert r.bal.reason == b.BALANCED
+    r.cycle(20)
+    assert r.bal.count == 0
+
+
+def test_lfp_plateau_is_not_known_until_a_rest_at_the_steep_top():
+    plateau = [3300, 3302, 3305, 3300]
+    r = Rig(plateau, {"chemistry": "LFP", "balance_min_mv": 3000, "balance_rest_ms": 2000})
+    assert r.est.known_count == 0
+    r.decide()
+    assert r.bal.strategy == b.STRATEGY_VOLTAGE
+    top = [3400, 3440, 3425, 3430]  # 95 % and up: 40 mV per %
+    r.set(top)
+    r.m.current_ma = -1000  # charged up there, then rested for balance_rest_ms
+    r.cycle()
+    r.m.current_ma = 0
+    r.cycle(r.cfg.balance_rest_ms // 100)
+    assert r.est.known_count == 0
+    while r.bal.reason != b.MEASURING:
+        r.cycle()
+    while not r.bal.count:  # the end of the window anchors every cell and chooses by surplus
+        r.cycle()
+    assert r.est.known_count == 4 and r.bal.strategy == b.STRATEGY_SOC
+    assert bled(r.bal, 4) == [1, 2, 3]  # 1 %, 0.625 %, 0.75 % above the lowest
