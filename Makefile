@@ -4,8 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
+BOARD ?=
+PORT ?=
 
-.PHONY: sim test lint serve codegen busload bench clean
+.PHONY: sim test lint serve codegen busload bench flash clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +21,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/cellguard codegen --check
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n 2 $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -33,6 +35,11 @@ codegen: $(STAMP)
 
 busload: $(STAMP)
 	$(BIN)/cellguard busload $(ARGS)
+
+# make flash BOARD=stm32f4 PORT=/dev/ttyACM0 [ARGS=--dry-run]
+flash: $(STAMP)
+	@test -n "$(BOARD)" -a -n "$(PORT)" || { echo "usage: make flash BOARD=stm32f4|esp32 PORT=/dev/ttyACM0"; exit 2; }
+	$(BIN)/cellguard flash --board $(BOARD) --port $(PORT) $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/closed_loop_speed.py $(ARGS)
