@@ -94,6 +94,7 @@ def _rows():
             i = j + 1
         yield row
 
+
 # ocv_mv: open-circuit voltage at SOC 0, 5, ..., 100 % at 25 degC, mV (the plant model's tables).
 # The keys of this dict are the valid values of the "chemistry" key (default NMC).
 _OCV_POINTS = 21
