@@ -25,6 +25,7 @@ SERIES_COLUMNS = (
     "current_a",
     "soc_true_pct",
     "soc_bms_pct",
+    "soc_spread_pct",
     "pack_v",
     "cell_v_min",
     "cell_v_max",
@@ -71,6 +72,7 @@ class Recorder:
                 rec.current_a,
                 100.0 * float(pack.mean_soc),
                 s.soc_pct,
+                100.0 * float(np.ptp(pack.soc)),
                 float(pack.pack_voltage_v),
                 float(voltages.min()),
                 float(voltages.max()),
@@ -113,6 +115,8 @@ class Recorder:
             "soc_true_start_pct": float(self.column("soc_true_pct")[0]),
             "soc_true_end_pct": float(self.column("soc_true_pct")[-1]),
             "soc_true_min_pct": float(self.column("soc_true_pct").min()),
+            "soc_spread_start_pct": float(self.column("soc_spread_pct")[0]),
+            "soc_spread_end_pct": float(self.column("soc_spread_pct")[-1]),
             "cell_spread_start_mv": float(1000 * np.ptp(cells[0])),
             "cell_spread_end_mv": float(1000 * np.ptp(cells[-1])),
             "temp_max_c": float(self.column("temp_max_c").max()),
@@ -216,4 +220,15 @@ def _plots(rec: Recorder, out: Path) -> list[Path]:
     ax2.set_title("active faults")
     ax2.grid(True, axis="x")
     save(fig, "timeline.png")
+
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
+    ax.plot(t_h, rec.column("soc_spread_pct"), color="C2")
+    ax.set_ylabel("SOC spread [%-points]")
+    ax.set_title("plant cell SOC spread (max - min) and balancing activity")
+    ax.grid(True)
+    ax2.step(t_h, rec.column("balancing_cells"), where="post", color="C1")
+    ax2.set_ylabel("cells bleeding")
+    ax2.set_xlabel("time [h]")
+    ax2.grid(True)
+    save(fig, "balancing.png")
     return files

@@ -108,6 +108,10 @@ def _print_summary(s: dict[str, Any], files: list[Path]) -> None:
         f"max {pct(s['soc_error_max_pct'])} (BMS - plant)"
     )
     print(
+        f"  SOC spread       {s['soc_spread_start_pct']:.2f} %-points at start, "
+        f"{s['soc_spread_end_pct']:.2f} %-points at end (plant, max - min cell SOC)"
+    )
+    print(
         f"  cell spread      {s['cell_spread_start_mv']:.1f} mV at start, "
         f"{s['cell_spread_end_mv']:.1f} mV at end"
     )
