@@ -126,14 +126,17 @@ class CCCVCharge(Segment):
     clamp (CC), at the limit it tapers (CV). Its gain is divided by the pack's ohmic resistance
     so the voltage loop settles with ``cv_time_constant_s`` whatever the pack size. The charge
     ends once the pack has reached the voltage limit (or the BMS has tapered its charge limit
-    below the charger's current) while charging and the current has fallen below
-    ``cv_cutoff_c_rate`` times the chemistry's capacity, or after ``timeout_s``.
+    below the charger's current) while charging and the current has stayed below
+    ``cv_cutoff_c_rate`` times the chemistry's capacity for ``end_hold_s`` (as chargers do, so
+    one dip of the published limit does not end the charge), or after ``timeout_s``.
     """
 
     current_a: float
     cv_cutoff_c_rate: float = 0.05
     timeout_s: float = 6 * 3600.0
     cv_time_constant_s: float = 2.0
+    end_hold_s: float = 30.0
+    _below_since_s: float | None = field(init=False, repr=False, compare=False, default=None)
     _command_a: float = field(init=False, repr=False, compare=False, default=0.0)
     _cutoff_a: float = field(init=False, repr=False, compare=False, default=0.0)
     _last_s: float = field(init=False, repr=False, compare=False, default=0.0)
@@ -151,6 +154,7 @@ class CCCVCharge(Segment):
         self._cutoff_a = self.cv_cutoff_c_rate * pack.chemistry.capacity_ah
         self._last_s = 0.0
         self._in_cv = False
+        self._below_since_s = None
         self._start_soc = float(pack.mean_soc)
 
     def request(self, elapsed_s: float, pack: Pack, limits: Limits) -> float | None:
@@ -167,7 +171,14 @@ class CCCVCharge(Segment):
         ceiling = min(self.current_a, limits.charge_current_a)
         step_a = error_v * dt_s / (self.cv_time_constant_s * pack.internal_resistance_ohm)
         self._command_a = min(max(self._command_a + step_a, 0.0), ceiling)
-        if elapsed_s >= self.timeout_s or (self._in_cv and self._command_a < self._cutoff_a):
+        if not (self._in_cv and self._command_a < self._cutoff_a):
+            self._below_since_s = None
+        elif self._below_since_s is None:
+            self._below_since_s = elapsed_s
+        held = (
+            self._below_since_s is not None and elapsed_s - self._below_since_s >= self.end_hold_s
+        )
+        if elapsed_s >= self.timeout_s or held:
             return None
         return -self._command_a
 

@@ -116,6 +116,22 @@ def test_cccv_waits_for_published_limits(make_pack) -> None:
     assert pack.mean_soc == pytest.approx(0.5, abs=0.02)
 
 
+def test_cccv_survives_a_one_step_dip_of_the_limit(make_pack) -> None:
+    """A charger ends the charge only after the current stayed below cutoff for end_hold_s:
+    one control period in which the BMS publishes 0 A pauses the charge, it does not end it."""
+    pack = make_pack(n_cells=4, soc_mean=0.5)
+    scenario = Scenario("charge", [CCCVCharge(current_a=2.5, end_hold_s=30.0)])
+    normal = Limits(charge_current_a=2.0, discharge_current_a=10.0, charge_voltage_v=16.8)
+    dip = Limits(charge_current_a=0.0, discharge_current_a=10.0, charge_voltage_v=16.8)
+    t_s = 0.0
+    for step in range(100):
+        limits = dip if step == 50 else normal
+        pack.step(0.1, scenario.current_request(t_s, pack, limits))
+        t_s += 0.1
+    assert not scenario.done
+    assert scenario.current_request(t_s, pack, normal) == -2.0
+
+
 def test_default_scenario_end_to_end(make_pack) -> None:
     pack = make_pack()
     limits = Limits(charge_current_a=5.0, discharge_current_a=25.0, charge_voltage_v=16 * 4.2)
