@@ -81,6 +81,24 @@ def import_footprint(modules: list[str], bundle_board: str = "sim") -> int:
     return int(r.stdout.split()[-1])
 
 
+def board_unix_heap(board: str) -> str:
+    """Heap for running `board`'s bundle on the unix port: its budget plus the sim board's I/O.
+
+    The board does not carry the sim board module the unix port needs for I/O, so exactly what
+    importing it costs (measured) comes on top of the profile's budget; the firmware, the board
+    module and its drivers together must fit the budget.
+    """
+    profile = board_profile(board)
+    if profile is None:
+        return DEFAULT_HEAP
+    return str(heap_bytes(profile["heap_budget"]) + import_footprint(["boards.sim"], board))
+
+
+def heap_bytes(size: str) -> int:
+    """`96K` -> 98304; plain numbers are bytes."""
+    return int(size[:-1]) * 1024 if size.upper().endswith("K") else int(size)
+
+
 class UnixPortDut:
     """The cellguard firmware running on the MicroPython unix port with the `sim` board."""
 

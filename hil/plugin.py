@@ -31,7 +31,7 @@ import pytest
 
 from hil.bench import Bench
 from hil.build import profiled_boards
-from hil.dut import DEFAULT_HEAP, BoardConsole
+from hil.dut import DEFAULT_HEAP, BoardConsole, board_unix_heap
 from hil.runner import open_bench
 
 BenchFactory = Callable[..., Bench]
@@ -41,7 +41,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     """Register the bench options."""
     group = parser.getgroup("cellguard", "cellguard HIL bench")
     group.addoption(
-        "--dut", default=None, help="device under test: unix (default) or board:NAME@SERIALPORT"
+        "--dut",
+        default=None,
+        help="device under test: unix (default), unix:BOARD (that board's flashed bundle on the "
+        "unix port under its heap budget) or board:NAME@SERIALPORT",
     )
     group.addoption("--can", default=None, help="python-can bus INTERFACE:CHANNEL[@BITRATE]")
     group.addoption("--heap", default=None, help=f"unix-port heap size (default {DEFAULT_HEAP})")
@@ -75,6 +78,11 @@ def pytest_configure(config: pytest.Config) -> None:
     dut = _option(config, "dut")
     if dut in (None, "unix"):
         return
+    if dut.startswith("unix:"):
+        if dut[5:] not in profiled_boards():
+            known = ", ".join(profiled_boards())
+            raise pytest.UsageError(f"--dut {dut!r}: no board profile {dut[5:]!r} (known: {known})")
+        return
     if not dut.startswith("board:"):
         raise pytest.UsageError(f"--dut {dut!r}: use unix or board:NAME@SERIALPORT")
     name, port = parse_board_dut(dut)
@@ -99,13 +107,18 @@ def bench_factory(request: pytest.FixtureRequest) -> Iterator[BenchFactory]:
     can = config.getoption("can")
     if can and request.node.get_closest_marker("unix_only"):
         pytest.skip("needs the unix-port firmware in lock-step; --can runs in real time")
-    heap = _option(config, "heap") or DEFAULT_HEAP
+    dut = _option(config, "dut") or "unix"
+    bundle_board = dut[5:] if dut.startswith("unix:") else "sim"
+    heap = config.getoption("heap") or (
+        board_unix_heap(bundle_board) if bundle_board != "sim" else _option(config, "heap")
+    )
     log_dir = config.getoption("can_log_dir")
     stack = ExitStack()
 
     def factory(**kwargs: Any) -> Bench:
         kwargs.setdefault("can", can)
         kwargs.setdefault("heap", heap)
+        kwargs.setdefault("bundle_board", bundle_board)
         if log_dir and "log_path" not in kwargs:
             name = re.sub(r"[^\w.-]", "_", request.node.name)
             kwargs["log_path"] = Path(log_dir) / f"{name}.blf"

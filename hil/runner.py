@@ -33,12 +33,14 @@ def open_bench(
     heap: str = DEFAULT_HEAP,
     log_path: Path | None = None,
     workdir: Path | None = None,
+    bundle_board: str = "sim",
 ) -> Iterator[Bench]:
     """A bench around the unix-port firmware, or around whatever `can` reaches (a real board).
 
     `firmware_config` overrides the firmware's configuration keys; `pack_config` the plant's
     PackConfig fields. With `can` (a python-can description such as `slcan:/dev/ttyACM0@500000`)
-    no firmware is started and the bench runs in real time against the bus.
+    no firmware is started and the bench runs in real time against the bus. `bundle_board` runs
+    that board's flashed bundle on the unix port (see `hil.dut.UnixPortDut`).
     """
     fw = {"cell_count": cells, "temp_count": cells, "chemistry": chemistry}
     fw.update(firmware_config or {})
@@ -47,7 +49,7 @@ def open_bench(
     dut: UnixPortDut | None = None
     transport: Transport
     if can is None:
-        dut = UnixPortDut(fw, heap=heap, workdir=workdir)
+        dut = UnixPortDut(fw, heap=heap, workdir=workdir, bundle_board=bundle_board)
         dut.start()
         transport = SlcanSocketTransport("127.0.0.1", dut.port)
     else:

@@ -12,16 +12,12 @@ import pytest
 
 from hil.bench import Bench
 from hil.build import board_profile, build_bundle, bundle_sources, profiled_boards
-from hil.dut import UnixPortDut, import_footprint, preload_modules
+from hil.dut import UnixPortDut, board_unix_heap, heap_bytes, import_footprint, preload_modules
 from hil.transport import SlcanSocketTransport
 from sim.pack import Pack, PackConfig
 from sim.sensors import SensorModel
 
 CELLS = 16
-
-
-def _heap_bytes(budget: str) -> int:
-    return int(budget[:-1]) * 1024 if budget.endswith("K") else int(budget)
 
 
 def test_profiles_state_what_the_issue_asks() -> None:
@@ -35,7 +31,7 @@ def test_profiles_state_what_the_issue_asks() -> None:
         assert p["can"]["bitrate"] == 500_000
         assert {"contactor_neg", "contactor_pre", "contactor_pos", "cooling"} <= set(p["pins"])
         assert p["micropython"]["min"] == "1.23"
-        assert _heap_bytes(p["heap_budget"]) >= 32 * 1024
+        assert heap_bytes(p["heap_budget"]) >= 32 * 1024
 
 
 def test_board_bundle_holds_its_modules() -> None:
@@ -52,10 +48,11 @@ def test_board_bundle_holds_its_modules() -> None:
 def test_board_bundle_closed_loop_within_heap_budget(board: str) -> None:
     profile = board_profile(board)
     assert profile is not None
-    budget = _heap_bytes(profile["heap_budget"])
+    budget = heap_bytes(profile["heap_budget"])
     sim_io = import_footprint(["boards.sim"], board)
     assert 0 < sim_io < budget // 4
-    heap = str(budget + sim_io)
+    heap = board_unix_heap(board)
+    assert heap == str(budget + sim_io)
     config = {"cell_count": CELLS, "temp_count": CELLS}
     with UnixPortDut(config, heap=heap, bundle_board=board) as dut:
         assert f"--preload boards.{board}," in " ".join(dut.command())
