@@ -28,7 +28,12 @@ def main(argv):
     board = board_mod.from_args(args)
     from firmware import app
 
-    app.run(board)
+    try:
+        app.run(board)
+    finally:
+        # Whatever ends the loop (Ctrl-C from mpremote, a watchdog exit, a bug), the pack is left
+        # disconnected: a BMS that stops running must not leave its contactors closed.
+        board.set_contactors(0, 0, 0)
 
 
 main(sys.argv)
