@@ -61,6 +61,8 @@ class Bms:
         meas = self.meas
         prot = self.protection
         board.measure(meas, now_ms)
+        # The bleed mask still holds last cycle's command: the one on while these values were taken.
+        meas.compensate(self.balancer.mask)
         stale = meas.stale(now_ms)
         if not stale:
             meas.update_stats()

@@ -72,6 +72,10 @@ _SCHEMA = (
     "balance_bleed_ms 100 600000 10000 10000 "  # bleed phase, then the measurement window, ms
     "balance_measure_ms 20 60000 500 500 "  # all bleeding off; decisions from its last sample, ms
     "balance_bleed_mohm 1000 1000000 33000 33000 "  # bleed resistor: I = cell_mv / it, milliohm
+    # each sense line shared with the bleed path (0 = separate sense lines): the voltages read
+    # while resistors bleed are corrected for its drop (measurement.compensate); at most
+    # balance_bleed_mohm / 4; default = the plant's sense_line_ohm (sim/sensors.py), milliohm
+    "balance_sense_mohm 0 1000 250 250 "
     "balance_rest_ms 0 86400000 1200000 1200000 "  # |I| below rest_current_ma this long: relaxed
     "balance_anchor_rise_mv 0 1000 15 15"  # re-anchor SOC from OCV on a 5 % step rising >= this
 )
@@ -201,6 +205,9 @@ def load(overrides=None):
     _derive(values, "max_charge_ma", cap)
     _derive(values, "max_discharge_ma", 3 * cap)
     _derive(values, "plaus_current_ma", 2 * max(values["oc_charge_ma"], values["oc_discharge_ma"]))
+    if 4 * values["balance_sense_mohm"] > values["balance_bleed_mohm"]:
+        # Keeps the sense-line correction well-conditioned and its products small (measurement).
+        _fail("balance_sense_mohm", "must be at most balance_bleed_mohm / 4")
     for chain in _ORDER.split(";"):
         keys = chain.split(" < ")
         for i in range(1, len(keys)):

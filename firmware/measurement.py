@@ -4,6 +4,13 @@ Owns the raw measurement store (filled group by group from CAN frames or a board
 staleness and plausibility verdicts and the pack statistics (min/max/avg with 1-based cell and
 sensor numbers, 0 = not available yet). Nothing here allocates after construction.
 
+Sense-line compensation lives here, not in the balancer: it is a property of the measurement front
+end (sense lines shared with the bleed path), and every consumer (protection, limits, estimation,
+the balancer's charge booking, CAN) must see the same corrected voltages. The balancer only supplies
+the mask that was on while the values were taken. `cell_raw_mv` keeps the values as received and
+`compensate()` rebuilds `cell_mv` from it, so a group that was not refreshed is never corrected
+twice.
+
 Freshness is tracked per 4-value group plus one slot for the pack measurement. A slot found stale
 stays stale until a new value arrives, so an old time stamp can never look fresh again when the
 tick counter wraps.
@@ -67,7 +74,9 @@ class Measurements:
         self._cfg = cfg
         n = cfg.cell_count
         m = cfg.temp_count
-        self.cell_mv = array("H", [0] * n)
+        self.cell_mv = array("H", [0] * n)  # corrected by compensate(); what everything reads
+        self.cell_raw_mv = array("H", [0] * n)  # as received
+        self._biased = False  # cell_mv differs from cell_raw_mv (compensate() changed it)
         self.temp_dc = array("h", [0] * m)
         self.current_ma = 0
         self.pack_mv = 0
@@ -95,6 +104,7 @@ class Measurements:
         if not 0 <= group < self._cell_groups:
             self.rx_errors += 1
             return
+        _put4(self.cell_raw_mv, group * _GROUP, v0, v1, v2, v3, 0, 0xFFFF)
         _put4(self.cell_mv, group * _GROUP, v0, v1, v2, v3, 0, 0xFFFF)
         self._mark(group, now_ms)
 
@@ -150,6 +160,72 @@ class Measurements:
             and 0 <= self.pack_mv
             and 0 <= self.link_mv <= self._pack_max_mv
         )
+
+    def compensate(self, mask):
+        """Rebuild `cell_mv` from `cell_raw_mv`, correcting the IR drop of sense lines shared with
+        the bleed path (balance_sense_mohm R per line; 0 = separate lines, nothing to do).
+
+        `mask` (bit i of byte i // 8 = cell i) must be the bleed mask that was on while the values
+        were taken: the one commanded in the previous cycle. A bleeding cell's current
+        Ib_i = V_i / Rb (balance_bleed_mohm; V = true terminal voltage) flows through both of its
+        lines, so it reads 2 R Ib_i low and each neighbour reads R Ib_i high:
+        m_i = V_i - 2 R Ib_i + R Ib_(i-1) + R Ib_(i+1). Solved for V_i with the cell's own term
+        exact, V_i = m_i + R (2 b_i m_i - b_(i-1) V_(i-1) - b_(i+1) V_(i+1)) / (Rb - 2 R b_i)
+        (b = 1 where bleeding), the only unknowns left are the neighbours' V; a first pass takes
+        them as read, the second from the first pass. Residual below 1 mV for R / Rb up to 1/20
+        (plus rounding). Integers (mV, milliohm); config keeps 4 R <= Rb and R <= 1000, so every
+        product stays below 2**30. O(cells), no allocation.
+        """
+        r = self._cfg.balance_sense_mohm
+        if not r:
+            return
+        raw = self.cell_raw_mv
+        out = self.cell_mv
+        n = len(raw)
+        on = 0
+        for byte in mask:
+            on |= byte
+        if not on:
+            if self._biased:
+                for i in range(n):
+                    out[i] = raw[i]
+                self._biased = False
+            return
+        self._biased = True
+        d_off = self._cfg.balance_bleed_mohm  # divisor for a cell not bleeding
+        d_on = d_off - 2 * r  # and for a bleeding one
+        # Sliding window around cell i: b and m (raw) for i - 1 (p), i (0), i + 1 (1), i + 2 (2);
+        # c = first-pass value of i - 1 (cp) and i + 1 (c1). Cells outside the pack have b = 0.
+        bp = 0
+        mp = 0
+        cp = 0
+        b0 = mask[0] & 1
+        m0 = raw[0]
+        b1 = 0
+        m1 = 0
+        if n > 1:
+            b1 = (mask[0] >> 1) & 1
+            m1 = raw[1]
+        for i in range(n):
+            j = i + 2
+            b2 = 0
+            m2 = 0
+            if j < n:
+                b2 = (mask[j >> 3] >> (j & 7)) & 1
+                m2 = raw[j]
+            d = d_on if b1 else d_off
+            c1 = m1 + (r * (2 * b1 * m1 - b0 * m0 - b2 * m2) + (d >> 1)) // d
+            d = d_on if b0 else d_off
+            v = m0 + (r * (2 * b0 * m0 - bp * cp - b1 * c1) + (d >> 1)) // d
+            out[i] = _clamp(v, 0, 0xFFFF)
+            if b0:  # first-pass value of cell i, the next cell's left neighbour
+                cp = m0 + (r * (2 * m0 - bp * mp - b1 * m1) + (d >> 1)) // d
+            bp = b0
+            mp = m0
+            b0 = b1
+            m0 = m1
+            b1 = b2
+            m1 = m2
 
     def update_stats(self):
         r = self._stats

@@ -42,6 +42,18 @@ def test_measurement_and_estimation_do_not_allocate():
     assert _allocated(lambda: m.stale(100)) == 0
     assert _allocated(lambda: m.plausible()) == 0
     assert _allocated(lambda: m.update_stats()) == 0
+    mask = bytearray(24)
+    for i in (0, 1, 2, 7, 8, 100, 190, 191):
+        mask[i >> 3] |= 1 << (i & 7)
+    off = bytearray(24)
+    assert _allocated(lambda: m.compensate(mask)) == 0  # bleeding, both end cells included
+    assert _allocated(lambda: m.compensate(off)) == 0  # restores the raw values
+
+    def on_then_off():
+        m.compensate(mask)
+        m.compensate(off)
+
+    assert _allocated(on_then_off) == 0
     assert _allocated(lambda: est.update(m, 100, 100)) == 0
 
 

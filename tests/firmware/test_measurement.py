@@ -1,4 +1,4 @@
-from fw_support import feed, fresh
+from fw_support import feed, fresh, raises_naming
 
 from firmware import config
 from firmware.compat import ticks_add
@@ -141,3 +141,118 @@ def test_192_cells():
     m.update_stats()
     assert m.vmin_cell == 192 and m.cell_sum_mv == 191 * 4000 + 3000
     assert not m.stale(0) and m.plausible()
+
+
+# ---- sense-line compensation (balance_sense_mohm) ----------------------------------------------
+
+
+def _mask(n, bleeding):
+    mask = bytearray((n + 7) // 8)
+    for i in bleeding:
+        mask[i >> 3] |= 1 << (i & 7)
+    return mask
+
+
+def _sensed(true_mv, bleeding, sense_mohm, bleed_mohm):
+    # What the plant's sensor model reads (sim/sensors.py): Ib_i = V_i / R_bleed through both of
+    # cell i's lines; cell i reads 2 R Ib_i low and each neighbour R Ib_i high (rounded to 1 mV).
+    n = len(true_mv)
+    ib = [true_mv[i] / bleed_mohm if i in bleeding else 0.0 for i in range(n)]
+    out = []
+    for i in range(n):
+        drop = -2.0 * ib[i]
+        if i > 0:
+            drop += ib[i - 1]
+        if i + 1 < n:
+            drop += ib[i + 1]
+        out.append(int(round(true_mv[i] + drop * sense_mohm)))
+    return out
+
+
+def _compensated(true_mv, bleeding, overrides=None):
+    n = len(true_mv)
+    o = {"cell_count": n}
+    o.update(overrides or {})
+    cfg = config.load(o)
+    m = Measurements(cfg)
+    raw = _sensed(true_mv, bleeding, cfg.balance_sense_mohm, cfg.balance_bleed_mohm)
+    raw += [0, 0, 0]
+    for g in range((n + 3) // 4):
+        i = 4 * g
+        m.set_cells(g, raw[i], raw[i + 1], raw[i + 2], raw[i + 3], 0)
+    m.compensate(_mask(n, bleeding))
+    return raw[:n], list(m.cell_mv), m
+
+
+def _close(a, b, tol):
+    return len(a) == len(b) and all(abs(a[i] - b[i]) <= tol for i in range(len(a)))
+
+
+def test_default_sense_line_matches_plant():
+    assert config.load().balance_sense_mohm == 250
+    assert config.load({"chemistry": "LFP"}).balance_sense_mohm == 250
+
+
+def test_sense_line_resistance_is_range_checked():
+    assert raises_naming({"balance_sense_mohm": 1001}, "balance_sense_mohm")
+    assert raises_naming(
+        {"balance_sense_mohm": 251, "balance_bleed_mohm": 1000}, "balance_sense_mohm"
+    )
+    assert config.load({"balance_sense_mohm": 250, "balance_bleed_mohm": 1000}).balance_sense_mohm
+
+
+def test_compensation_one_bleeding_cell():
+    true = [4000] * 10
+    raw, comp, _ = _compensated(true, [5])
+    assert raw[5] == 3939 and raw[4] == 4030 and raw[6] == 4030 and raw[3] == 4000
+    assert _close(comp, true, 1)
+
+
+def test_compensation_adjacent_bleeding_cells():
+    true = [4000, 4010, 4020, 4030, 4040, 4050, 4060, 4070]
+    raw, comp, _ = _compensated(true, [3, 4])
+    assert raw[2] > true[2] + 25 and raw[5] > true[5] + 25
+    assert _close(comp, true, 1)
+
+
+def test_compensation_every_cell_bleeding():
+    true = [3900 + 7 * i for i in range(9)]
+    raw, comp, _ = _compensated(true, list(range(9)))
+    assert raw[0] < true[0] - 25 and raw[8] < true[8] - 25  # end cells: one neighbour each
+    assert _close(comp, true, 1)
+
+
+def test_compensation_first_and_last_cell():
+    true = [4100, 4000, 4000, 4000, 4000, 4100]
+    raw, comp, _ = _compensated(true, [0, 5])
+    assert raw[0] < true[0] - 55 and raw[1] > true[1] + 25 and raw[4] > true[4] + 25
+    assert _close(comp, true, 1)
+    raw, comp, _ = _compensated([4100], [0])
+    assert raw[0] < 4100 - 55 and _close(comp, [4100], 1)
+
+
+def test_compensation_low_bleed_resistor():
+    # 10 ohm: 0.4 A bleed, 0.2 V drop on the bleeding cell; second order leaves under 1 mV.
+    true = [4150, 4140, 4160, 4150, 4150, 4140, 4150, 4150]
+    raw, comp, _ = _compensated(true, [1, 3, 4, 7], {"balance_bleed_mohm": 10000})
+    assert raw[2] > true[2] + 90
+    assert _close(comp, true, 1)
+
+
+def test_compensation_zero_resistance_disables_it():
+    cfg = config.load({"cell_count": 6, "balance_sense_mohm": 0})
+    m = Measurements(cfg)
+    m.set_cells(0, 3939, 4030, 4000, 4000, 0)
+    m.set_cells(1, 4000, 4000, 0, 0, 0)
+    m.compensate(_mask(6, [0, 1, 2]))
+    assert list(m.cell_mv) == [3939, 4030, 4000, 4000, 4000, 4000]  # separate lines: as read
+
+
+def test_compensation_is_idempotent_and_undone_when_bleeding_stops():
+    true = [4000] * 8
+    raw, comp, m = _compensated(true, [2, 5])
+    m.compensate(_mask(8, [2, 5]))
+    assert list(m.cell_mv) == comp
+    m.compensate(_mask(8, []))
+    assert list(m.cell_mv) == raw
+    assert list(m.cell_raw_mv) == raw
