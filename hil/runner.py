@@ -38,14 +38,23 @@ def open_bench(
     """A bench around the unix-port firmware, or around whatever `can` reaches (a real board).
 
     `firmware_config` overrides the firmware's configuration keys; `pack_config` the plant's
-    PackConfig fields. With `can` (a python-can description such as `slcan:/dev/ttyACM0@500000`)
-    no firmware is started and the bench runs in real time against the bus. `bundle_board` runs
-    that board's flashed bundle on the unix port (see `hil.dut.UnixPortDut`).
+    PackConfig fields; the firmware's balance_sense_mohm follows the plant's sense-line
+    resistance unless `firmware_config` sets it. With `can` (a python-can description such as
+    `slcan:/dev/ttyACM0@500000`) no firmware is started and the bench runs in real time against
+    the bus. `bundle_board` runs that board's flashed bundle on the unix port (see
+    `hil.dut.UnixPortDut`).
     """
-    fw = {"cell_count": cells, "temp_count": cells, "chemistry": chemistry}
+    sensors = SensorModel(seed=seed)
+    # The plant's sense-line resistance is the one source: the firmware is told the same value
+    # unless `firmware_config` sets balance_sense_mohm itself (e.g. 0, to run it uncompensated).
+    fw: dict[str, Any] = {
+        "cell_count": cells,
+        "temp_count": cells,
+        "chemistry": chemistry,
+        "balance_sense_mohm": round(sensors.sense_line_ohm * 1000),
+    }
     fw.update(firmware_config or {})
     pack = Pack(PackConfig(chemistry=chemistry, n_cells=cells, seed=seed, **(pack_config or {})))
-    sensors = SensorModel(seed=seed)
     dut: UnixPortDut | None = None
     transport: Transport
     if can is None:
