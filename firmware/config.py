@@ -72,10 +72,12 @@ _SCHEMA = (
     "balance_bleed_ms 100 600000 10000 10000 "  # bleed phase, then the measurement window, ms
     "balance_measure_ms 20 60000 500 500 "  # all bleeding off; decisions from its last sample, ms
     "balance_bleed_mohm 1000 1000000 33000 33000 "  # bleed resistor: I = cell_mv / it, milliohm
-    # each sense line shared with the bleed path (0 = separate sense lines): the voltages read
-    # while resistors bleed are corrected for its drop (measurement.compensate); at most
-    # balance_bleed_mohm / 4; default = the plant's sense_line_ohm (sim/sensors.py), milliohm
-    "balance_sense_mohm 0 1000 250 250 "
+    # each sense line shared with the bleed path, milliohm: the voltages read while resistors
+    # bleed are corrected for its drop (measurement.compensate); at most balance_bleed_mohm / 4.
+    # Default 0 (separate lines, or a monitor that pauses bleeding while it converts, as the
+    # LTC681x does with DCP=0): an uncorrected shared line makes neighbours read high, which
+    # trips over-voltage early, while a correction for a drop that is not there would hide it.
+    "balance_sense_mohm 0 1000 0 0 "
     "balance_rest_ms 0 86400000 1200000 1200000 "  # |I| below rest_current_ma this long: relaxed
     "balance_anchor_rise_mv 0 1000 15 15"  # re-anchor SOC from OCV on a 5 % step rising >= this
 )

@@ -34,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C (or --seconds)."""
     config = {"cell_count": args.cells, "temp_count": args.cells, "chemistry": args.chemistry}
+    sensors = SensorModel()
+    if args.plant:
+        # The simulated pack's sense lines are shared with the bleed path: tell the firmware.
+        config["balance_sense_mohm"] = round(sensors.sense_line_ohm * 1000)
     dut = UnixPortDut(config, heap=args.heap, realtime=True, port=args.port)
     dut.start()
     channel = dut.channel
@@ -51,9 +55,7 @@ def run(args: argparse.Namespace) -> int:
     bench = None
     if args.plant:
         pack = Pack(PackConfig(chemistry=args.chemistry, n_cells=args.cells))
-        bench = Bench(
-            SlcanSocketTransport("127.0.0.1", args.port), pack, SensorModel(), lockstep=False
-        )
+        bench = Bench(SlcanSocketTransport("127.0.0.1", args.port), pack, sensors, lockstep=False)
         bench.dut = dut
     deadline = time.monotonic() + args.seconds if args.seconds else None
     try:
