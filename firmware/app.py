@@ -98,6 +98,17 @@ class Bms:
         self.balancer.clear()
         self.board.set_balancing(self.balancer.mask)
 
+    def fail(self, e):
+        """Whatever raised: safe state, InternalError (latched), a bounded console report."""
+        self.errors += 1
+        self.protection.set_fault(FAULT_INTERNAL_ERROR, True)
+        try:
+            self.safe_state()
+        except Exception:  # noqa: BLE001 - a broken output layer still gets the open command
+            self.board.set_contactors(0, 0, 0)
+        if self.errors <= _MAX_ERROR_REPORTS:
+            _report(e)
+
     def guarded_cycle(self, now_ms):
         """Run a cycle; on any exception go to the safe state. Returns True when it completed."""
         t0 = ticks_us()
@@ -107,14 +118,7 @@ class Bms:
             self.protection.set_fault(FAULT_INTERNAL_ERROR, False)
         except Exception as e:  # noqa: BLE001 - the loop must survive anything
             ok = False
-            self.errors += 1
-            self.protection.set_fault(FAULT_INTERNAL_ERROR, True)
-            try:
-                self.safe_state()
-            except Exception:  # noqa: BLE001
-                self.board.set_contactors(0, 0, 0)
-            if self.errors <= _MAX_ERROR_REPORTS:
-                _report(e)
+            self.fail(e)
         us = ticks_diff(ticks_us(), t0)
         self.cycle_us = us
         period_us = self.cfg.cycle_ms * 1000
@@ -148,7 +152,10 @@ def run(board):
     next_due = ticks_add(board.ticks_ms(), period)
     comm = bms.comm
     while True:
-        comm.poll(board.ticks_ms())
+        try:
+            comm.poll(board.ticks_ms())
+        except Exception as e:  # noqa: BLE001 - a receive-path fault must not end the BMS
+            bms.fail(e)
         now = board.ticks_ms()
         ran = False
         while ticks_diff(now, next_due) >= 0:
@@ -160,10 +167,13 @@ def run(board):
             # Collect at a known point between cycles, not inside one, and measure what stays.
             gc.collect()
             bms.heap_live = _heap_used()
-        if comm.tick_pending:
-            comm.tick_pending = False
-            comm.send_cycle_diag(comm.tick_seq, bms.cycle_us, bms.heap_live)
-        elif ran and board.realtime:
-            comm.send_cycle_diag(bms.alive, bms.cycle_us, bms.heap_live)
-        else:
-            board.wait(max(0, ticks_diff(next_due, now)) if board.realtime else 1000)
+        try:
+            if comm.tick_pending:
+                comm.tick_pending = False
+                comm.send_cycle_diag(comm.tick_seq, bms.cycle_us, bms.heap_live)
+            elif ran and board.realtime:
+                comm.send_cycle_diag(bms.alive, bms.cycle_us, bms.heap_live)
+            else:
+                board.wait(max(0, ticks_diff(next_due, now)) if board.realtime else 1000)
+        except Exception as e:  # noqa: BLE001 - nor may a transmit or idle fault
+            bms.fail(e)

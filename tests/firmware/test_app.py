@@ -118,3 +118,55 @@ def test_exception_in_cycle_opens_contactors_and_latches_internal_error():
     now = run_cycles(bms, board, 5, t0=now + 100)
     assert board.contactors[2] == 0, "latched: no re-close without a reset request"
     assert bms.protection.active & (1 << FAULT_INTERNAL_ERROR)
+
+
+class _Stop(BaseException):
+    """Ends the otherwise endless main loop in a test (not an Exception: the loop lets it out)."""
+
+
+class FlakyBoard(FakeBoard):
+    """The receive path raises once; the board clock moves 100 ms per idle; stops after 5 idles."""
+
+    def __init__(self):
+        FakeBoard.__init__(self)
+        self.now = 0
+        self.waits = 0
+        self.raised = False
+        self.faults = []
+
+    def ticks_ms(self):
+        return self.now
+
+    def can_recv(self, buf):
+        if not self.raised:
+            self.raised = True
+            raise OSError("CAN controller bus-off")
+        return FakeBoard.can_recv(self, buf)
+
+    def can_send(self, can_id, buf, dlc):
+        FakeBoard.can_send(self, can_id, buf, dlc)
+        if can_id == can_codec.BMS_FAULTS_ID:
+            self.faults.append(bytes(buf))
+
+    def wait(self, timeout_ms):
+        self.waits += 1
+        if self.waits > 5:
+            raise _Stop()
+        self.now += 100
+
+    def wdt_feed(self):
+        pass
+
+
+def test_exception_outside_the_cycle_does_not_end_the_loop():
+    board = FlakyBoard()
+    try:
+        app.run(board)
+    except _Stop:
+        pass
+    assert board.raised and board.waits > 5, "the loop went on after the receive path raised"
+    assert board.faults, "cycles ran and reported faults after the exception"
+    out = [0] * 16
+    can_codec.decode_bms_faults(board.faults[-1], out)
+    assert out[FAULT_INTERNAL_ERROR] == 1
+    assert board.contactors == (0, 0, 0)
