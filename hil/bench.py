@@ -67,6 +67,7 @@ class BmsStatus:
     contactor_pre: bool = False
     contactor_pos: bool = False
     fault_tier: int = 0
+    reset_cause: int = 0
     alive: int = -1
     soc_pct: float = float("nan")
     soh_pct: float = float("nan")
@@ -253,6 +254,7 @@ class Bench:
             s.contactor_pre = bool(v["ContactorPre"])
             s.contactor_pos = bool(v["ContactorPos"])
             s.fault_tier = int(v["FaultTier"])
+            s.reset_cause = int(v["ResetCause"])
             s.alive = int(v["AliveCounter"])
         elif name == "BMS_Pack":
             s.soc_pct = float(v["SOC"])
