@@ -19,6 +19,9 @@ is also where the estimator re-anchors each cell's SOC from OCV (once per rest p
 Safety, checked every cycle; the first blocking condition in this order switches every resistor off,
 restarts the window and sets `reason`: balancing disabled, stale data, open-tier fault, neither at
 rest nor charging (current_ma > rest_current_ma), any temperature at or above balance_max_temp_dc.
+After any block the first window ends only once the pack has been at rest or charging for
+balance_settle_ms (reason NOT_AT_REST_OR_CHARGING meanwhile), so the idle seconds of a drive
+never start bleeding.
 At the decision, BELOW_MIN_VOLTAGE blocks while every cell is below balance_min_mv and a cell below
 it never bleeds. The lowest cell never bleeds (its surplus is 0, stop thresholds are >= 0).
 
@@ -77,6 +80,7 @@ class Balancer:
         self._decision = BALANCED
         self._measuring = True
         self._elapsed_ms = 0
+        self._calm_ms = 0  # time at rest or charging without a block, saturating
         self._last_ms = None
         self.count = 0
         self.changed = False
@@ -108,11 +112,16 @@ class Balancer:
             _zero(self._sel)
             self._measuring = True
             self._elapsed_ms = 0
+            self._calm_ms = 0
             self._apply(False, reason)
             return
         c = self._cfg
         self._elapsed_ms += dt
+        self._calm_ms = min(self._calm_ms + dt, c.balance_settle_ms)
         if self._measuring:
+            if self._calm_ms < c.balance_settle_ms:
+                self._apply(False, NOT_AT_REST_OR_CHARGING)
+                return
             if self._elapsed_ms < c.balance_measure_ms:
                 self._apply(False, MEASURING)
                 return

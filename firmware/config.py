@@ -70,6 +70,8 @@ _SCHEMA = (
     "balance_no_adjacent 0 1 0 0 "  # 1 = two neighbouring cells never bleed at once (AFE rule)
     "balance_max_temp_dc -500 1500 500 500 "  # no balancing at or above, 0.1 degC
     "balance_bleed_ms 100 600000 10000 10000 "  # bleed phase, then the measurement window, ms
+    "balance_settle_ms 0 3600000 30000 30000 "  # at rest/charging this long first: a drive's idle
+    # moments do not start bleeding, ms
     "balance_measure_ms 20 60000 500 500 "  # all bleeding off; decisions from its last sample, ms
     "balance_bleed_mohm 1000 1000000 33000 33000 "  # bleed resistor: I = cell_mv / it, milliohm
     # each sense line shared with the bleed path, milliohm: the voltages read while resistors

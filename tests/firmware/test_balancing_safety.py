@@ -1,6 +1,6 @@
 """Balancing only when safe: the blocking conditions, minimum voltage, clearing, mask layout."""
 
-from fw_support import Rig
+from fw_support import Rig, bled
 
 from firmware import balancing as b
 
@@ -52,6 +52,21 @@ def test_temperature_limit():
 def test_allowed_while_charging():
     r = Rig([3900, 3950], current_ma=-3000)
     assert r.decide() == [1] and r.bal.reason == b.ACTIVE
+
+
+def test_bleeding_waits_until_the_pack_has_settled():
+    # A drive's idle seconds are not a rest: bleeding needs balance_settle_ms at rest or charging,
+    # and any moment of discharge starts the count again.
+    r = Rig([3900, 3950], {"balance_settle_ms": 2000})
+    r.cycle(15)
+    assert bled(r.bal, 2) == [] and r.bal.reason == b.NOT_AT_REST_OR_CHARGING
+    r.m.current_ma = 5000
+    r.cycle(1)
+    r.m.current_ma = 0
+    r.cycle(19)
+    assert bled(r.bal, 2) == [], "the discharge moment restarted the settling time"
+    r.cycle(4)
+    assert bled(r.bal, 2) == [1] and r.bal.reason == b.ACTIVE
 
 
 def test_clear():
