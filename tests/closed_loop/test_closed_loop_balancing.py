@@ -33,7 +33,13 @@ FAST = {
 NMC = fw_config.load({"chemistry": "NMC"})
 BALANCED = 1  # BalancingReason
 FAULT_TIER_OPEN = 3
-FEW = settings(max_examples=3, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+# Few, fixed examples: each costs a firmware run, and CI must not meet a new one on every push.
+FEW = settings(
+    max_examples=3,
+    deadline=None,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
 
 strategies = st.sampled_from([0, 1])  # balance_strategy: SOC, voltage
 seeds = st.integers(0, 10_000)
@@ -135,13 +141,16 @@ def test_no_bleeding_with_an_open_tier_fault(
     strategy: int, seed: int, cell: int, first: int
 ) -> None:
     """No cell bleeds while an open-tier fault is active: one cell reads over-voltage (and so the
-    highest, first in line to bleed) for 5 cycles from cycle `first`; the fault latches."""
+    highest, first in line to bleed) for 5 cycles from cycle `first`; the fault latches. The
+    reading is 200 mV over the threshold: the firmware corrects readings for the sense-line drop
+    of bleeding neighbours (up to 2 x 0.25 ohm x 0.13 A), and the cell must be over-voltage after
+    that correction too."""
     with rest_bench(strategy, seed, soc_mean=0.85, soc_sigma=0.02) as b:
         tick = {"i": 0}
 
         def overvoltage(m: Measurement) -> Measurement:
             if first <= tick["i"] < first + 5:
-                m.cell_mv[cell] = NMC.cell_ov_mv + 50
+                m.cell_mv[cell] = NMC.cell_ov_mv + 200
             return m
 
         b.measurement_hook = overvoltage
