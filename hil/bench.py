@@ -217,6 +217,24 @@ class Bench:
         self.t_s += dt
         return record
 
+    def step_until(
+        self,
+        done: Callable[[BmsStatus], bool],
+        max_steps: int,
+        load_current_a: float = 0.0,
+        **step_kwargs: bool,
+    ) -> list[StepRecord]:
+        """Step until `done(status)` holds or `max_steps` ran; returns the records of those steps.
+
+        bench.step_until(lambda s: s.closed, 30) closes the contactors (the caller asserts it).
+        """
+        records = []
+        for _ in range(max_steps):
+            records.append(self.step(load_current_a, **step_kwargs))
+            if done(self.status):
+                break
+        return records
+
     def _receive(self) -> None:
         status = self.status
         status.frames = 0

@@ -20,20 +20,16 @@ VCU_STALE_MS = 500
 
 def close_contactors(bench: Bench, max_steps: int = 30) -> int:
     """Step at rest until the BMS closes; returns the steps it took."""
-    for i in range(max_steps):
-        bench.step(0.0)
-        if bench.status.closed:
-            return i + 1
-    raise AssertionError(f"contactors not closed after {max_steps} cycles: {bench.status}")
+    n = len(bench.step_until(lambda s: s.closed, max_steps))
+    assert bench.status.closed, f"contactors not closed after {max_steps} cycles: {bench.status}"
+    return n
 
 
-def steps_until_open(bench: Bench, limit: int, load_a: float = 0.0, **step_kwargs: object) -> int:
+def steps_until_open(bench: Bench, limit: int, load_a: float = 0.0, **step_kwargs: bool) -> int:
     """Step until the contactors open; returns the number of steps."""
-    for i in range(limit):
-        bench.step(load_a, **step_kwargs)  # type: ignore[arg-type]
-        if not bench.status.closed:
-            return i + 1
-    raise AssertionError(f"contactors still closed after {limit} cycles: {bench.status}")
+    n = len(bench.step_until(lambda s: not s.closed, limit, load_a, **step_kwargs))
+    assert not bench.status.closed, f"contactors still closed after {limit} cycles: {bench.status}"
+    return n
 
 
 def test_contactors_close_only_after_precharge(bench: Bench) -> None:

@@ -32,26 +32,15 @@ def board_prints(line):
 
 def test_contactors_close_after_precharge(bench):
     board_prints("hello from the precharge test")
-    states = []
-    for _ in range(30):
-        bench.step(0.0)
-        states.append(bench.status.state_name)
-        if bench.status.closed:
-            break
+    states = [r.status.state_name for r in bench.step_until(lambda s: s.closed, 30)]
     assert "PRECHARGE" in states and bench.status.closed
 
 
 def test_stale_measurements_open_the_contactors(bench):
     board_prints("hello from the stale test")
-    for _ in range(30):
-        bench.step(0.0)
-        if bench.status.closed:
-            break
+    bench.step_until(lambda s: s.closed, 30)
     assert bench.status.closed
-    for _ in range(15):
-        bench.step(0.0, inject=False)
-        if not bench.status.closed:
-            break
+    bench.step_until(lambda s: not s.closed, 15, inject=False)
     assert not bench.status.closed
     assert "MeasurementStale" in bench.status.faults
 

@@ -63,20 +63,13 @@ def test_board_bundle_closed_loop_within_heap_budget(board: str) -> None:
         )
         bench.dut = dut
         try:
-            states = []
-            for _ in range(30):
-                bench.step(0.0)
-                states.append(bench.status.state_name)
-                if bench.status.closed:
-                    break
+            states = [r.status.state_name for r in bench.step_until(lambda s: s.closed, 30)]
             assert "PRECHARGE" in states and bench.status.closed
             for _ in range(20):  # the firmware reports its live heap every 16 cycles
                 bench.step(0.0)
             assert 0 < bench.status.heap_used - sim_io < budget
-            for _ in range(10):  # stale measurements: a fault opens the contactors
-                bench.step(0.0, inject=False)
-                if not bench.status.closed:
-                    break
+            # Stale measurements: a fault opens the contactors.
+            bench.step_until(lambda s: not s.closed, 10, inject=False)
             assert not bench.status.closed
             assert "MeasurementStale" in bench.status.faults
         finally:
