@@ -72,7 +72,7 @@ class Bms:
             prot.request_reset()
         dt = self.cfg.cycle_ms if self._last_ms is None else ticks_diff(now_ms, self._last_ms)
         self._last_ms = now_ms
-        if not stale and meas.plausible():
+        if prot.measurements_valid:  # fresh and plausible: check() has just looked
             self.estimator.update(meas, dt, now_ms)
         cont = self.contactors
         cont.step(

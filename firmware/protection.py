@@ -72,6 +72,7 @@ class Protection:
         self._pending = 0  # conditions present but maybe not yet qualified
         self._latched = 0
         self._live = 0  # self-clearing faults
+        self.measurements_valid = False  # last check(): fresh and plausible, fit for estimation
 
     def _rule(self, bit, cond, now_ms, qualify_ms):
         m = 1 << bit
@@ -87,6 +88,7 @@ class Protection:
     def check(self, meas, now_ms, stale, vcu_stale):
         self._pending &= ~_EXTERNAL
         self._live = 0
+        self.measurements_valid = False
         if vcu_stale:
             self._live = 1 << FAULT_VCU_STALE
         if stale:
@@ -96,6 +98,7 @@ class Protection:
         self._rule(FAULT_MEAS_IMPLAUSIBLE, implausible, now_ms, 0)
         if implausible:
             return
+        self.measurements_valid = True
         cfg = self._cfg
         i = meas.current_ma
         charging = i < -cfg.rest_current_ma

@@ -211,3 +211,17 @@ def test_only_external_bits_are_settable():
     except ValueError:
         return
     raise AssertionError("not rejected")
+
+
+def test_measurements_valid_only_when_fresh_and_plausible():
+    # The application estimates SOC only from what check() found fresh and plausible.
+    cfg, m = fresh()
+    prot = p.Protection(cfg)
+    prot.check(m, 0, False, False)
+    assert prot.measurements_valid
+    prot.check(m, 100, True, False)
+    assert not prot.measurements_valid
+    m.cell_mv[0] = 100
+    m.update_stats()
+    prot.check(m, 200, False, False)
+    assert not prot.measurements_valid
