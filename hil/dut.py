@@ -14,6 +14,7 @@ Usage:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -36,8 +37,18 @@ class DutError(RuntimeError):
     """The device under test failed to start or died."""
 
 
+MICROPYTHON_ENV = "CELLGUARD_MICROPYTHON"
+"""Environment variable naming another unix-port binary (a 32-bit build: docs/boards.md)."""
+
+
 def micropython_binary() -> str:
-    """Path of the `micropython` command: next to this Python (venv) or on PATH."""
+    """Path of the `micropython` command: $CELLGUARD_MICROPYTHON, next to this Python (venv), or
+    on PATH."""
+    chosen = os.environ.get(MICROPYTHON_ENV)
+    if chosen:
+        if not Path(chosen).exists():
+            raise DutError(f"{MICROPYTHON_ENV}={chosen}: no such file")
+        return chosen
     beside = Path(sys.executable).with_name("micropython")
     if beside.exists():
         return str(beside)
