@@ -13,8 +13,13 @@ Strategy (balance_strategy, the one in use is `strategy`):
 Duty cycle: every resistor is off for a measurement window of balance_measure_ms, then the
 selected cells bleed for balance_bleed_ms, and so on. Cells are selected only at the end of the
 window, from that cycle's voltages: the cycles before had every resistor off, so bleed current
-through the shared sense lines cannot bias the voltages the decision reads. At rest, the window
-is also where the estimator re-anchors each cell's SOC from OCV (once per rest period).
+through the shared sense lines cannot bias the voltages the decision reads.
+
+Anchoring: once the pack has rested balance_rest_ms, a window's end re-anchors every cell's SOC
+from OCV (estimator.anchor), and again after every balance_reanchor_ms of bleeding in the same
+rest: the booked charge cannot see self-discharge, which over a day of balancing is as large as the
+stop threshold. When resistors bled since the last anchor, that window lasts balance_relax_ms
+so the polarisation the bleed current left has decayed before OCV is read.
 
 Safety, checked every cycle; the first blocking condition in this order switches every resistor off,
 restarts the window and sets `reason`: balancing disabled, stale data, open-tier fault, neither at
@@ -81,6 +86,8 @@ class Balancer:
         self._measuring = True
         self._elapsed_ms = 0
         self._calm_ms = 0  # time at rest or charging without a block, saturating
+        self._anchored = False  # anchored during this rest
+        self._bled_ms = 0  # bleeding since the last anchor, ms, saturating at balance_reanchor_ms
         self._last_ms = None
         self.count = 0
         self.changed = False
@@ -106,6 +113,11 @@ class Balancer:
         dt = 0 if self._last_ms is None else ticks_diff(now_ms, self._last_ms)
         self._last_ms = now_ms
         self._book(meas.cell_mv, dt)
+        c = self._cfg
+        if self.count:
+            self._bled_ms = min(self._bled_ms + dt, c.balance_reanchor_ms or 1)
+        if self._est.rest_ms < c.balance_rest_ms:
+            self._anchored = False
         reason = self._blocked(meas, fault_active, now_ms)
         if reason != ACTIVE:
             self._sel_count = 0
@@ -115,14 +127,16 @@ class Balancer:
             self._calm_ms = 0
             self._apply(False, reason)
             return
-        c = self._cfg
         self._elapsed_ms += dt
         self._calm_ms = min(self._calm_ms + dt, c.balance_settle_ms)
         if self._measuring:
             if self._calm_ms < c.balance_settle_ms:
                 self._apply(False, NOT_AT_REST_OR_CHARGING)
                 return
-            if self._elapsed_ms < c.balance_measure_ms:
+            window = c.balance_measure_ms
+            if self._bled_ms and self._anchor_due():
+                window = c.balance_relax_ms
+            if self._elapsed_ms < window:
                 self._apply(False, MEASURING)
                 return
             self._decide(meas)
@@ -136,6 +150,13 @@ class Balancer:
         elif self.strategy == STRATEGY_SOC and self._sel_count:
             self._trim()
         self._apply(True, self._decision)
+
+    def _anchor_due(self):
+        c = self._cfg
+        est = self._est
+        if not est.initialised or est.rest_ms < c.balance_rest_ms:
+            return False
+        return not self._anchored or 0 < c.balance_reanchor_ms <= self._bled_ms
 
     def clear(self):
         """Switch every bleed resistor off (the caller's safe state after an exception)."""
@@ -179,8 +200,10 @@ class Balancer:
         c = self._cfg
         est = self._est
         cells = meas.cell_mv
-        if est.initialised:
-            est.anchor_after_rest(cells)
+        if self._anchor_due():
+            est.anchor(cells)
+            self._anchored = True
+            self._bled_ms = 0
         if meas.vmax_mv < c.balance_min_mv:
             k = 0
             self._decision = BELOW_MIN_VOLTAGE

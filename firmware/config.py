@@ -81,6 +81,11 @@ _SCHEMA = (
     # trips over-voltage early, while a correction for a drop that is not there would hide it.
     "balance_sense_mohm 0 1000 0 0 "
     "balance_rest_ms 0 86400000 1200000 1200000 "  # |I| below rest_current_ma this long: relaxed
+    # SOC strategy at rest: after this much bleeding the next measurement window lasts
+    # balance_relax_ms and every cell is re-anchored from OCV at its end, so self-discharge and
+    # bookkeeping drift do not go unseen through a long balancing rest, ms (0 = never)
+    "balance_reanchor_ms 0 86400000 7200000 7200000 "
+    "balance_relax_ms 0 3600000 600000 600000 "  # that window, ms (RC relaxation after bleeding)
     "balance_anchor_rise_mv 0 1000 15 15"  # re-anchor SOC from OCV on a 5 % step rising >= this
 )
 _ROW = 5
@@ -129,6 +134,7 @@ _ORDER = (
     "balance_stop_delta_mv < balance_start_delta_mv;"
     "balance_stop_soc < balance_start_soc;"
     "cycle_ms < balance_measure_ms < balance_bleed_ms;"
+    "balance_measure_ms < balance_relax_ms;"
     "cycle_ms < meas_stale_ms;"
     "cycle_ms < vcu_stale_ms"
 )

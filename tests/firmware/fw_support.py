@@ -34,10 +34,11 @@ def fresh(overrides=None, mv=3700, dc=250, current_ma=0, now_ms=0):
     return cfg, meas
 
 
-# Short balancing phases (window 300 ms, bleed 1 s, no settling time unless a test sets one);
-# readings stay fresh for 10 s of board time.
+# Short balancing phases (window 300 ms, relaxed window before an anchor 600 ms, bleed 1 s, no
+# settling time unless a test sets one); readings stay fresh for 10 s of board time.
 BALANCE = {
     "balance_measure_ms": 300,
+    "balance_relax_ms": 600,
     "balance_bleed_ms": 1000,
     "balance_settle_ms": 0,
     "meas_stale_ms": 10000,

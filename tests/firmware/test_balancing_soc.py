@@ -88,3 +88,38 @@ def test_lfp_plateau_is_not_known_until_a_rest_at_the_steep_top():
         r.cycle()
     assert r.est.known_count == 4 and r.bal.strategy == b.STRATEGY_SOC
     assert bled(r.bal, 4) == [1, 2, 3]  # 1 %, 0.625 %, 0.75 % above the lowest
+
+
+def _window(r):
+    """Run to the end of the next measurement window; returns its length, ms."""
+    while r.bal.reason != b.MEASURING:
+        r.cycle()
+    ms = 0
+    while r.bal.reason == b.MEASURING:
+        ms += 100
+        r.cycle()
+    return ms
+
+
+def test_long_rest_reanchors_after_bleeding_from_a_relaxed_window():
+    # Self-discharge is invisible to the booked charge: a cell that leaks below the others during
+    # a long balancing rest is found only by reading OCV again, and that reading must wait until
+    # the bleed current's polarisation has decayed (balance_relax_ms with every resistor off).
+    o = {"balance_rest_ms": 1000, "balance_reanchor_ms": 3000, "balance_relax_ms": 2000}
+    r = Rig(_nmc(6000, 6300, 6000, 6000), o)
+    r.cycle(r.cfg.balance_rest_ms // 100)
+    assert _window(r) >= 2000  # bled before the rest was long enough: the first anchor waits too
+    assert bled(r.bal, 4) == [1]
+    r.set(_nmc(6000, 6300, 5800, 6000))  # cell 3 (index 2) leaks 2 % away
+    mas_per_pct = r.cfg.capacity_mah * 36
+    leaked = _soc_to_mas(ocv_to_soc(r.m.cell_mv[2], NMC), mas_per_pct) + r.est.discharged_mas
+    windows = []
+    while len(windows) < 10:
+        w = _window(r)
+        windows.append(w)
+        if r.est.cell_mas[2] == leaked:
+            break
+    # Short windows while the bleeding adds up to balance_reanchor_ms, then one relaxed window.
+    assert windows[:-1] == [300] * (len(windows) - 1) and len(windows) == 3
+    assert windows[-1] >= r.cfg.balance_relax_ms
+    assert bled(r.bal, 4) == [0, 1, 3]  # the leaked cell is now the lowest: the others bleed
