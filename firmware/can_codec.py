@@ -20,32 +20,25 @@ from .compat import const
 
 
 # BMS_State: 0x100 (11-bit id), 8 bytes, from BMS, every 100 ms
-#    0 bms_state                0|4@1+ (1,0)
-#    1 contactor_neg            4|1@1+ (1,0)
-#    2 contactor_pre            5|1@1+ (1,0)
-#    3 contactor_pos            6|1@1+ (1,0)
-#    4 balancing_active         7|1@1+ (1,0)
-#    5 fault_tier               8|2@1+ (1,0)
-#    6 reset_cause              10|3@1+ (1,0)
-#    7 cycle_load               16|8@1+ (1,0) %
-#    8 alive_counter            56|4@1+ (1,0)
+#   v0  bms_state                0|4@1+ (1,0)
+#   v1  contactor_neg            4|1@1+ (1,0)
+#   v2  contactor_pre            5|1@1+ (1,0)
+#   v3  contactor_pos            6|1@1+ (1,0)
+#   v4  balancing_active         7|1@1+ (1,0)
+#   v5  fault_tier               8|2@1+ (1,0)
+#   v6  reset_cause              10|3@1+ (1,0)
+#   v7  cycle_load               16|8@1+ (1,0) %
+#   v8  alive_counter            56|4@1+ (1,0)
 BMS_STATE_ID = const(0x100)
 BMS_STATE_DLC = const(8)
 
 
-def encode_bms_state(buf, bms_state, contactor_neg, contactor_pre, contactor_pos,
-        balancing_active, fault_tier, reset_cause, cycle_load, alive_counter):
+def encode_bms_state(buf, v0, v1, v2, v3, v4, v5, v6, v7, v8):
     buf[3] = buf[4] = buf[5] = buf[6] = 0
-    buf[0] = (
-        bms_state & 0x0F
-        | (contactor_neg & 0x01) << 4
-        | (contactor_pre & 0x01) << 5
-        | (contactor_pos & 0x01) << 6
-        | (balancing_active & 0x01) << 7
-    )
-    buf[1] = fault_tier & 0x03 | (reset_cause & 0x07) << 2
-    buf[2] = cycle_load & 0xFF
-    buf[7] = alive_counter & 0x0F
+    buf[0] = v0 & 0x0F | (v1 & 0x01) << 4 | (v2 & 0x01) << 5 | (v3 & 0x01) << 6 | (v4 & 0x01) << 7
+    buf[1] = v5 & 0x03 | (v6 & 0x07) << 2
+    buf[2] = v7 & 0xFF
+    buf[7] = v8 & 0x0F
 
 
 def decode_bms_state(data, out):
@@ -62,23 +55,23 @@ def decode_bms_state(data, out):
 
 
 # BMS_Pack: 0x101 (11-bit id), 8 bytes, from BMS, every 100 ms
-#    0 pack_voltage             0|16@1+ (0.1,0) V
-#    1 pack_current             16|16@1- (0.1,0) A
-#    2 soc                      32|16@1+ (0.01,0) %
-#    3 soh                      48|8@1+ (0.5,0) %
+#   v0  pack_voltage             0|16@1+ (0.1,0) V
+#   v1  pack_current             16|16@1- (0.1,0) A
+#   v2  soc                      32|16@1+ (0.01,0) %
+#   v3  soh                      48|8@1+ (0.5,0) %
 BMS_PACK_ID = const(0x101)
 BMS_PACK_DLC = const(8)
 
 
-def encode_bms_pack(buf, pack_voltage, pack_current, soc, soh):
+def encode_bms_pack(buf, v0, v1, v2, v3):
     buf[7] = 0
-    buf[0] = pack_voltage & 0xFF
-    buf[1] = (pack_voltage >> 8) & 0xFF
-    buf[2] = pack_current & 0xFF
-    buf[3] = (pack_current >> 8) & 0xFF
-    buf[4] = soc & 0xFF
-    buf[5] = (soc >> 8) & 0xFF
-    buf[6] = soh & 0xFF
+    buf[0] = v0 & 0xFF
+    buf[1] = (v0 >> 8) & 0xFF
+    buf[2] = v1 & 0xFF
+    buf[3] = (v1 >> 8) & 0xFF
+    buf[4] = v2 & 0xFF
+    buf[5] = (v2 >> 8) & 0xFF
+    buf[6] = v3 & 0xFF
 
 
 def decode_bms_pack(data, out):
@@ -90,25 +83,24 @@ def decode_bms_pack(data, out):
 
 
 # BMS_CellVoltageStats: 0x102 (11-bit id), 8 bytes, from BMS, every 100 ms
-#    0 cell_voltage_min         0|16@1+ (0.001,0) V
-#    1 cell_voltage_max         16|16@1+ (0.001,0) V
-#    2 cell_voltage_avg         32|16@1+ (0.001,0) V
-#    3 cell_voltage_min_cell    48|8@1+ (1,0)
-#    4 cell_voltage_max_cell    56|8@1+ (1,0)
+#   v0  cell_voltage_min         0|16@1+ (0.001,0) V
+#   v1  cell_voltage_max         16|16@1+ (0.001,0) V
+#   v2  cell_voltage_avg         32|16@1+ (0.001,0) V
+#   v3  cell_voltage_min_cell    48|8@1+ (1,0)
+#   v4  cell_voltage_max_cell    56|8@1+ (1,0)
 BMS_CELL_VOLTAGE_STATS_ID = const(0x102)
 BMS_CELL_VOLTAGE_STATS_DLC = const(8)
 
 
-def encode_bms_cell_voltage_stats(buf, cell_voltage_min, cell_voltage_max, cell_voltage_avg,
-        cell_voltage_min_cell, cell_voltage_max_cell):
-    buf[0] = cell_voltage_min & 0xFF
-    buf[1] = (cell_voltage_min >> 8) & 0xFF
-    buf[2] = cell_voltage_max & 0xFF
-    buf[3] = (cell_voltage_max >> 8) & 0xFF
-    buf[4] = cell_voltage_avg & 0xFF
-    buf[5] = (cell_voltage_avg >> 8) & 0xFF
-    buf[6] = cell_voltage_min_cell & 0xFF
-    buf[7] = cell_voltage_max_cell & 0xFF
+def encode_bms_cell_voltage_stats(buf, v0, v1, v2, v3, v4):
+    buf[0] = v0 & 0xFF
+    buf[1] = (v0 >> 8) & 0xFF
+    buf[2] = v1 & 0xFF
+    buf[3] = (v1 >> 8) & 0xFF
+    buf[4] = v2 & 0xFF
+    buf[5] = (v2 >> 8) & 0xFF
+    buf[6] = v3 & 0xFF
+    buf[7] = v4 & 0xFF
 
 
 def decode_bms_cell_voltage_stats(data, out):
@@ -121,24 +113,24 @@ def decode_bms_cell_voltage_stats(data, out):
 
 
 # BMS_TempStats: 0x103 (11-bit id), 8 bytes, from BMS, every 100 ms
-#    0 temp_min                 0|16@1- (0.1,0) degC
-#    1 temp_max                 16|16@1- (0.1,0) degC
-#    2 temp_avg                 32|16@1- (0.1,0) degC
-#    3 temp_min_sensor          48|8@1+ (1,0)
-#    4 temp_max_sensor          56|8@1+ (1,0)
+#   v0  temp_min                 0|16@1- (0.1,0) degC
+#   v1  temp_max                 16|16@1- (0.1,0) degC
+#   v2  temp_avg                 32|16@1- (0.1,0) degC
+#   v3  temp_min_sensor          48|8@1+ (1,0)
+#   v4  temp_max_sensor          56|8@1+ (1,0)
 BMS_TEMP_STATS_ID = const(0x103)
 BMS_TEMP_STATS_DLC = const(8)
 
 
-def encode_bms_temp_stats(buf, temp_min, temp_max, temp_avg, temp_min_sensor, temp_max_sensor):
-    buf[0] = temp_min & 0xFF
-    buf[1] = (temp_min >> 8) & 0xFF
-    buf[2] = temp_max & 0xFF
-    buf[3] = (temp_max >> 8) & 0xFF
-    buf[4] = temp_avg & 0xFF
-    buf[5] = (temp_avg >> 8) & 0xFF
-    buf[6] = temp_min_sensor & 0xFF
-    buf[7] = temp_max_sensor & 0xFF
+def encode_bms_temp_stats(buf, v0, v1, v2, v3, v4):
+    buf[0] = v0 & 0xFF
+    buf[1] = (v0 >> 8) & 0xFF
+    buf[2] = v1 & 0xFF
+    buf[3] = (v1 >> 8) & 0xFF
+    buf[4] = v2 & 0xFF
+    buf[5] = (v2 >> 8) & 0xFF
+    buf[6] = v3 & 0xFF
+    buf[7] = v4 & 0xFF
 
 
 def decode_bms_temp_stats(data, out):
@@ -151,24 +143,23 @@ def decode_bms_temp_stats(data, out):
 
 
 # BMS_Limits: 0x104 (11-bit id), 8 bytes, from BMS, every 100 ms
-#    0 charge_current_limit     0|16@1+ (0.1,0) A
-#    1 discharge_current_limit  16|16@1+ (0.1,0) A
-#    2 charge_voltage_limit     32|16@1+ (0.1,0) V
-#    3 discharge_voltage_limit  48|16@1+ (0.1,0) V
+#   v0  charge_current_limit     0|16@1+ (0.1,0) A
+#   v1  discharge_current_limit  16|16@1+ (0.1,0) A
+#   v2  charge_voltage_limit     32|16@1+ (0.1,0) V
+#   v3  discharge_voltage_limit  48|16@1+ (0.1,0) V
 BMS_LIMITS_ID = const(0x104)
 BMS_LIMITS_DLC = const(8)
 
 
-def encode_bms_limits(buf, charge_current_limit, discharge_current_limit, charge_voltage_limit,
-        discharge_voltage_limit):
-    buf[0] = charge_current_limit & 0xFF
-    buf[1] = (charge_current_limit >> 8) & 0xFF
-    buf[2] = discharge_current_limit & 0xFF
-    buf[3] = (discharge_current_limit >> 8) & 0xFF
-    buf[4] = charge_voltage_limit & 0xFF
-    buf[5] = (charge_voltage_limit >> 8) & 0xFF
-    buf[6] = discharge_voltage_limit & 0xFF
-    buf[7] = (discharge_voltage_limit >> 8) & 0xFF
+def encode_bms_limits(buf, v0, v1, v2, v3):
+    buf[0] = v0 & 0xFF
+    buf[1] = (v0 >> 8) & 0xFF
+    buf[2] = v1 & 0xFF
+    buf[3] = (v1 >> 8) & 0xFF
+    buf[4] = v2 & 0xFF
+    buf[5] = (v2 >> 8) & 0xFF
+    buf[6] = v3 & 0xFF
+    buf[7] = (v3 >> 8) & 0xFF
 
 
 def decode_bms_limits(data, out):
@@ -180,51 +171,48 @@ def decode_bms_limits(data, out):
 
 
 # BMS_Faults: 0x105 (11-bit id), 8 bytes, from BMS, every 100 ms
-#    0 cell_over_voltage        0|1@1+ (1,0)
-#    1 cell_under_voltage       1|1@1+ (1,0)
-#    2 over_temp_charge         2|1@1+ (1,0)
-#    3 over_temp_discharge      3|1@1+ (1,0)
-#    4 under_temp_charge        4|1@1+ (1,0)
-#    5 under_temp_discharge     5|1@1+ (1,0)
-#    6 over_current_charge      6|1@1+ (1,0)
-#    7 over_current_discharge   7|1@1+ (1,0)
-#    8 measurement_stale        8|1@1+ (1,0)
-#    9 measurement_implausible  9|1@1+ (1,0)
-#   10 vcu_request_stale        10|1@1+ (1,0)
-#   11 precharge_failed         11|1@1+ (1,0)
-#   12 loop_overrun             12|1@1+ (1,0)
-#   13 watchdog_reset           13|1@1+ (1,0)
-#   14 internal_error           14|1@1+ (1,0)
-#   15 active_fault_count       56|8@1+ (1,0)
+#   v0  cell_over_voltage        0|1@1+ (1,0)
+#   v1  cell_under_voltage       1|1@1+ (1,0)
+#   v2  over_temp_charge         2|1@1+ (1,0)
+#   v3  over_temp_discharge      3|1@1+ (1,0)
+#   v4  under_temp_charge        4|1@1+ (1,0)
+#   v5  under_temp_discharge     5|1@1+ (1,0)
+#   v6  over_current_charge      6|1@1+ (1,0)
+#   v7  over_current_discharge   7|1@1+ (1,0)
+#   v8  measurement_stale        8|1@1+ (1,0)
+#   v9  measurement_implausible  9|1@1+ (1,0)
+#   v10 vcu_request_stale        10|1@1+ (1,0)
+#   v11 precharge_failed         11|1@1+ (1,0)
+#   v12 loop_overrun             12|1@1+ (1,0)
+#   v13 watchdog_reset           13|1@1+ (1,0)
+#   v14 internal_error           14|1@1+ (1,0)
+#   v15 active_fault_count       56|8@1+ (1,0)
 BMS_FAULTS_ID = const(0x105)
 BMS_FAULTS_DLC = const(8)
 
 
-def encode_bms_faults(buf, cell_over_voltage, cell_under_voltage, over_temp_charge,
-        over_temp_discharge, under_temp_charge, under_temp_discharge, over_current_charge,
-        over_current_discharge, measurement_stale, measurement_implausible, vcu_request_stale,
-        precharge_failed, loop_overrun, watchdog_reset, internal_error, active_fault_count):
+def encode_bms_faults(buf, v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15):
     buf[2] = buf[3] = buf[4] = buf[5] = buf[6] = 0
     buf[0] = (
-        cell_over_voltage & 0x01
-        | (cell_under_voltage & 0x01) << 1
-        | (over_temp_charge & 0x01) << 2
-        | (over_temp_discharge & 0x01) << 3
-        | (under_temp_charge & 0x01) << 4
-        | (under_temp_discharge & 0x01) << 5
-        | (over_current_charge & 0x01) << 6
-        | (over_current_discharge & 0x01) << 7
+        v0 & 0x01
+        | (v1 & 0x01) << 1
+        | (v2 & 0x01) << 2
+        | (v3 & 0x01) << 3
+        | (v4 & 0x01) << 4
+        | (v5 & 0x01) << 5
+        | (v6 & 0x01) << 6
+        | (v7 & 0x01) << 7
     )
     buf[1] = (
-        measurement_stale & 0x01
-        | (measurement_implausible & 0x01) << 1
-        | (vcu_request_stale & 0x01) << 2
-        | (precharge_failed & 0x01) << 3
-        | (loop_overrun & 0x01) << 4
-        | (watchdog_reset & 0x01) << 5
-        | (internal_error & 0x01) << 6
+        v8 & 0x01
+        | (v9 & 0x01) << 1
+        | (v10 & 0x01) << 2
+        | (v11 & 0x01) << 3
+        | (v12 & 0x01) << 4
+        | (v13 & 0x01) << 5
+        | (v14 & 0x01) << 6
     )
-    buf[7] = active_fault_count & 0xFF
+    buf[7] = v15 & 0xFF
 
 
 def decode_bms_faults(data, out):
@@ -248,11 +236,11 @@ def decode_bms_faults(data, out):
 
 
 # BMS_Balancing: 0x106 (11-bit id), 8 bytes, from BMS, every 1000 ms
-#    0 balancing_group          0|8@1+ (1,0)
-#    1 balancing_mask_g         8|24@1+ (1,0)
-#    2 balancing_cell_count     32|8@1+ (1,0)
-#    3 balancing_reason         40|8@1+ (1,0)
-#    4 balancing_strategy       48|2@1+ (1,0)
+#   v0  balancing_group          0|8@1+ (1,0)
+#   v1  balancing_mask_g         8|24@1+ (1,0)
+#   v2  balancing_cell_count     32|8@1+ (1,0)
+#   v3  balancing_reason         40|8@1+ (1,0)
+#   v4  balancing_strategy       48|2@1+ (1,0)
 #   group g = 0..7 carries, as argument 1 + k (k = 0..0), the signal named
 #   'BalancingMask_G{}'.format(g * 1 + k + 0)
 BMS_BALANCING_ID = const(0x106)
@@ -262,16 +250,15 @@ BMS_BALANCING_GROUP_SIZE = const(1)
 BMS_BALANCING_NAME_BASE = const(0)
 
 
-def encode_bms_balancing(buf, balancing_group, balancing_mask_g, balancing_cell_count,
-        balancing_reason, balancing_strategy):
+def encode_bms_balancing(buf, v0, v1, v2, v3, v4):
     buf[7] = 0
-    buf[0] = balancing_group & 0xFF
-    buf[1] = balancing_mask_g & 0xFF
-    buf[2] = (balancing_mask_g >> 8) & 0xFF
-    buf[3] = (balancing_mask_g >> 16) & 0xFF
-    buf[4] = balancing_cell_count & 0xFF
-    buf[5] = balancing_reason & 0xFF
-    buf[6] = balancing_strategy & 0x03
+    buf[0] = v0 & 0xFF
+    buf[1] = v1 & 0xFF
+    buf[2] = (v1 >> 8) & 0xFF
+    buf[3] = (v1 >> 16) & 0xFF
+    buf[4] = v2 & 0xFF
+    buf[5] = v3 & 0xFF
+    buf[6] = v4 & 0x03
 
 
 def decode_bms_balancing(data, out):
@@ -284,11 +271,11 @@ def decode_bms_balancing(data, out):
 
 
 # BMS_CellVoltages: 0x110 (11-bit id), 8 bytes, from BMS, every 1000 ms
-#    0 cell_group               0|8@1+ (1,0)
-#    1 cell_voltage_0           8|13@1+ (0.001,0) V
-#    2 cell_voltage_1           21|13@1+ (0.001,0) V
-#    3 cell_voltage_2           34|13@1+ (0.001,0) V
-#    4 cell_voltage_3           47|13@1+ (0.001,0) V
+#   v0  cell_group               0|8@1+ (1,0)
+#   v1  cell_voltage_0           8|13@1+ (0.001,0) V
+#   v2  cell_voltage_1           21|13@1+ (0.001,0) V
+#   v3  cell_voltage_2           34|13@1+ (0.001,0) V
+#   v4  cell_voltage_3           47|13@1+ (0.001,0) V
 #   group g = 0..47 carries, as argument 1 + k (k = 0..3), the signal named
 #   'Cell{:03d}_Voltage'.format(g * 4 + k + 1)
 BMS_CELL_VOLTAGES_ID = const(0x110)
@@ -298,16 +285,15 @@ BMS_CELL_VOLTAGES_GROUP_SIZE = const(4)
 BMS_CELL_VOLTAGES_NAME_BASE = const(1)
 
 
-def encode_bms_cell_voltages(buf, cell_group, cell_voltage_0, cell_voltage_1, cell_voltage_2,
-        cell_voltage_3):
-    buf[0] = cell_group & 0xFF
-    buf[1] = cell_voltage_0 & 0xFF
-    buf[2] = (cell_voltage_0 >> 8) & 0x1F | (cell_voltage_1 & 0x07) << 5
-    buf[3] = (cell_voltage_1 >> 3) & 0xFF
-    buf[4] = (cell_voltage_1 >> 11) & 0x03 | (cell_voltage_2 & 0x3F) << 2
-    buf[5] = (cell_voltage_2 >> 6) & 0x7F | (cell_voltage_3 & 0x01) << 7
-    buf[6] = (cell_voltage_3 >> 1) & 0xFF
-    buf[7] = (cell_voltage_3 >> 9) & 0x0F
+def encode_bms_cell_voltages(buf, v0, v1, v2, v3, v4):
+    buf[0] = v0 & 0xFF
+    buf[1] = v1 & 0xFF
+    buf[2] = (v1 >> 8) & 0x1F | (v2 & 0x07) << 5
+    buf[3] = (v2 >> 3) & 0xFF
+    buf[4] = (v2 >> 11) & 0x03 | (v3 & 0x3F) << 2
+    buf[5] = (v3 >> 6) & 0x7F | (v4 & 0x01) << 7
+    buf[6] = (v4 >> 1) & 0xFF
+    buf[7] = (v4 >> 9) & 0x0F
 
 
 def decode_bms_cell_voltages(data, out):
@@ -320,11 +306,11 @@ def decode_bms_cell_voltages(data, out):
 
 
 # BMS_CellTemps: 0x111 (11-bit id), 8 bytes, from BMS, every 1000 ms
-#    0 temp_group               0|8@1+ (1,0)
-#    1 temp_0                   8|12@1- (0.1,0) degC
-#    2 temp_1                   20|12@1- (0.1,0) degC
-#    3 temp_2                   32|12@1- (0.1,0) degC
-#    4 temp_3                   44|12@1- (0.1,0) degC
+#   v0  temp_group               0|8@1+ (1,0)
+#   v1  temp_0                   8|12@1- (0.1,0) degC
+#   v2  temp_1                   20|12@1- (0.1,0) degC
+#   v3  temp_2                   32|12@1- (0.1,0) degC
+#   v4  temp_3                   44|12@1- (0.1,0) degC
 #   group g = 0..47 carries, as argument 1 + k (k = 0..3), the signal named
 #   'Temp{:03d}'.format(g * 4 + k + 1)
 BMS_CELL_TEMPS_ID = const(0x111)
@@ -334,15 +320,15 @@ BMS_CELL_TEMPS_GROUP_SIZE = const(4)
 BMS_CELL_TEMPS_NAME_BASE = const(1)
 
 
-def encode_bms_cell_temps(buf, temp_group, temp_0, temp_1, temp_2, temp_3):
+def encode_bms_cell_temps(buf, v0, v1, v2, v3, v4):
     buf[7] = 0
-    buf[0] = temp_group & 0xFF
-    buf[1] = temp_0 & 0xFF
-    buf[2] = (temp_0 >> 8) & 0x0F | (temp_1 & 0x0F) << 4
-    buf[3] = (temp_1 >> 4) & 0xFF
-    buf[4] = temp_2 & 0xFF
-    buf[5] = (temp_2 >> 8) & 0x0F | (temp_3 & 0x0F) << 4
-    buf[6] = (temp_3 >> 4) & 0xFF
+    buf[0] = v0 & 0xFF
+    buf[1] = v1 & 0xFF
+    buf[2] = (v1 >> 8) & 0x0F | (v2 & 0x0F) << 4
+    buf[3] = (v2 >> 4) & 0xFF
+    buf[4] = v3 & 0xFF
+    buf[5] = (v3 >> 8) & 0x0F | (v4 & 0x0F) << 4
+    buf[6] = (v4 >> 4) & 0xFF
 
 
 def decode_bms_cell_temps(data, out):
@@ -355,22 +341,22 @@ def decode_bms_cell_temps(data, out):
 
 
 # BMS_CycleDiag: 0x1FF (11-bit id), 8 bytes, from BMS, every 100 ms
-#    0 tick_seq                 0|16@1+ (1,0)
-#    1 cycle_time               16|24@1+ (1,0) us
-#    2 heap_used                40|24@1+ (1,0) B
+#   v0  tick_seq                 0|16@1+ (1,0)
+#   v1  cycle_time               16|24@1+ (1,0) us
+#   v2  heap_used                40|24@1+ (1,0) B
 BMS_CYCLE_DIAG_ID = const(0x1FF)
 BMS_CYCLE_DIAG_DLC = const(8)
 
 
-def encode_bms_cycle_diag(buf, tick_seq, cycle_time, heap_used):
-    buf[0] = tick_seq & 0xFF
-    buf[1] = (tick_seq >> 8) & 0xFF
-    buf[2] = cycle_time & 0xFF
-    buf[3] = (cycle_time >> 8) & 0xFF
-    buf[4] = (cycle_time >> 16) & 0xFF
-    buf[5] = heap_used & 0xFF
-    buf[6] = (heap_used >> 8) & 0xFF
-    buf[7] = (heap_used >> 16) & 0xFF
+def encode_bms_cycle_diag(buf, v0, v1, v2):
+    buf[0] = v0 & 0xFF
+    buf[1] = (v0 >> 8) & 0xFF
+    buf[2] = v1 & 0xFF
+    buf[3] = (v1 >> 8) & 0xFF
+    buf[4] = (v1 >> 16) & 0xFF
+    buf[5] = v2 & 0xFF
+    buf[6] = (v2 >> 8) & 0xFF
+    buf[7] = (v2 >> 16) & 0xFF
 
 
 def decode_bms_cycle_diag(data, out):
@@ -381,11 +367,11 @@ def decode_bms_cycle_diag(data, out):
 
 
 # SIM_CellVoltages: 0x200 (11-bit id), 8 bytes, from BENCH, every 100 ms
-#    0 cell_group               0|8@1+ (1,0)
-#    1 cell_voltage_0           8|13@1+ (0.001,0) V
-#    2 cell_voltage_1           21|13@1+ (0.001,0) V
-#    3 cell_voltage_2           34|13@1+ (0.001,0) V
-#    4 cell_voltage_3           47|13@1+ (0.001,0) V
+#   v0  cell_group               0|8@1+ (1,0)
+#   v1  cell_voltage_0           8|13@1+ (0.001,0) V
+#   v2  cell_voltage_1           21|13@1+ (0.001,0) V
+#   v3  cell_voltage_2           34|13@1+ (0.001,0) V
+#   v4  cell_voltage_3           47|13@1+ (0.001,0) V
 #   group g = 0..47 carries, as argument 1 + k (k = 0..3), the signal named
 #   'Cell{:03d}_Voltage'.format(g * 4 + k + 1)
 SIM_CELL_VOLTAGES_ID = const(0x200)
@@ -398,11 +384,11 @@ decode_sim_cell_voltages = decode_bms_cell_voltages
 
 
 # SIM_CellTemps: 0x201 (11-bit id), 8 bytes, from BENCH, every 100 ms
-#    0 temp_group               0|8@1+ (1,0)
-#    1 temp_0                   8|12@1- (0.1,0) degC
-#    2 temp_1                   20|12@1- (0.1,0) degC
-#    3 temp_2                   32|12@1- (0.1,0) degC
-#    4 temp_3                   44|12@1- (0.1,0) degC
+#   v0  temp_group               0|8@1+ (1,0)
+#   v1  temp_0                   8|12@1- (0.1,0) degC
+#   v2  temp_1                   20|12@1- (0.1,0) degC
+#   v3  temp_2                   32|12@1- (0.1,0) degC
+#   v4  temp_3                   44|12@1- (0.1,0) degC
 #   group g = 0..47 carries, as argument 1 + k (k = 0..3), the signal named
 #   'Temp{:03d}'.format(g * 4 + k + 1)
 SIM_CELL_TEMPS_ID = const(0x201)
@@ -415,23 +401,23 @@ decode_sim_cell_temps = decode_bms_cell_temps
 
 
 # SIM_PackMeasurements: 0x202 (11-bit id), 8 bytes, from BENCH, every 100 ms
-#    0 pack_current             0|24@1- (0.001,0) A
-#    1 pack_voltage             24|16@1+ (0.1,0) V
-#    2 link_voltage             40|16@1+ (0.1,0) V
-#    3 meas_counter             56|4@1+ (1,0)
+#   v0  pack_current             0|24@1- (0.001,0) A
+#   v1  pack_voltage             24|16@1+ (0.1,0) V
+#   v2  link_voltage             40|16@1+ (0.1,0) V
+#   v3  meas_counter             56|4@1+ (1,0)
 SIM_PACK_MEASUREMENTS_ID = const(0x202)
 SIM_PACK_MEASUREMENTS_DLC = const(8)
 
 
-def encode_sim_pack_measurements(buf, pack_current, pack_voltage, link_voltage, meas_counter):
-    buf[0] = pack_current & 0xFF
-    buf[1] = (pack_current >> 8) & 0xFF
-    buf[2] = (pack_current >> 16) & 0xFF
-    buf[3] = pack_voltage & 0xFF
-    buf[4] = (pack_voltage >> 8) & 0xFF
-    buf[5] = link_voltage & 0xFF
-    buf[6] = (link_voltage >> 8) & 0xFF
-    buf[7] = meas_counter & 0x0F
+def encode_sim_pack_measurements(buf, v0, v1, v2, v3):
+    buf[0] = v0 & 0xFF
+    buf[1] = (v0 >> 8) & 0xFF
+    buf[2] = (v0 >> 16) & 0xFF
+    buf[3] = v1 & 0xFF
+    buf[4] = (v1 >> 8) & 0xFF
+    buf[5] = v2 & 0xFF
+    buf[6] = (v2 >> 8) & 0xFF
+    buf[7] = v3 & 0x0F
 
 
 def decode_sim_pack_measurements(data, out):
@@ -443,18 +429,18 @@ def decode_sim_pack_measurements(data, out):
 
 
 # SIM_Tick: 0x20F (11-bit id), 8 bytes, from BENCH, no cycle time
-#    0 tick_seq                 0|16@1+ (1,0)
-#    1 tick_duration            16|16@1+ (1,0) ms
+#   v0  tick_seq                 0|16@1+ (1,0)
+#   v1  tick_duration            16|16@1+ (1,0) ms
 SIM_TICK_ID = const(0x20F)
 SIM_TICK_DLC = const(8)
 
 
-def encode_sim_tick(buf, tick_seq, tick_duration):
+def encode_sim_tick(buf, v0, v1):
     buf[4] = buf[5] = buf[6] = buf[7] = 0
-    buf[0] = tick_seq & 0xFF
-    buf[1] = (tick_seq >> 8) & 0xFF
-    buf[2] = tick_duration & 0xFF
-    buf[3] = (tick_duration >> 8) & 0xFF
+    buf[0] = v0 & 0xFF
+    buf[1] = (v0 >> 8) & 0xFF
+    buf[2] = v1 & 0xFF
+    buf[3] = (v1 >> 8) & 0xFF
 
 
 def decode_sim_tick(data, out):
@@ -464,16 +450,16 @@ def decode_sim_tick(data, out):
 
 
 # VCU_Request: 0x300 (11-bit id), 8 bytes, from VCU, every 100 ms
-#    0 contactor_request        0|1@1+ (1,0)
-#    1 fault_reset              1|1@1+ (1,0)
-#    2 vcu_alive_counter        4|4@1+ (1,0)
+#   v0  contactor_request        0|1@1+ (1,0)
+#   v1  fault_reset              1|1@1+ (1,0)
+#   v2  vcu_alive_counter        4|4@1+ (1,0)
 VCU_REQUEST_ID = const(0x300)
 VCU_REQUEST_DLC = const(8)
 
 
-def encode_vcu_request(buf, contactor_request, fault_reset, vcu_alive_counter):
+def encode_vcu_request(buf, v0, v1, v2):
     buf[1] = buf[2] = buf[3] = buf[4] = buf[5] = buf[6] = buf[7] = 0
-    buf[0] = contactor_request & 0x01 | (fault_reset & 0x01) << 1 | (vcu_alive_counter & 0x0F) << 4
+    buf[0] = v0 & 0x01 | (v1 & 0x01) << 1 | (v2 & 0x0F) << 4
 
 
 def decode_vcu_request(data, out):

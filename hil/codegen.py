@@ -314,10 +314,13 @@ def _wrap_def(head: str, args: list[str]) -> list[str]:
 def _codec_lines(lay: Layout, stem: str) -> list[str]:
     """The encode/decode pair of a message, named `encode_<stem>` / `decode_<stem>`."""
     by_byte: list[list[tuple[int, str]]] = [[] for _ in range(lay.message.length)]
-    for field in lay.fields:
+    # Arguments are named by position (v0, v1, ...; the comment above the message names their
+    # signals): every name is a qstr on the board's heap, and positional names are shared by all
+    # messages where signal-derived names would cost one each.
+    for i, field in enumerate(lay.fields):
         for piece in field.pieces:
-            by_byte[piece.byte].append((piece.shift, _encode_term(field.arg, piece)))
-    lines = _wrap_def(f"def encode_{stem}", ["buf"] + [f.arg for f in lay.fields])
+            by_byte[piece.byte].append((piece.shift, _encode_term(f"v{i}", piece)))
+    lines = _wrap_def(f"def encode_{stem}", ["buf"] + [f"v{i}" for i in range(len(lay.fields))])
     unused = [i for i, terms in enumerate(by_byte) if not terms]
     if unused:
         # One chained store clears every unused byte: less bytecode than one statement each.
@@ -364,7 +367,7 @@ def _emit_message(lay: Layout, emitted: dict[str, str]) -> list[str]:
         order = "@0" if s.byte_order == "big_endian" else "@1"
         sign = "-" if s.is_signed else "+"
         lines.append(
-            f"#   {i:2} {field.arg:<24} {s.start}|{s.length}{order}{sign} "
+            f"#   v{i:<2} {field.arg:<24} {s.start}|{s.length}{order}{sign} "
             f"({s.scale},{s.offset}) {s.unit or ''}".rstrip()
         )
     if lay.mux_count is not None:
