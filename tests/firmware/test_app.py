@@ -6,7 +6,8 @@
 """
 
 from firmware import app, can_codec
-from firmware.protection import FAULT_INTERNAL_ERROR, FAULT_MEAS_STALE
+from firmware.comm import crc8_j1850
+from firmware.protection import FAULT_BITS, FAULT_INTERNAL_ERROR, FAULT_MEAS_STALE
 
 
 class FakeBoard:
@@ -35,6 +36,9 @@ class FakeBoard:
     def set_contactors(self, neg, pre, pos):
         self.contactors = (neg, pre, pos)
 
+    def set_thermal(self, cooling, heating):
+        self.thermal = (cooling, heating)
+
     def set_balancing(self, mask):
         self.balancing_calls += 1
         if self.balancing_calls == self.fail_balancing_at:
@@ -58,6 +62,14 @@ class FakeBoard:
         raise AssertionError(message)
 
 
+def vcu_request(close, alive, reset=0, charge=0):
+    """A VCU_Request payload with its E2E CRC (data ID 0x00 0x03, then bytes 0..6)."""
+    buf = bytearray(8)
+    can_codec.encode_vcu_request(buf, close, reset, charge, alive & 15, 0)
+    buf[7] = crc8_j1850(bytes((0, 3)) + bytes(buf), 9)
+    return bytes(buf)
+
+
 def inject(board, mv=3700, link_mv=None, alive=1):
     buf = bytearray(8)
     can_codec.encode_sim_cell_voltages(buf, 0, mv, mv, mv, mv)
@@ -68,8 +80,11 @@ def inject(board, mv=3700, link_mv=None, alive=1):
     link = pack if link_mv is None else link_mv
     can_codec.encode_sim_pack_measurements(buf, 0, pack // 100, link // 100, 0)
     board.rx.append((can_codec.SIM_PACK_MEASUREMENTS_ID, bytes(buf)))
-    can_codec.encode_vcu_request(buf, 1, 0, alive & 15)
-    board.rx.append((can_codec.VCU_REQUEST_ID, bytes(buf)))
+    # The feedback follows what the board was last told, as a healthy contactor set does.
+    neg, pre, pos = board.contactors
+    can_codec.encode_sim_aux(buf, neg, pre, pos, 0)
+    board.rx.append((can_codec.SIM_AUX_ID, bytes(buf)))
+    board.rx.append((can_codec.VCU_REQUEST_ID, vcu_request(1, alive)))
 
 
 def run_cycles(bms, board, n, t0=0, link_mv=None):
@@ -95,10 +110,8 @@ def test_fresh_frames_and_request_precharge_then_close():
 def test_missing_measurements_keep_contactors_open():
     board = FakeBoard()
     bms = app.build(board)
-    buf = bytearray(8)
     for i in range(20):
-        can_codec.encode_vcu_request(buf, 1, 0, i & 15)
-        board.rx.append((can_codec.VCU_REQUEST_ID, bytes(buf)))
+        board.rx.append((can_codec.VCU_REQUEST_ID, vcu_request(1, i)))
         bms.comm.poll(i * 100)
         bms.guarded_cycle(i * 100 + 100)
         assert board.contactors[2] == 0
@@ -166,7 +179,7 @@ def test_exception_outside_the_cycle_does_not_end_the_loop():
         pass
     assert board.raised and board.waits > 5, "the loop went on after the receive path raised"
     assert board.faults, "cycles ran and reported faults after the exception"
-    out = [0] * 16
+    out = [0] * (FAULT_BITS + 1)
     can_codec.decode_bms_faults(board.faults[-1], out)
     assert out[FAULT_INTERNAL_ERROR] == 1
     assert board.contactors == (0, 0, 0)
