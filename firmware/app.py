@@ -44,6 +44,8 @@ class Bms:
     def __init__(self, board, cfg):
         self.board = board
         self.cfg = cfg
+        # First: its one contiguous buffer is the largest allocation here.
+        self.fault_memory = FaultMemory(cfg)
         self.meas = Measurements(cfg)
         self.estimator = SocEstimator(cfg)
         self.protection = Protection(cfg)
@@ -52,7 +54,6 @@ class Bms:
         self.balancer = Balancer(cfg, self.estimator)
         self.comm = Comm(board, cfg, self.meas)
         self.thermal = Thermal(cfg)
-        self.fault_memory = FaultMemory(cfg)
         self.alive = 0
         self.cycle_us = 0
         self.cycle_load_pct = 0
@@ -79,10 +80,13 @@ class Bms:
         prot.check(meas, now_ms, stale, vcu_stale)
         prot.set_fault(FAULT_VCU_INVALID, comm.vcu_bad >= self.cfg.vcu_bad_count)
         cont = self.contactors
-        if self.cfg.contactor_feedback and not stale:
+        # Only a feedback reading taken since the last cycle can confirm the latest command; the
+        # reading is consumed (-1) so a missing frame never looks like a stuck contactor.
+        if self.cfg.contactor_feedback and not stale and meas.feedback >= 0:
             cont.check_feedback(now_ms, meas.feedback)
-            prot.set_fault(FAULT_CONTACTOR_FB, cont.fb_mismatch)
-            prot.set_fault(FAULT_WELDED, cont.welded)
+            meas.feedback = -1
+        prot.set_fault(FAULT_CONTACTOR_FB, cont.fb_mismatch)
+        prot.set_fault(FAULT_WELDED, cont.welded)
         if comm.take_reset_request():
             prot.request_reset()
             cont.reset_retries()

@@ -174,16 +174,15 @@ _ORDER = (
 
 
 class Config:
-    """Validated settings; one attribute per key (see _SCHEMA for units)."""
+    """Validated settings; one attribute per key (see _SCHEMA for units). load() returns a
+    subclass whose class dict is the validated dict itself: on MicroPython type() adopts it, where
+    an instance would copy every key into a second dict (about 4 KB of heap)."""
 
-    def __init__(self, values):
-        for key in values:
-            setattr(self, key, values[key])
-
-    def as_dict(self):
-        d = {"chemistry": self.chemistry, "ocv_mv": self.ocv_mv}
+    @classmethod
+    def as_dict(cls):
+        d = {"chemistry": cls.chemistry, "ocv_mv": cls.ocv_mv}
         for row in _rows():
-            d[row[0]] = getattr(self, row[0])
+            d[row[0]] = getattr(cls, row[0])
         return d
 
 
@@ -260,4 +259,4 @@ def load(overrides=None):
         for i in range(1, len(keys)):
             if values[keys[i]] <= values[keys[i - 1]]:
                 _fail(keys[i], "must be greater than " + keys[i - 1])
-    return Config(values)
+    return type("Config", (Config,), values)

@@ -91,7 +91,9 @@ class Measurements:
         self._aux_slot = slots
         if cfg.contactor_feedback or cfg.current2_enable:
             slots += 1
-        self.feedback = 0  # contactor feedback, bit 0 neg, 1 pre, 2 pos (1 = closed)
+        # Contactor feedback, bit 0 neg, 1 pre, 2 pos (1 = closed); -1 once the application has
+        # used it (no new reading yet).
+        self.feedback = -1
         self.current2_ma = 0  # second pack current measurement, mA, positive = discharge
         # A list, not an array: tick values span 62 bits on the unix port (still small ints).
         self._rx_ms = [0] * slots

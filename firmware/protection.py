@@ -155,7 +155,7 @@ class Protection:
         # Qualification per bit, ms; 0 for immediate rules and set_fault bits. Stale data is
         # judged by Measurements / Comm against its own time and the stuck detector's window is
         # its qualification: their rules qualify at once.
-        self._q = q = [0] * FAULT_BITS
+        self._q = q = array("i", [0] * FAULT_BITS)
         catalogue(cfg, q)
         q[_FAULT_STUCK] = q[FAULT_MEAS_STALE] = q[FAULT_VCU_STALE] = 0
         # When each pending condition started, ms (a list: ticks exceed 32 bits on the unix port).
@@ -249,22 +249,20 @@ class Protection:
                 prev[k] = v
         i = meas.current_ma
         w = self._w
-        if w[0] is None:
-            w[0] = now_ms
-            w[1] = w[2] = i
-            return
-        if i < w[1]:
-            w[1] = i
-        elif i > w[2]:
-            w[2] = i
-        if ticks_diff(now_ms, w[0]) < self._cfg.stuck_window_ms:
-            return
-        stuck = False
-        if w[2] - w[1] > self._cfg.stuck_current_ma:
-            for k in range(len(raw)):
-                if not ch[k >> 3] & (1 << (k & 7)):
-                    stuck = True
-        self._rule(_FAULT_STUCK, stuck, now_ms)
+        if w[0] is not None:
+            if i < w[1]:
+                w[1] = i
+            elif i > w[2]:
+                w[2] = i
+            if ticks_diff(now_ms, w[0]) < self._cfg.stuck_window_ms:
+                return
+            stuck = False
+            if w[2] - w[1] > self._cfg.stuck_current_ma:
+                for k in range(len(raw)):
+                    if not ch[k >> 3] & (1 << (k & 7)):
+                        stuck = True
+            self._rule(_FAULT_STUCK, stuck, now_ms)
+        # A window starts with these readings: nothing has changed in it yet.
         for k in range(len(ch)):
             ch[k] = 0
         w[0] = now_ms
