@@ -169,6 +169,9 @@ def build(board):
     except (ValueError, OSError) as e:
         board.halt("configuration rejected: " + str(e))
         raise
+    # The parse left garbage between the config's blocks: freed now, its holes take the BMS's
+    # small long-lived objects instead of fragmenting fresh heap.
+    gc.collect()
     return Bms(board, cfg)
 
 

@@ -44,7 +44,6 @@ class FaultMemory:
         self.op_s = 0
         self._ms = 0
         self.dirty = False
-        self._entry = [0] * 16
 
     def update(self, active, meas, soc, dt_ms):
         """Advance the operating time by dt_ms and record the faults that became active."""
@@ -77,10 +76,10 @@ class FaultMemory:
             b += 1
 
     def entry(self, b):
-        """The 16 BMS_FaultMemory values of fault b's record (see dbc/cellguard.dbc); one reused
-        list."""
+        """The 16 BMS_FaultMemory values of fault b's record (see dbc/cellguard.dbc): a new list,
+        only while a tester reads the memory."""
         r = struct.unpack_from(_REC, self._buf, b * _REC_SIZE)
-        e = self._entry
+        e = [0] * 16
         e[0] = _DTC_BASE + b
         e[1] = min(r[2], 32767)
         e[2] = r[0]

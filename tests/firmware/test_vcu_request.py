@@ -3,6 +3,7 @@ the DIAG_Request commands, through Comm on a minimal board. Runs under CPython a
 """
 
 from firmware import can_codec, config
+from firmware import can_codec_peer as peer  # the tester's and VCU's encoders
 from firmware.comm import Comm, crc8_j1850
 from firmware.measurement import Measurements
 
@@ -32,7 +33,7 @@ class Board:
 
 def frame(close, alive, reset=0, charge=0, crc_error=0):
     buf = bytearray(8)
-    can_codec.encode_vcu_request(buf, close, reset, charge, alive & 15, 0)
+    peer.encode_vcu_request(buf, close, reset, charge, alive & 15, 0)
     buf[7] = crc8_j1850(bytes((0x00, 0x03)) + bytes(buf), 9) ^ crc_error
     return bytes(buf)
 
@@ -130,7 +131,7 @@ def test_rejected_frames_do_not_refresh_the_request():
 
 def _diag(board, comm, command, key):
     buf = bytearray(8)
-    can_codec.encode_diag_request(buf, command, key)
+    peer.encode_diag_request(buf, command, key)
     board.rx.append((can_codec.DIAG_REQUEST_ID, bytes(buf)))
     comm.poll(0)
 
