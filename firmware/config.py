@@ -82,7 +82,7 @@ _SCHEMA = (
     "balance_sense_mohm 0 1000 0 0 "
     "balance_rest_ms 0 86400000 1200000 1200000 "  # |I| below rest_current_ma this long: relaxed
     "balance_anchor_rise_mv 0 1000 15 15 "  # re-anchor SOC from OCV on a 5 % step rising >= this
-    # ---- fault catalogue (firmware/faults.py, docs/faults.md), contactors, thermal ----
+    # ---- fault catalogue (firmware/protection.py _TABLE, docs/faults.md), contactors, thermal ----
     # Spread of a balanced pack is tens of mV; LFP's steep ends turn small SOC spreads into large
     # voltage spreads near full or empty, so its warning sits higher to stay quiet there.
     "imbalance_mv 10 2000 150 200 "  # CellImbalance: vmax - vmin above (for t_qualify_ms), mV

@@ -2,7 +2,7 @@
 
 The catalogue (_TABLE) has one row per bit of BMS_Faults, bit = row index; new faults are appended,
 never inserted (the bits are the CAN contract). docs/faults.md lists the rows with names and
-detection rules; tests/firmware/test_fault_catalogue.py keeps that page, the DBC and this table in
+detection rules; tests/hil/test_fault_catalogue.py keeps that page, the DBC and this table in
 agreement. Row fields:
 
     DTC            OBD-II style code P1Axx, numbered P1A00 + bit; on CAN (BMS_FaultMemory) its
