@@ -49,10 +49,11 @@ class HwBoard:
         self.tx_dropped = 0
         pins = profile["pins"]
         pin = machine.Pin
-        # Outputs are claimed low first: every contactor open, cooling off.
+        # Outputs are claimed low first: every contactor open, cooling and heating off.
         self._contactor_pins = [pin(pins[k], pin.OUT, value=0) for k in _CONTACTORS]
         self.contactors = bytearray(3)
         self._cooling = pin(pins["cooling"], pin.OUT, value=0) if "cooling" in pins else None
+        self._heating = pin(pins["heating"], pin.OUT, value=0) if "heating" in pins else None
         self.balancing = None
         self._cause = _reset_cause(machine)
         # Transmit queue: ids, lengths and payloads in preallocated storage, so sending allocates
@@ -110,6 +111,12 @@ class HwBoard:
     def set_cooling(self, on):
         if self._cooling is not None:
             self._cooling.value(1 if on else 0)
+
+    def set_thermal(self, cooling, heating):
+        """Thermal outputs; a profile without a `heating` pin has no heater (never preheats)."""
+        self.set_cooling(cooling)
+        if self._heating is not None:
+            self._heating.value(1 if heating else 0)
 
     def measure(self, meas, now_ms):
         """Measurement source `bench`: measurements arrive as CAN frames from the HIL bench."""

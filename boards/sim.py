@@ -3,10 +3,10 @@
 Owns the simulated hardware: a CAN controller served as SLCAN over TCP (python-can reaches it with
 `interface="slcan", channel="socket://127.0.0.1:PORT"` exactly as it reaches a USB-CAN adapter), a
 clock that the bench advances with SIM_Tick frames (lock-step) or the wall clock (real time),
-contactor and balancing outputs (reported on CAN by the firmware), a watchdog on the board clock and
-file-backed persistent storage. The TCP server is a small virtual bus: every frame a client sends is
-seen by the firmware and by every other open client, and every frame the firmware sends reaches
-every open client.
+contactor, balancing and thermal outputs (reported on CAN by the firmware), a watchdog on the board
+clock and file-backed persistent storage. The TCP server is a small virtual bus: every frame a
+client sends is seen by the firmware and by every other open client, and every frame the firmware
+sends reaches every open client.
 
 Run: micropython -X heapsize=96K firmware/main.py sim --port PORT [--realtime] [--config F]
      [--storage DIR] [--wdt-ms N] [--preload MOD,MOD]
@@ -62,6 +62,7 @@ class Board:
         self._wall0 = ticks_ms()
         self._last_feed = 0
         self.contactors = bytearray(3)
+        self.thermal = bytearray(2)  # cooling, heating
         self.balancing = None
         self.rx_dlc = 0
         self._tx = bytearray(_TX_BUF)
@@ -123,6 +124,10 @@ class Board:
 
     def set_balancing(self, mask):
         self.balancing = mask
+
+    def set_thermal(self, cooling, heating):
+        self.thermal[0] = cooling
+        self.thermal[1] = heating
 
     def measure(self, meas, now_ms):
         """Measurement source `bench`: the bench injects measurements as CAN frames."""

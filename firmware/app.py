@@ -1,7 +1,8 @@
 """The BMS application: builds every layer from a board and a configuration and runs the loop.
 
-Owns the control cycle (measure -> estimate -> protect -> command contactors -> limits -> balance
--> transmit), its timing, the watchdog policy (fed only when a cycle completes) and the rule that
+Owns the control cycle (measure -> protect (with contactor feedback and VCU frame integrity) ->
+estimate -> command contactors -> thermal outputs -> limits -> balance -> fault memory ->
+transmit), its timing, the watchdog policy (fed only when a cycle completes) and the rule that
 no exception escapes the loop: an exception opens the contactors and raises InternalError.
 """
 
@@ -14,15 +15,20 @@ from .comm import Comm
 from .compat import IS_MICROPYTHON, ticks_add, ticks_diff, ticks_us
 from .contactors import Contactors
 from .estimation import SocEstimator
+from .fault_memory import FaultMemory
 from .limits import Limits
 from .measurement import Measurements
 from .protection import (
+    FAULT_CONTACTOR_FB,
     FAULT_INTERNAL_ERROR,
     FAULT_LOOP_OVERRUN,
     FAULT_PRECHARGE_FAILED,
+    FAULT_VCU_INVALID,
     FAULT_WATCHDOG_RESET,
+    FAULT_WELDED,
     Protection,
 )
+from .thermal import Thermal
 
 _MAX_ERROR_REPORTS = 10  # console reports of caught exceptions; bounded so a loop cannot flood it
 _RESET_CAUSE_WATCHDOG = 1
@@ -38,6 +44,8 @@ class Bms:
     def __init__(self, board, cfg):
         self.board = board
         self.cfg = cfg
+        # First: its one contiguous buffer is the largest allocation here.
+        self.fault_memory = FaultMemory(cfg)
         self.meas = Measurements(cfg)
         self.estimator = SocEstimator(cfg)
         self.protection = Protection(cfg)
@@ -45,6 +53,7 @@ class Bms:
         self.limits = Limits(cfg)
         self.balancer = Balancer(cfg, self.estimator)
         self.comm = Comm(board, cfg, self.meas)
+        self.thermal = Thermal(cfg)
         self.alive = 0
         self.cycle_us = 0
         self.cycle_load_pct = 0
@@ -66,29 +75,47 @@ class Bms:
         stale = meas.stale(now_ms)
         if not stale:
             meas.update_stats()
-        vcu_stale = self.comm.vcu_stale(now_ms)
+        comm = self.comm
+        vcu_stale = comm.vcu_stale(now_ms)
         prot.check(meas, now_ms, stale, vcu_stale)
-        if self.comm.take_reset_request():
+        prot.set_fault(FAULT_VCU_INVALID, comm.vcu_bad >= self.cfg.vcu_bad_count)
+        cont = self.contactors
+        # Only a feedback reading taken since the last cycle can confirm the latest command; the
+        # reading is consumed (-1) so a missing frame never looks like a stuck contactor.
+        if self.cfg.contactor_feedback and not stale and meas.feedback >= 0:
+            cont.check_feedback(now_ms, meas.feedback)
+            meas.feedback = -1
+        prot.set_fault(FAULT_CONTACTOR_FB, cont.fb_mismatch)
+        prot.set_fault(FAULT_WELDED, cont.welded)
+        if comm.take_reset_request():
             prot.request_reset()
+            cont.reset_retries()
+        if comm.diag_clear:
+            comm.diag_clear = False
+            self.fault_memory.clear()
         dt = self.cfg.cycle_ms if self._last_ms is None else ticks_diff(now_ms, self._last_ms)
         self._last_ms = now_ms
         if prot.measurements_valid:  # fresh and plausible: check() has just looked
             self.estimator.update(meas, dt, now_ms)
-        cont = self.contactors
         cont.step(
             now_ms,
-            self.comm.vcu_close and not vcu_stale,
+            comm.vcu_close and not vcu_stale,
             prot.open_required,
             meas.pack_mv,
             meas.link_mv,
+            meas.current_ma,
         )
         if cont.precharge_failed:
             prot.set_fault(FAULT_PRECHARGE_FAILED, True)
         board.set_contactors(cont.neg, cont.pre, cont.pos)
-        self.limits.update(meas, prot.open_required)
+        th = self.thermal
+        th.update(meas, prot.measurements_valid, comm.vcu_charge and not vcu_stale)
+        board.set_thermal(th.cooling, th.heating)
+        self.limits.update(meas, prot.open_required, prot.tier, th.heating)
         self.balancer.update(meas, prot.open_required, now_ms)
         board.set_balancing(self.balancer.mask)
-        self.comm.transmit(self)
+        self.fault_memory.update(prot.active, meas, self.estimator.soc, dt)
+        comm.transmit(self)
         self.alive = (self.alive + 1) & 15
 
     def safe_state(self):
@@ -142,6 +169,9 @@ def build(board):
     except (ValueError, OSError) as e:
         board.halt("configuration rejected: " + str(e))
         raise
+    # The parse left garbage between the config's blocks: freed now, its holes take the BMS's
+    # small long-lived objects instead of fragmenting fresh heap.
+    gc.collect()
     return Bms(board, cfg)
 
 

@@ -1,13 +1,42 @@
 """CAN communication: what the BMS receives and when it transmits what.
 
-Owns the receive dispatch (bench measurement injection, lock-step ticks, vehicle requests) and the
-transmit schedule of every BMS message in dbc/cellguard.dbc. All packing goes through the codec
-generated from the DBC (`can_codec`); buffers are preallocated so a cycle does not allocate.
+Owns the receive dispatch (bench measurement injection, lock-step ticks, vehicle requests,
+diagnostic requests) and the transmit schedule of every BMS message in dbc/cellguard.dbc. All
+packing goes through the codec generated from the DBC (`can_codec`); buffers are preallocated so a
+cycle does not allocate.
+
+VCU_Request integrity (AUTOSAR E2E profile 1 style): byte 7 is a CRC-8 SAE J1850 over the data ID
+(0x00 0x03) and bytes 0..6, and the alive counter must advance by exactly 1 mod 16 (E2E
+MaxDeltaCounter 1: a lost frame is as suspect as a repeated one). A frame failing either is
+rejected (its request is never taken, so it never closes anything) and counted: `vcu_bad` goes up
+by one per rejected and down by one per accepted frame, saturating at vcu_bad_count, where the
+application raises VcuRequestInvalid. A counter jump resynchronises: the jumping frame is
+rejected, the next one in sequence is accepted. The first frame after start sets the counter.
 """
 
 from . import can_codec as c
-from .compat import ticks_diff
+from .compat import const, ticks_diff
 
+_DIAG_READ = const(1)
+_DIAG_CLEAR = const(2)
+_DIAG_KEY = const(0x3CA1EA5E)  # DIAG_Request CLEAR only with this key (dbc/cellguard.dbc)
+_FM_END = const(255)  # FmEntry of the frame closing a fault memory read-out
+_FM_PARTS = const(8)  # BMS_FaultMemory frames per entry
+
+
+def crc8_j1850(data, n, crc=0xFF):
+    """CRC-8 SAE J1850 (poly 0x1D, init 0xFF, xor-out 0xFF) of data[0:n]; `crc` continues a
+    previous result (pass it xor 0xFF). Bitwise, no table: a few bytes per 100 ms."""
+    for k in range(n):
+        crc ^= data[k]
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1D) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc ^ 0xFF
+
+
+# crc8_j1850(b"\x00\x03", 2) ^ 0xFF: the CRC register after VCU_Request's E2E data ID (0x300, low
+# byte first); tests/firmware/test_vcu_request.py recomputes it.
+_DATA_ID_CRC = const(0x66)
 _GROUP_CELLS = 4  # cells (or sensors) per multiplexed voltage/temperature frame
 _BAL_GROUP_CELLS = 24  # cells per BMS_Balancing group
 
@@ -21,13 +50,18 @@ class Comm:
         self.meas = meas
         self.rx = bytearray(8)
         self.tx = bytearray(8)
-        self.out = [0] * 5
+        self.out = [0] * 5  # decoded signals of the widest received frame
         self.vcu_close = 0
         self.vcu_reset = 0
         self._vcu_alive = -1
         self._vcu_rx_ms = 0
         self._vcu_seen = False
         self.vcu_errors = 0
+        self.vcu_bad = 0  # up/down counter of rejected frames (module docstring)
+        self.vcu_charge = 0
+        self.diag_clear = False  # a keyed CLEAR arrived; the application clears and resets this
+        self._fm_next = -1  # fault memory read-out: next fault bit to look at, -1 = idle
+        self._fm_sent = 0
         self.tick_pending = False
         self.tick_seq = 0
         self._reset_edge = False
@@ -69,6 +103,16 @@ class Comm:
                 meas.set_pack(out[0], out[1] * 100, out[2] * 100, now_ms)
             elif cid == c.VCU_REQUEST_ID:
                 self._vcu(now_ms)
+            elif cid == c.SIM_AUX_ID:
+                c.decode_sim_aux(rx, out)
+                meas.set_aux(out[0] | out[1] << 1 | out[2] << 2, out[3], now_ms)
+            elif cid == c.DIAG_REQUEST_ID:
+                c.decode_diag_request(rx, out)
+                if out[0] == _DIAG_READ and self._fm_next < 0:
+                    self._fm_next = 0
+                    self._fm_sent = 0
+                elif out[0] == _DIAG_CLEAR and out[1] == _DIAG_KEY:
+                    self.diag_clear = True
             elif cid == c.SIM_TICK_ID:
                 c.decode_sim_tick(rx, out)
                 if board.advance(out[1]):
@@ -77,17 +121,29 @@ class Comm:
                     return
 
     def _vcu(self, now_ms):
-        c.decode_vcu_request(self.rx, self.out)
-        alive = self.out[2]
-        # A repeated alive counter means the sender is stuck: the request is not refreshed.
-        if alive == self._vcu_alive:
+        rx = self.rx
+        out = c.decode_vcu_request(rx, self.out)
+        alive = out[3]
+        ok = crc8_j1850(rx, 7, _DATA_ID_CRC) == out[4]
+        if ok and self._vcu_alive >= 0:
+            d = (alive - self._vcu_alive) & 15
+            ok = d == 1
+            if d:
+                self._vcu_alive = alive  # resynchronise: the next frame in sequence is good
+        elif ok:
+            self._vcu_alive = alive
+        if not ok:
             self.vcu_errors += 1
+            if self.vcu_bad < self.cfg.vcu_bad_count:
+                self.vcu_bad += 1
             return
-        self._vcu_alive = alive
+        if self.vcu_bad:
+            self.vcu_bad -= 1
         self._vcu_seen = True
         self._vcu_rx_ms = now_ms
-        self.vcu_close = self.out[0]
-        reset = self.out[1]
+        self.vcu_close = out[0]
+        self.vcu_charge = out[2]
+        reset = out[1]
         if reset and not self.vcu_reset:
             self._reset_edge = True
         self.vcu_reset = reset
@@ -132,6 +188,23 @@ class Comm:
         # A changed mask goes out at once (every group), so the status never lags the resistors.
         for _ in range(self._b_groups if bal.changed else self._b_per_cycle):
             self._send_balancing(bal)
+        b = self._fm_next
+        if b >= 0:  # fault memory read-out: one stored entry (8 frames) per cycle, then the end
+            stored = bms.fault_memory.stored
+            while stored >> b and not stored >> b & 1:
+                b += 1
+            tx = self.tx
+            if not stored >> b:
+                c.encode_bms_fault_memory(tx, 0, self._fm_sent, 0, _FM_END)
+                self._send(c.BMS_FAULT_MEMORY_ID, c.BMS_FAULT_MEMORY_DLC)
+                self._fm_next = -1
+                return
+            v = bms.fault_memory.entry(b)
+            for p in range(_FM_PARTS):
+                c.encode_bms_fault_memory(tx, p, v[2 * p], v[2 * p + 1], b)
+                self._send(c.BMS_FAULT_MEMORY_ID, c.BMS_FAULT_MEMORY_DLC)
+            self._fm_sent += 1
+            self._fm_next = b + 1
 
     def send_cycle_diag(self, seq, cycle_us, heap_used):
         """BMS_CycleDiag: acknowledges a SIM_Tick (lock-step) or a cycle (real time)."""
@@ -200,9 +273,25 @@ class Comm:
             (a >> 12) & 1,
             (a >> 13) & 1,
             (a >> 14) & 1,
+            (a >> 15) & 1,
+            (a >> 16) & 1,
+            (a >> 17) & 1,
+            (a >> 18) & 1,
+            (a >> 19) & 1,
+            (a >> 20) & 1,
+            (a >> 21) & 1,
+            (a >> 22) & 1,
+            (a >> 23) & 1,
+            (a >> 24) & 1,
+            (a >> 25) & 1,
+            (a >> 26) & 1,
+            (a >> 27) & 1,
             prot.count,
         )
         self._send(c.BMS_FAULTS_ID, c.BMS_FAULTS_DLC)
+        th = bms.thermal
+        c.encode_bms_thermal(tx, th.cooling, th.heating, th.reason)
+        self._send(c.BMS_THERMAL_ID, c.BMS_THERMAL_DLC)
 
     def _send_group(self, values, g, groups, encode, can_id, dlc):
         """Send multiplexed group `g` of 4 values (zero-padded); returns the next group."""

@@ -86,7 +86,45 @@ _SCHEMA = (
     # bookkeeping drift do not go unseen through a long balancing rest, ms (0 = never)
     "balance_reanchor_ms 0 86400000 7200000 7200000 "
     "balance_relax_ms 0 3600000 600000 600000 "  # that window, ms (RC relaxation after bleeding)
-    "balance_anchor_rise_mv 0 1000 15 15"  # re-anchor SOC from OCV on a 5 % step rising >= this
+    "balance_anchor_rise_mv 0 1000 15 15 "  # re-anchor SOC from OCV on a 5 % step rising >= this
+    # ---- fault catalogue (firmware/protection.py _TABLE, docs/faults.md), contactors, thermal ----
+    # Spread of a balanced pack is tens of mV; LFP's steep ends turn small SOC spreads into large
+    # voltage spreads near full or empty, so its warning sits higher to stay quiet there.
+    "imbalance_mv 10 2000 150 200 "  # CellImbalance: vmax - vmin above (for t_qualify_ms), mV
+    # Thermal runaway early warning: a sensor rising >= 1 degC/s (the issue's figure; a cell
+    # under abuse heats tens of degC/s, normal 5 C operation well below 1) while its cell's
+    # voltage drops (internal short), in every 1 s window for runaway_qualify_ms.
+    "runaway_rise_dc 1 1000 10 10 "  # temperature rise in a window, 0.1 degC
+    "runaway_drop_mv 1 2000 10 10 "  # cell voltage drop in the same window, mV
+    "runaway_qualify_ms 0 60000 2000 2000 "  # ms
+    # Open sense wire: an LTC681x-type monitor reads an open input near 0 V.
+    "open_wire_mv 0 8191 200 200 "  # a cell reading at or below, mV
+    # Stuck cell voltage: bit-identical for stuck_window_ms while the current moved by more than
+    # stuck_current_ma (0.5 C moves a healthy cell's voltage by far more than 1 mV).
+    "stuck_window_ms 100 600000 5000 5000 "  # ms
+    "stuck_current_ma 0 1000000 * * "  # mA; derived: 0.5 C
+    # Second pack current measurement (hall sensor next to the shunt, SIM_Aux on the bench).
+    "current2_enable 0 1 1 1 "  # 1 = fitted and checked
+    "current2_delta_ma 100 1000000 * * "  # |shunt - hall| above (i_qualify_ms), mA; derived 0.2 C
+    # Cold charging: lithium plating below 0 degC; LFP datasheets allow about 0.1 C there.
+    "oc_cold_dc -500 1500 0 0 "  # the cold charge thresholds apply below, 0.1 degC
+    "oc_charge_cold_ma 100 1000000 * * "  # charge over-current when cold, mA; derived NMC 1 C,
+    # LFP 0.1 C
+    "derate_pct 0 100 50 50 "  # DERATE tier: current limits capped at this share of max; cold:
+    # charge limit at this share of oc_charge_cold_ma, %
+    # VCU_Request integrity (E2E profile 1 style CRC-8, alive counter +1, see firmware/comm.py)
+    "vcu_bad_count 1 100 3 3 "  # rejected frames (up/down counter) raising VcuRequestInvalid
+    # Contactors
+    "contactor_feedback 0 1 1 1 "  # 1 = feedback inputs fitted (board profile says 0 if not)
+    "fb_timeout_ms 10 10000 300 300 "  # feedback must follow the command within, ms
+    "precharge_retries 0 10 2 2 "  # precharge attempts after a failed one, then latched
+    "precharge_pause_ms 0 600000 5000 5000 "  # pause before a retry (resistor cooling), ms
+    "open_current_ma 0 1000000 * * "  # a vehicle open request waits while |I| above; derived 0.2 C
+    "open_wait_ms 0 10000 2000 2000 "  # longest wait for the current to fall, ms
+    # Thermal management (firmware/thermal.py)
+    "cool_on_dc -500 1500 350 350 "  # cooling on above, 0.1 degC
+    "thermal_hyst_dc 1 500 30 30"  # cooling off below cool_on_dc minus this, preheating off
+    # at ut_charge_dc plus this, 0.1 degC
 )
 _ROW = 5
 
@@ -136,21 +174,21 @@ _ORDER = (
     "cycle_ms < balance_measure_ms < balance_bleed_ms;"
     "balance_measure_ms < balance_relax_ms;"
     "cycle_ms < meas_stale_ms;"
-    "cycle_ms < vcu_stale_ms"
+    "cycle_ms < vcu_stale_ms;"
+    "open_wire_mv < plaus_cell_min_mv"
 )
 
 
 class Config:
-    """Validated settings; one attribute per key (see _SCHEMA for units)."""
+    """Validated settings; one attribute per key (see _SCHEMA for units). load() returns a
+    subclass whose class dict is the validated dict itself: on MicroPython type() adopts it, where
+    an instance would copy every key into a second dict (about 4 KB of heap)."""
 
-    def __init__(self, values):
-        for key in values:
-            setattr(self, key, values[key])
-
-    def as_dict(self):
-        d = {"chemistry": self.chemistry, "ocv_mv": self.ocv_mv}
+    @classmethod
+    def as_dict(cls):
+        d = {"chemistry": cls.chemistry, "ocv_mv": cls.ocv_mv}
         for row in _rows():
-            d[row[0]] = getattr(self, row[0])
+            d[row[0]] = getattr(cls, row[0])
         return d
 
 
@@ -215,6 +253,10 @@ def load(overrides=None):
     _derive(values, "max_charge_ma", cap)
     _derive(values, "max_discharge_ma", 3 * cap)
     _derive(values, "plaus_current_ma", 2 * max(values["oc_charge_ma"], values["oc_discharge_ma"]))
+    _derive(values, "stuck_current_ma", cap // 2)
+    _derive(values, "current2_delta_ma", cap // 5)
+    _derive(values, "oc_charge_cold_ma", cap if chem == "NMC" else cap // 10)
+    _derive(values, "open_current_ma", cap // 5)
     if 4 * values["balance_sense_mohm"] > values["balance_bleed_mohm"]:
         # Keeps the sense-line correction well-conditioned and its products small (measurement).
         _fail("balance_sense_mohm", "must be at most balance_bleed_mohm / 4")
@@ -223,4 +265,4 @@ def load(overrides=None):
         for i in range(1, len(keys)):
             if values[keys[i]] <= values[keys[i - 1]]:
                 _fail(keys[i], "must be greater than " + keys[i - 1])
-    return Config(values)
+    return type("Config", (Config,), values)

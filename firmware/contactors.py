@@ -1,17 +1,31 @@
-"""Contactor state machine with precharge; its state is BmsState on the wire.
+"""Contactor state machine with precharge, feedback and weld checks; its state is BmsState.
 
-    INIT      --first step-->                             STANDBY
-    STANDBY   --close_request-->                          PRECHARGE  (neg, pre closed)
-    PRECHARGE --link >= precharge_pct of pack-->          CLOSED     (pos closed, pre opened)
-    PRECHARGE --precharge_timeout_ms-->                   FAULT      (all open, precharge_failed)
-    PRECHARGE, CLOSED --close_request dropped-->          STANDBY    (all open)
-    any       --open_required-->                          FAULT      (all open, same step)
-    FAULT     --open_required gone-->                     STANDBY    (still open)
-    any       --force_open()-->                           FAULT      (all open, outside step)
+    INIT       --first step-->                              STANDBY
+    STANDBY    --close_request-->                           PRECHARGE  (neg, pre closed)
+    PRECHARGE  --link >= precharge_pct of pack-->           CLOSED     (pos closed, pre opened)
+    PRECHARGE  --precharge_timeout_ms, retries left-->      RETRY_WAIT (all open)
+    PRECHARGE  --precharge_timeout_ms, none left-->         FAULT      (all open, precharge_failed)
+    RETRY_WAIT --precharge_pause_ms, close_request-->       PRECHARGE  (else STANDBY)
+    CLOSED     --request dropped, |I| > open_current_ma-->  OPENING    (still closed)
+    OPENING    --|I| <= open_current_ma or open_wait_ms-->  STANDBY    (all open)
+    OPENING    --close_request again-->                     CLOSED
+    PRECHARGE  --close_request dropped-->                   STANDBY    (all open)
+    any        --open_required-->                           FAULT      (all open, same step)
+    FAULT      --open_required gone-->                      STANDBY    (still open)
+    any        --force_open()-->                            FAULT      (all open, outside step)
 
 One transition per step, so the precharge end is judged on a link voltage measured while the
-precharge path was already closed: pos never closes without a completed precharge. The caller
-turns the one-step `precharge_failed` pulse into a latched fault.
+precharge path was already closed: pos never closes without a completed precharge. A fault opens
+at once whatever the current; only a vehicle open request waits (bounded) for the current to fall.
+Retries are bounded by precharge_retries: the count is restored by a completed close or by
+reset_retries() (a fault reset), never by dropping and renewing the request. The caller turns the
+one-step `precharge_failed` pulse into a latched fault.
+
+check_feedback() (boards with contactor_feedback 1; call it before step) compares the feedback
+(bit 0 neg, 1 pre, 2 pos; 1 = closed) with the outputs commanded so far. A difference lasting
+fb_timeout_ms since the last command change is `welded` when a contactor commanded open reads
+closed, `fb_mismatch` when one commanded closed reads open; the caller raises the faults (open
+tier, latched), whose open_required also keeps a welded pack from any close attempt.
 """
 
 from .compat import const, ticks_diff
@@ -21,22 +35,29 @@ STANDBY = const(1)
 PRECHARGE = const(2)
 CLOSED = const(3)
 FAULT = const(4)
+OPENING = const(5)
+RETRY_WAIT = const(6)
 
 
 class Contactors:
     """Drives the negative, precharge and positive contactor outputs (1 = closed)."""
 
     def __init__(self, cfg):
-        self._pct = cfg.precharge_pct
-        self._timeout_ms = cfg.precharge_timeout_ms
+        self._cfg = cfg
         self._start_ms = 0
+        self._retries = cfg.precharge_retries
+        self._fb_since = None  # when the current feedback difference started
         self.state = INIT
         self.neg = 0
         self.pre = 0
         self.pos = 0
         self.precharge_failed = False
+        self.fb_mismatch = False
+        self.welded = False
 
     def _set(self, state, neg, pre, pos):
+        if neg != self.neg or pre != self.pre or pos != self.pos:
+            self._fb_since = None  # the feedback gets fb_timeout_ms to follow a new command
         self.state = state
         self.neg = neg
         self.pre = pre
@@ -46,20 +67,59 @@ class Contactors:
         """Open everything now (the caller's safe state after an exception)."""
         self._set(FAULT, 0, 0, 0)
 
-    def step(self, now_ms, close_request, open_required, pack_mv, link_mv):
+    def reset_retries(self):
+        """A fault reset: the precharge attempts are available again."""
+        self._retries = self._cfg.precharge_retries
+
+    def check_feedback(self, now_ms, feedback):
+        cmd = self.neg | self.pre << 1 | self.pos << 2
+        if feedback == cmd:
+            self._fb_since = None
+            self.fb_mismatch = self.welded = False
+            return
+        if self._fb_since is None:
+            self._fb_since = now_ms
+        if ticks_diff(now_ms, self._fb_since) >= self._cfg.fb_timeout_ms:
+            self.welded = feedback & ~cmd != 0
+            self.fb_mismatch = cmd & ~feedback != 0
+
+    def step(self, now_ms, close_request, open_required, pack_mv, link_mv, current_ma=0):
         self.precharge_failed = False
+        cfg = self._cfg
         state = self.state
+        elapsed = ticks_diff(now_ms, self._start_ms)
         if open_required:
             self._set(FAULT, 0, 0, 0)
-        elif state == INIT or state == FAULT or not close_request:
+        elif state == INIT or state == FAULT:
             self._set(STANDBY, 0, 0, 0)
+        elif state == RETRY_WAIT:
+            if elapsed >= cfg.precharge_pause_ms:
+                self._set(STANDBY, 0, 0, 0)
+                if close_request:
+                    self._set(PRECHARGE, 1, 1, 0)
+                    self._start_ms = now_ms
+        elif not close_request:
+            under_load = current_ma > cfg.open_current_ma or -current_ma > cfg.open_current_ma
+            if state == CLOSED and under_load:
+                self._set(OPENING, 1, 0, 1)
+                self._start_ms = now_ms
+            elif state != OPENING or not under_load or elapsed >= cfg.open_wait_ms:
+                self._set(STANDBY, 0, 0, 0)
         elif state == STANDBY:
             self._set(PRECHARGE, 1, 1, 0)
             self._start_ms = now_ms
+        elif state == OPENING:
+            self._set(CLOSED, 1, 0, 1)
         elif state == PRECHARGE:
             # Products stay below 2**30 for voltages up to 10 kV.
-            if pack_mv > 0 and link_mv * 100 >= pack_mv * self._pct:
+            if pack_mv > 0 and link_mv * 100 >= pack_mv * cfg.precharge_pct:
                 self._set(CLOSED, 1, 0, 1)
-            elif ticks_diff(now_ms, self._start_ms) >= self._timeout_ms:
-                self._set(FAULT, 0, 0, 0)
-                self.precharge_failed = True
+                self._retries = cfg.precharge_retries
+            elif elapsed >= cfg.precharge_timeout_ms:
+                self._set(RETRY_WAIT, 0, 0, 0)
+                self._start_ms = now_ms
+                if self._retries:
+                    self._retries -= 1
+                else:
+                    self._set(FAULT, 0, 0, 0)
+                    self.precharge_failed = True

@@ -10,14 +10,24 @@ Each current limit is its configured maximum times the most restrictive of its d
                tmin  0 at ut_discharge_dc, full from discharge_temp_full_lo_dc
                tmax  full up to discharge_temp_full_hi_dc, 0 at ot_discharge_dc
 
-Both current limits are 0 while an open-tier fault is active. Current limits are magnitudes in mA
-(>= 0), voltage limits are pack voltages in mV. update() reads the statistics of `meas`: call
+Both current limits are 0 while an open-tier fault is active. On top of the ramps:
+
+    tier DERATE        (a derate-tier fault; `tier` from protection) both current limits at
+                       most derate_pct % of their maximum
+    cold               charge limit at most derate_pct % of oc_charge_cold_ma while a
+                       temperature is below oc_cold_dc (the stricter cold over-current threshold)
+    heating            charge limit 0 while the heater preheats the pack (firmware/thermal.py)
+
+The over-current thresholds lie above max_charge_ma / max_discharge_ma (config ordering), so a
+vehicle respecting the limits never reaches them. Current limits are magnitudes in mA (>= 0),
+voltage limits are pack voltages in mV. update() reads the statistics of `meas`: call
 meas.update_stats() first.
 """
 
 from .compat import const
 
 _FULL = const(1000)  # derating factor 1.0, per mille
+_TIER_DERATE = const(2)  # protection.TIER_DERATE
 
 
 def _ramp(x, zero_at, full_at):
@@ -40,7 +50,7 @@ class Limits:
         self.charge_ma = 0
         self.discharge_ma = 0
 
-    def update(self, meas, open_required):
+    def update(self, meas, open_required, tier=0, heating=0):
         if open_required:
             self.charge_ma = 0
             self.discharge_ma = 0
@@ -49,9 +59,18 @@ class Limits:
         f = _ramp(meas.vmax_mv, c.cell_charge_max_mv, c.charge_taper_mv)
         f = min(f, _ramp(meas.tmin_dc, c.ut_charge_dc, c.charge_temp_full_lo_dc))
         f = min(f, _ramp(meas.tmax_dc, c.ot_charge_dc, c.charge_temp_full_hi_dc))
+        derate = tier >= _TIER_DERATE  # open tier: open_required, above
+        if derate:
+            f = min(f, c.derate_pct * 10)  # percent to per mille
         # max_*_ma <= 10**6 (config), so the product stays below 2**30.
         self.charge_ma = c.max_charge_ma * f // _FULL
+        if meas.tmin_dc < c.oc_cold_dc:
+            self.charge_ma = min(self.charge_ma, c.oc_charge_cold_ma * c.derate_pct // 100)
+        if heating:
+            self.charge_ma = 0
         f = _ramp(meas.vmin_mv, c.cell_discharge_min_mv, c.discharge_taper_mv)
         f = min(f, _ramp(meas.tmin_dc, c.ut_discharge_dc, c.discharge_temp_full_lo_dc))
         f = min(f, _ramp(meas.tmax_dc, c.ot_discharge_dc, c.discharge_temp_full_hi_dc))
+        if derate:
+            f = min(f, c.derate_pct * 10)
         self.discharge_ma = c.max_discharge_ma * f // _FULL

@@ -1,6 +1,7 @@
 """The latest cell voltages, temperatures, pack current, pack and link voltage, and their freshness.
 
-Owns the raw measurement store (filled group by group from CAN frames or a board's ADC), the
+Owns the raw measurement store (filled group by group from CAN frames or a board's ADC; the
+auxiliary inputs, contactor feedback and a second current sensor, count as one more group), the
 staleness and plausibility verdicts and the pack statistics (min/max/avg with 1-based cell and
 sensor numbers, 0 = not available yet). Nothing here allocates after construction.
 
@@ -84,8 +85,16 @@ class Measurements:
         self.rx_errors = 0
         self._cell_groups = (n + _GROUP - 1) // _GROUP
         self._temp_groups = (m + _GROUP - 1) // _GROUP
-        # Freshness slots: cell groups, then temperature groups, then the pack measurement.
+        # Freshness slots: cell groups, temperature groups, the pack measurement, then the
+        # auxiliary inputs (contactor feedback, second current sensor) when any is fitted.
         slots = self._cell_groups + self._temp_groups + 1
+        self._aux_slot = slots
+        if cfg.contactor_feedback or cfg.current2_enable:
+            slots += 1
+        # Contactor feedback, bit 0 neg, 1 pre, 2 pos (1 = closed); -1 once the application has
+        # used it (no new reading yet).
+        self.feedback = -1
+        self.current2_ma = 0  # second pack current measurement, mA, positive = discharge
         # A list, not an array: tick values span 62 bits on the unix port (still small ints).
         self._rx_ms = [0] * slots
         self._seen = bytearray(slots)
@@ -119,7 +128,13 @@ class Measurements:
         self.current_ma = current_ma
         self.pack_mv = pack_mv
         self.link_mv = link_mv
-        self._mark(len(self._seen) - 1, now_ms)
+        self._mark(self._aux_slot - 1, now_ms)
+
+    def set_aux(self, feedback, current2_ma, now_ms):
+        self.feedback = feedback
+        self.current2_ma = current2_ma
+        if self._aux_slot < len(self._seen):
+            self._mark(self._aux_slot, now_ms)
 
     def stale(self, now_ms):
         """True if any group or the pack value was never received or is older than the limit."""
@@ -136,27 +151,22 @@ class Measurements:
         return result
 
     def plausible(self):
-        """True if every value lies in its physical range (config plaus_* keys) and the pack
-        voltage agrees with the sum of the cells (catches scaling and wrap-around errors, which
-        would otherwise end a precharge early)."""
+        """True if every value lies in its physical range (config plaus_* keys). Whether the pack
+        voltage agrees with the sum of the cells is protection's PackVoltageMismatch rule."""
         cfg = self._cfg
         lo = cfg.plaus_cell_min_mv
         hi = cfg.plaus_cell_max_mv
-        total = 0
         for v in self.cell_mv:
             if v < lo or v > hi:
                 return False
-            total += v
         lo = cfg.plaus_temp_min_dc
         hi = cfg.plaus_temp_max_dc
         for t in self.temp_dc:
             if t < lo or t > hi:
                 return False
         i = self.current_ma
-        d = self.pack_mv - total
         return (
             -cfg.plaus_current_ma <= i <= cfg.plaus_current_ma
-            and -cfg.plaus_pack_delta_mv <= d <= cfg.plaus_pack_delta_mv
             and 0 <= self.pack_mv
             and 0 <= self.link_mv <= self._pack_max_mv
         )

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import can
 import cantools
 import numpy as np
+from crccheck.crc import Crc8SaeJ1850
 
 from firmware import can_codec as codec
 from hil import DBC_PATH
@@ -50,8 +51,63 @@ FAULT_NAMES = (
     "LoopOverrun",
     "WatchdogReset",
     "InternalError",
+    "CellImbalance",
+    "ThermalRunaway",
+    "OpenSenseWire",
+    "StuckCellVoltage",
+    "PackVoltageMismatch",
+    "CurrentSensorMismatch",
+    "VcuRequestInvalid",
+    "ContactorFeedback",
+    "ContactorWelded",
+    "OverCurrentChargeCold",
+    "TempHighDerate",
+    "TempLowDerate",
+    "StorageFault",
 )
-BMS_STATES = ("INIT", "STANDBY", "PRECHARGE", "CLOSED", "FAULT")
+BMS_STATES = ("INIT", "STANDBY", "PRECHARGE", "CLOSED", "FAULT", "OPENING", "RETRY_WAIT")
+# BMS_FaultMemory FmValue00..15 (dbc/cellguard.dbc): the key of each in read_fault_memory()'s dicts.
+FAULT_MEMORY_FIELDS = (
+    "dtc",
+    "count",
+    "first_s",
+    "active",
+    "last_s",
+    "soc_pct",
+    "pack_voltage_v",
+    "pack_current_a",
+    "cell_v_min",
+    "cell_min",
+    "cell_v_max",
+    "cell_max",
+    "temp_min_sensor",
+    "temp_min_c",
+    "temp_max_sensor",
+    "temp_max_c",
+)
+# Scale from the raw FmValue to the unit of the key (1 where the raw value is the unit).
+_FAULT_MEMORY_SCALE = {
+    "soc_pct": 0.01,
+    "pack_voltage_v": 0.001,
+    "pack_current_a": 0.1,
+    "cell_v_min": 0.001,
+    "cell_v_max": 0.001,
+    "temp_min_c": 0.1,
+    "temp_max_c": 0.1,
+}
+DIAG_READ = 1
+DIAG_CLEAR = 2
+DIAG_CLEAR_KEY = 0x3CA1EA5E
+FAULT_MEMORY_END = 255
+
+
+VCU_DATA_ID = bytes((0x00, 0x03))  # E2E data ID of VCU_Request (its id 0x300, low byte first)
+
+
+def vcu_crc(frame: bytes | bytearray) -> int:
+    """VCU_Request's CRC-8 SAE J1850 over the data ID and payload bytes 0..6 (crccheck, an
+    implementation independent of the firmware's)."""
+    return int(Crc8SaeJ1850.calc(VCU_DATA_ID + bytes(frame[:7])))
 
 
 class BenchError(RuntimeError):
@@ -67,6 +123,9 @@ class BmsStatus:
     contactor_pre: bool = False
     contactor_pos: bool = False
     fault_tier: int = 0
+    cooling: bool = False
+    heating: bool = False
+    thermal_reason: int = 0
     reset_cause: int = 0
     alive: int = -1
     soc_pct: float = float("nan")
@@ -82,6 +141,7 @@ class BmsStatus:
     cycle_time_us: int = 0
     heap_used: int = 0
     frames: int = 0
+    fault_memory_frames: list[dict[str, int]] = field(default_factory=list)
 
     @property
     def closed(self) -> bool:
@@ -171,18 +231,66 @@ class Bench:
                 self.seq & 15,
             )
         )
+        fb = int(m.feedback)
+        frames.append(
+            self._frame(
+                codec.encode_sim_aux,
+                codec.SIM_AUX_ID,
+                fb & 1,
+                (fb >> 1) & 1,
+                (fb >> 2) & 1,
+                int(m.current2_ma),
+            )
+        )
         return frames
 
-    def vcu_frame(self, close: bool, fault_reset: bool) -> Frame:
-        """VCU_Request with a fresh alive counter."""
+    def vcu_frame(self, close: bool, fault_reset: bool, charge: bool = False) -> Frame:
+        """VCU_Request with a fresh alive counter and its CRC (see the DBC comment)."""
         self.vcu_alive = (self.vcu_alive + 1) & 15
-        return self._frame(
-            codec.encode_vcu_request,
-            codec.VCU_REQUEST_ID,
-            int(close),
-            int(fault_reset),
-            self.vcu_alive,
-        )
+        buf = self._buf
+        codec.encode_vcu_request(buf, int(close), int(fault_reset), int(charge), self.vcu_alive, 0)
+        buf[7] = vcu_crc(buf)
+        return codec.VCU_REQUEST_ID, bytes(buf)
+
+    def diag_frame(self, command: int, key: int = 0) -> Frame:
+        """DIAG_Request (tester): DIAG_READ, or DIAG_CLEAR with DIAG_CLEAR_KEY."""
+        return self._frame(codec.encode_diag_request, codec.DIAG_REQUEST_ID, command, key)
+
+    def read_fault_memory(
+        self, load_current_a: float = 0.0, max_steps: int = 60, **step_kwargs: bool
+    ) -> list[dict[str, float | int | str]]:
+        """Read the BMS fault memory over CAN (DIAG_Request READ), stepping the loop until the
+        end frame; one dict per stored fault: `bit`, `name`, `dtc` (text, e.g. P1A00) and the
+        FAULT_MEMORY_FIELDS in SI-like units (V, A, degC, %, operating seconds)."""
+        frames = self.status.fault_memory_frames
+        frames.clear()
+        self.transport.send_many([self.diag_frame(DIAG_READ)])
+        for _ in range(max_steps):
+            self.step(load_current_a, **step_kwargs)
+            if any(f["FmEntry"] == FAULT_MEMORY_END for f in frames):
+                break
+        else:
+            raise BenchError(f"no end of the fault memory read-out within {max_steps} steps")
+        entries: dict[int, dict[str, float | int | str]] = {}
+        for f in frames:
+            bit = f["FmEntry"]
+            if bit == FAULT_MEMORY_END:
+                if f["FmValue00"] != len(entries):
+                    raise BenchError(f"fault memory: {len(entries)} entries, end says {f}")
+                break
+            e = entries.setdefault(bit, {"bit": bit, "name": FAULT_NAMES[bit]})
+            part = f["FmPart"]
+            for k in (2 * part, 2 * part + 1):
+                key = FAULT_MEMORY_FIELDS[k]
+                e[key] = f[f"FmValue{k:02d}"] * _FAULT_MEMORY_SCALE.get(key, 1)
+        for e in entries.values():
+            e["dtc"] = f"P{int(e['dtc']):04X}"
+        return list(entries.values())
+
+    def clear_fault_memory(self) -> None:
+        """Send the keyed DIAG_Request CLEAR and run one step so the BMS takes it."""
+        self.transport.send_many([self.diag_frame(DIAG_CLEAR, DIAG_CLEAR_KEY)])
+        self.step(0.0)
 
     # ---- the loop ----------------------------------------------------------------------------
     def step(
@@ -193,6 +301,7 @@ class Bench:
         fault_reset: bool = False,
         inject: bool = True,
         vcu: bool = True,
+        charge_request: bool = False,
     ) -> StepRecord:
         """Run one control period. `inject=False` withholds measurements (a stale-data test)."""
         m = self.sensors.measure(self.pack)
@@ -200,7 +309,7 @@ class Bench:
             m = self.measurement_hook(m) or m
         frames = self.injection_frames(m) if inject else []
         if vcu:
-            frames.append(self.vcu_frame(vcu_close, fault_reset))
+            frames.append(self.vcu_frame(vcu_close, fault_reset, charge_request))
         self.seq = (self.seq + 1) & 0xFFFF
         if self.lockstep:
             frames.append(
@@ -298,6 +407,12 @@ class Bench:
             if n > 0:
                 s.balancing[lo : lo + n] = [(bits >> k) & 1 for k in range(n)]
             s.balancing_reason = int(v["BalancingReason"])
+        elif name == "BMS_Thermal":
+            s.cooling = bool(v["Cooling"])
+            s.heating = bool(v["Heating"])
+            s.thermal_reason = int(v["ThermalReason"])
+        elif name == "BMS_FaultMemory":
+            s.fault_memory_frames.append({k: int(x) for k, x in v.items()})
         elif name == "BMS_CycleDiag":
             s.cycle_time_us = int(v["CycleTime"])
             s.heap_used = int(v["HeapUsed"])
@@ -308,6 +423,7 @@ class Bench:
         s = self.status
         self.pack.set_contactors(s.contactor_neg, s.contactor_pre, s.contactor_pos)
         self.pack.set_balancing(s.balancing)
+        self.pack.set_thermal(s.cooling, s.heating)
 
     # ---- CAN log -----------------------------------------------------------------------------
     def _log(self, frames: list[Frame]) -> None:

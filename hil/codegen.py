@@ -32,6 +32,8 @@ from hil import REPO_ROOT
 
 DEFAULT_OUT = Path(firmware.__file__).resolve().parent / "can_codec.py"
 """Where the generated codec is committed (`hil.DBC_PATH` is the DBC it comes from)."""
+FIRMWARE_NODE = "BMS"
+"""The DBC node the firmware is: its codec holds only the functions that node needs."""
 
 # Names the generated functions use for their own parameters.
 _RESERVED = {"buf", "data", "out"}
@@ -314,10 +316,13 @@ def _wrap_def(head: str, args: list[str]) -> list[str]:
 def _codec_lines(lay: Layout, stem: str) -> list[str]:
     """The encode/decode pair of a message, named `encode_<stem>` / `decode_<stem>`."""
     by_byte: list[list[tuple[int, str]]] = [[] for _ in range(lay.message.length)]
-    for field in lay.fields:
+    # Arguments are named by position (v0, v1, ...; the comment above the message names their
+    # signals): every name is a qstr on the board's heap, and positional names are shared by all
+    # messages where signal-derived names would cost one each.
+    for i, field in enumerate(lay.fields):
         for piece in field.pieces:
-            by_byte[piece.byte].append((piece.shift, _encode_term(field.arg, piece)))
-    lines = _wrap_def(f"def encode_{stem}", ["buf"] + [f.arg for f in lay.fields])
+            by_byte[piece.byte].append((piece.shift, _encode_term(f"v{i}", piece)))
+    lines = _wrap_def(f"def encode_{stem}", ["buf"] + [f"v{i}" for i in range(len(lay.fields))])
     unused = [i for i, terms in enumerate(by_byte) if not terms]
     if unused:
         # One chained store clears every unused byte: less bytecode than one statement each.
@@ -346,8 +351,12 @@ def _codec_lines(lay: Layout, stem: str) -> list[str]:
     return lines
 
 
-def _emit_message(lay: Layout, emitted: dict[str, str]) -> list[str]:
-    """Emit one message; `emitted` maps code already emitted to the name that holds it."""
+def _emit_message(
+    lay: Layout, emitted: dict[str, str], encode: bool, decode: bool, consts: str
+) -> list[str]:
+    """Emit one message: its constants and the wanted functions; `emitted` maps code already
+    emitted to the message name that holds it. `consts`: "all" (one module), "firmware" (ids and
+    lengths) or "peer" (the multiplexer metadata)."""
     msg = lay.message
     name = lay.const_name
     low = name.lower()
@@ -364,7 +373,7 @@ def _emit_message(lay: Layout, emitted: dict[str, str]) -> list[str]:
         order = "@0" if s.byte_order == "big_endian" else "@1"
         sign = "-" if s.is_signed else "+"
         lines.append(
-            f"#   {i:2} {field.arg:<24} {s.start}|{s.length}{order}{sign} "
+            f"#   v{i:<2} {field.arg:<24} {s.start}|{s.length}{order}{sign} "
             f"({s.scale},{s.offset}) {s.unit or ''}".rstrip()
         )
     if lay.mux_count is not None:
@@ -373,24 +382,32 @@ def _emit_message(lay: Layout, emitted: dict[str, str]) -> list[str]:
             f"(k = 0..{lay.group_size - 1}), the signal named",
             f"#   {lay.fields[1].name!r}.format(g * {lay.group_size} + k + {lay.name_base})",
         ]
-    lines += [
-        f"{name}_ID = const(0x{msg.frame_id:03X})",
-        f"{name}_DLC = const({msg.length})",
-    ]
-    if lay.mux_count is not None:
+    if consts != "peer":
+        lines += [
+            f"{name}_ID = const(0x{msg.frame_id:03X})",
+            f"{name}_DLC = const({msg.length})",
+        ]
+    # The group metadata serves desktop code only: in the peer module when there is one.
+    if lay.mux_count is not None and consts != "firmware":
         lines += [
             f"{name}_MUX_COUNT = const({lay.mux_count})",
             f"{name}_GROUP_SIZE = const({lay.group_size})",
             f"{name}_NAME_BASE = const({lay.name_base})",
         ]
-    # Messages with the same layout (the bench's SIM_ copies of BMS_ messages) share one set of
-    # functions: every function costs heap on the board for as long as the module lives.
-    code = "\n".join(_codec_lines(lay, ""))
-    if code in emitted:
-        same = emitted[code]
-        return lines + [f"encode_{low} = encode_{same}", f"decode_{low} = decode_{same}"]
-    emitted[code] = low
-    return lines + ["", "", *_codec_lines(lay, low)]
+    # Messages with the same layout (the bench's SIM_ copies of BMS_ messages) share functions:
+    # every function costs heap on the board for as long as the module lives.
+    pair = _codec_lines(lay, low)
+    cut = pair.index(f"def decode_{low}(data, out):")
+    for kind, want, body in (("encode", encode, pair[: cut - 2]), ("decode", decode, pair[cut:])):
+        if not want:
+            continue
+        key = "\n".join(body).replace(f"{kind}_{low}(", f"{kind}_(")
+        if key in emitted:
+            lines.append(f"{kind}_{low} = {kind}_{emitted[key]}")
+        else:
+            emitted[key] = low
+            lines += ["", "", *body]
+    return lines
 
 
 _DOCSTRING = '''"""CAN codec for the cellguard CAN contract (generated; see docs/ARCHITECTURE.md).
@@ -406,7 +423,16 @@ Argument order: signals by their DBC start bit (Motorola signals: the start bit 
 DBC, i.e. their MSB). Multiplexed messages: the multiplexer value, the signals of its group, then
 the other signals; all groups share one layout. Group g (0 <= g < <NAME>_MUX_COUNT) carries the
 signals named pattern.format(g * <NAME>_GROUP_SIZE + k + <NAME>_NAME_BASE) for
-k = 0..<NAME>_GROUP_SIZE-1 (pattern in the comment). Messages with the same layout share functions.
+k = 0..<NAME>_GROUP_SIZE-1 (pattern in the comment; with a peer module the metadata is there).
+Messages with the same layout share functions.
+"""'''
+
+_PEER_DOCSTRING = '''"""CAN codec: the directions the {node} does not use (generated).
+
+encode_<name> for the messages the {node} receives, decode_<name> for those it sends: what the
+bench and the tests need, and the multiplexer metadata (<NAME>_MUX_COUNT, _GROUP_SIZE,
+_NAME_BASE). The firmware never imports this module (no heap on the board); on CPython can_codec
+re-exports it, on MicroPython tests import it. Ids and lengths: can_codec.
 """'''
 
 
@@ -417,8 +443,20 @@ def _display_path(db_path: Path) -> str:
         return db_path.name
 
 
-def generate(db_path: str | Path) -> str:
-    """Return the text of the MicroPython codec module for the DBC at `db_path`."""
+def generate(
+    db_path: str | Path,
+    node: str | None = None,
+    peer: bool = False,
+    peer_module: str = "can_codec_peer",
+) -> str:
+    """Return the text of the MicroPython codec module for the DBC at `db_path`.
+
+    Without `node`: every message's constants, encode and decode. With `node` (the firmware's
+    DBC node): the constants, encode for the messages `node` sends and decode for those it
+    receives, and on CPython the rest re-exported from the `<module>_peer` module; with `peer`
+    too: that peer module, the other directions only (what a bench or test needs). The board
+    never imports the peer module, so its functions cost no heap there.
+    """
     db_path = Path(db_path)
     db = cantools.database.load_file(db_path)
     layouts = [layout(m) for m in sorted(db.messages, key=lambda m: m.frame_id)]
@@ -429,22 +467,51 @@ def generate(db_path: str | Path) -> str:
     lines = [
         f"# GENERATED by `cellguard codegen` from {_display_path(db_path)} -- do not edit",
         f"# DBC sha256: {hashlib.sha256(db_path.read_bytes()).hexdigest()}",
-        _DOCSTRING,
+        _PEER_DOCSTRING.format(node=node) if peer else _DOCSTRING,
         "",
         "from .compat import const",
     ]
     emitted: dict[str, str] = {}
     for lay in layouts:
-        lines += _emit_message(lay, emitted)
+        sends = node is None or node in lay.message.senders
+        receives = node is None or node not in lay.message.senders
+        if peer:
+            sends, receives = not sends, not receives
+        consts = "all" if node is None else "peer" if peer else "firmware"
+        lines += _emit_message(lay, emitted, sends, receives, consts)
+    if node is not None and not peer:
+        lines += [
+            "",
+            "",
+            "# Desktop code (bench, tests on CPython) sees one module with every direction.",
+            "from .compat import IS_MICROPYTHON  # noqa: E402",
+            "",
+            "if not IS_MICROPYTHON:",
+            f"    from .{peer_module} import *  # noqa: F403",
+        ]
     return "\n".join(lines) + "\n"
 
 
-def write(db_path: str | Path, out_path: str | Path) -> None:
-    """Generate the codec for `db_path` and write it to `out_path`."""
-    Path(out_path).write_text(generate(db_path), encoding="utf-8", newline="\n")
-
-
-def is_stale(db_path: str | Path, out_path: str | Path) -> bool:
-    """Return True if `out_path` is missing or differs from what `generate(db_path)` returns."""
+def peer_path(out_path: str | Path) -> Path:
+    """Where the peer module of the codec at `out_path` goes (`can_codec_peer.py`)."""
     out_path = Path(out_path)
-    return not out_path.exists() or out_path.read_text(encoding="utf-8") != generate(db_path)
+    return out_path.with_name(out_path.stem + "_peer.py")
+
+
+def write(db_path: str | Path, out_path: str | Path, node: str | None = None) -> None:
+    """Generate the codec for `db_path` and write it to `out_path` (with `node`: and its peer
+    module next to it)."""
+    text = generate(db_path, node, peer_module=peer_path(out_path).stem)
+    Path(out_path).write_text(text, encoding="utf-8", newline="\n")
+    if node is not None:
+        text = generate(db_path, node, peer=True)
+        peer_path(out_path).write_text(text, encoding="utf-8", newline="\n")
+
+
+def is_stale(db_path: str | Path, out_path: str | Path, node: str | None = None) -> bool:
+    """Return True if `out_path` (or, with `node`, its peer module) is missing or differs from
+    what `generate` returns."""
+    wanted = [(Path(out_path), generate(db_path, node, peer_module=peer_path(out_path).stem))]
+    if node is not None:
+        wanted.append((peer_path(out_path), generate(db_path, node, peer=True)))
+    return any(not p.exists() or p.read_text(encoding="utf-8") != text for p, text in wanted)

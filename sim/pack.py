@@ -11,7 +11,8 @@ Per cell ``i`` during a step, with the pack current ``I`` and the bleed current 
 - stored charge falls by ``(I + Ib_i + leak_i) * dt``, times the coulombic efficiency when that
   net current charges the cell.
 - heat: ``(I + Ib_i)^2 R0 + sum_k v_rck^2 / Rk + share * Ib_i^2 * R_bleed``; each cell exchanges
-  heat with its chain neighbours and with ambient.
+  heat with its chain neighbours and with ambient (more while cooling is on; a heater adds
+  ``heater_w`` per cell while heating is on).
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ class PackConfig:
     bleed_ohm: float = 33.0
     bleed_heat_share: float = 0.2
     """Share of the bleed resistor's heat that ends up in its cell."""
+    cooling_w_per_k: float = 0.2
+    """Extra conductance from each cell to ambient while the cooling output is on."""
+    heater_w: float = 2.0
+    """Heater power into each cell while the heating output is on."""
     precharge_ohm: float = 20.0
     link_capacitance_f: float = 0.005
     """DC-link capacitance: with 20 ohm precharge, tau = 0.1 s and 95 % after 0.3 s."""
@@ -112,6 +117,7 @@ class Pack:
         ) / chem.thermal_mass_j_per_k
         self._bleed_on = np.zeros(n)
         self._neg = self._pre = self._pos = False
+        self._cooling = self._heating = False
         self._current = 0.0
         self._link_v = 0.0
         self._refresh()
@@ -121,6 +127,11 @@ class Pack:
     def set_contactors(self, neg: bool, pre: bool, pos: bool) -> None:
         """Set the negative, precharge and positive contactors (True = closed)."""
         self._neg, self._pre, self._pos = bool(neg), bool(pre), bool(pos)
+
+    def set_thermal(self, cooling: bool, heating: bool) -> None:
+        """Switch the cooling (more heat transfer to ambient) and the heater (power into every
+        cell) on or off."""
+        self._cooling, self._heating = bool(cooling), bool(heating)
 
     def set_balancing(self, mask: ArrayLike) -> None:
         """Switch each cell's bleed resistor on (True) or off; one entry per cell."""
@@ -167,11 +178,16 @@ class Pack:
 
     def _advance_temperature(self, dt_s: float, heat_w: NDArray[np.float64]) -> None:
         cfg = self.config
-        substeps = max(1, math.ceil(dt_s * self._thermal_rate / _THERMAL_STEP_LIMIT))
+        cooling = cfg.cooling_w_per_k if self._cooling else 0.0
+        to_ambient = cfg.ambient_w_per_k + cooling
+        if self._heating:
+            heat_w = heat_w + cfg.heater_w
+        rate = self._thermal_rate + cooling / self.chemistry.thermal_mass_j_per_k
+        substeps = max(1, math.ceil(dt_s * rate / _THERMAL_STEP_LIMIT))
         gain = dt_s / substeps / self.chemistry.thermal_mass_j_per_k
         temp = self._temp
         for _ in range(substeps):
-            flow = cfg.ambient_w_per_k * (cfg.ambient_c - temp) + heat_w
+            flow = to_ambient * (cfg.ambient_c - temp) + heat_w
             to_next = cfg.neighbour_w_per_k * np.diff(temp)
             flow[:-1] += to_next
             flow[1:] -= to_next
@@ -202,6 +218,16 @@ class Pack:
         self._link_v = target + (self._link_v - target) * math.exp(-dt_s / tau)
 
     # -- outputs --------------------------------------------------------------------------
+
+    @property
+    def contactors(self) -> tuple[bool, bool, bool]:
+        """The actual negative, precharge and positive contactor states (True = closed)."""
+        return self._neg, self._pre, self._pos
+
+    @property
+    def thermal(self) -> tuple[bool, bool]:
+        """The cooling and heating outputs as applied (True = on)."""
+        return self._cooling, self._heating
 
     @property
     def n_cells(self) -> int:

@@ -32,6 +32,10 @@ class Measurement:
     """Battery-side pack voltage (mV)."""
     link_mv: int
     """Load-side DC-link voltage (mV)."""
+    current2_ma: int = 0
+    """Second pack current sensor (hall, next to the shunt), mA, positive = discharge."""
+    feedback: int = 0
+    """Contactor feedback contacts: bit 0 negative, 1 precharge, 2 positive (1 = closed)."""
 
 
 def _quantise(value: ArrayLike, lsb: float, unit: float) -> NDArray[np.int64]:
@@ -60,6 +64,9 @@ class SensorModel:
     current_noise_a: float = 0.020
     current_offset_a: float = 0.010
     current_lsb_a: float = 1e-3
+    current2_offset_a: float = 0.050
+    """Offset of the second (hall) current sensor; noise-free so the first sensor's random
+    stream, and with it every seeded run, stays as it was."""
     pack_noise_v: float = 0.050
     pack_lsb_v: float = 0.010
     seed: int | None = None
@@ -105,4 +112,8 @@ class SensorModel:
             current_ma=int(_quantise(current_a, self.current_lsb_a, _MILLI)),
             pack_mv=int(rails_mv[0]),
             link_mv=int(rails_mv[1]),
+            current2_ma=int(
+                _quantise(pack.current_a + self.current2_offset_a, self.current_lsb_a, _MILLI)
+            ),
+            feedback=sum(int(c) << k for k, c in enumerate(pack.contactors)),
         )

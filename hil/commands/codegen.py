@@ -1,4 +1,5 @@
-"""`cellguard codegen`: generate firmware/can_codec.py from the DBC, or check that it is current."""
+"""`cellguard codegen`: generate firmware/can_codec.py (the BMS's directions) and
+firmware/can_codec_peer.py (the bench's) from the DBC, or check that they are current."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Generate (or with --check verify) the codec; return the exit status."""
     if args.check:
-        if codegen.is_stale(args.dbc, args.out):
+        if codegen.is_stale(args.dbc, args.out, codegen.FIRMWARE_NODE):
             print(
                 f"{args.out} is stale: it does not match {args.dbc}; run `cellguard codegen`",
                 file=sys.stderr,
@@ -34,6 +35,6 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(f"{args.out} is up to date with {args.dbc}")
         return 0
-    codegen.write(args.dbc, args.out)
+    codegen.write(args.dbc, args.out, codegen.FIRMWARE_NODE)
     print(f"wrote {args.out} from {args.dbc}")
     return 0

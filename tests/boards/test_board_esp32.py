@@ -132,8 +132,9 @@ def test_ltc681x_cells_fill_the_measurement_groups(esp32: ModuleType) -> None:
     board.measure(meas, 1000)
     assert list(meas.cell_mv) == [3600 + i for i in range(22)]
     assert meas.rx_errors == 0
-    # The cell groups are fresh; temperatures and pack values still come over CAN.
-    assert list(meas._seen) == [1] * 6 + [0] * 6 + [0]
+    # The cell groups are fresh; temperatures, pack values and the auxiliary inputs (second
+    # current sensor) still come over CAN.
+    assert list(meas._seen) == [1] * 6 + [0] * 6 + [0] + [0]
     board._afe.bad = {5}
     board._afe.cells[0] = 3500
     board.measure(meas, 2000)

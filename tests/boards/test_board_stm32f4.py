@@ -21,6 +21,7 @@ from board_fakes import (
 from boards import stm32f4
 from firmware import app
 from firmware import can_codec as codec
+from firmware.comm import crc8_j1850
 
 PROFILE = profile("stm32f4")
 
@@ -173,7 +174,11 @@ def test_the_bms_runs_on_the_board_and_closes_the_contactor_pins() -> None:
         link = 16 * 3700 // 100 if bms.contactors.pre else 0
         codec.encode_sim_pack_measurements(buf, 0, 16 * 3700 // 100, link, 0)
         can.rx.append((codec.SIM_PACK_MEASUREMENTS_ID, bytes(buf), 0))
-        codec.encode_vcu_request(buf, 1, 0, now // 100 & 15)
+        k = bms.contactors  # the bench reports the contactors as the pins left them
+        codec.encode_sim_aux(buf, k.neg, k.pre, k.pos, 0)
+        can.rx.append((codec.SIM_AUX_ID, bytes(buf), 0))
+        codec.encode_vcu_request(buf, 1, 0, 0, now // 100 & 15, 0)
+        buf[7] = crc8_j1850(bytes((0x00, 0x03)) + bytes(buf), 9)  # E2E CRC over data ID + 0..6
         can.rx.append((codec.VCU_REQUEST_ID, bytes(buf), 0))
         bms.comm.poll(now)
         assert bms.guarded_cycle(now)

@@ -5,6 +5,18 @@ from firmware.balancing import Balancer
 from firmware.estimation import SocEstimator
 from firmware.measurement import Measurements
 
+# Fault bits that firmware/protection.py keeps private (bit = BMS_Faults signal position;
+# test_fault_catalogue.py checks these against the DBC).
+FAULT_IMBALANCE = 15
+FAULT_RUNAWAY = 16
+FAULT_OPEN_WIRE = 17
+FAULT_STUCK = 18
+FAULT_PACK_MISMATCH = 19
+FAULT_CURRENT2 = 20
+FAULT_OC_CHARGE_COLD = 24
+FAULT_TEMP_HIGH_DERATE = 25
+FAULT_TEMP_LOW_DERATE = 26
+
 
 def raises_naming(overrides, key):
     """True if config.load(overrides) raises ValueError whose message names `key`."""
@@ -15,14 +27,16 @@ def raises_naming(overrides, key):
     return False
 
 
-def feed(meas, cfg, mv=3700, dc=250, current_ma=0, now_ms=0):
-    """Fill every group and the pack value with uniform readings, then update the stats."""
+def feed(meas, cfg, mv=3700, dc=250, current_ma=0, now_ms=0, feedback=0):
+    """Fill every group, the pack value and the auxiliary inputs (the second current sensor
+    agreeing) with uniform readings, then update the stats."""
     for g in range((cfg.cell_count + 3) // 4):
         meas.set_cells(g, mv, mv, mv, mv, now_ms)
     for g in range((cfg.temp_count + 3) // 4):
         meas.set_temps(g, dc, dc, dc, dc, now_ms)
     pack = cfg.cell_count * mv
     meas.set_pack(current_ma, pack, pack, now_ms)
+    meas.set_aux(feedback, current_ma, now_ms)
     meas.update_stats()
 
 

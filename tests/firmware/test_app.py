@@ -6,7 +6,8 @@
 """
 
 from firmware import app, can_codec
-from firmware.protection import FAULT_INTERNAL_ERROR, FAULT_MEAS_STALE
+from firmware.comm import crc8_j1850
+from firmware.protection import FAULT_BITS, FAULT_INTERNAL_ERROR, FAULT_MEAS_STALE
 
 
 class FakeBoard:
@@ -35,6 +36,9 @@ class FakeBoard:
     def set_contactors(self, neg, pre, pos):
         self.contactors = (neg, pre, pos)
 
+    def set_thermal(self, cooling, heating):
+        self.thermal = (cooling, heating)
+
     def set_balancing(self, mask):
         self.balancing_calls += 1
         if self.balancing_calls == self.fail_balancing_at:
@@ -58,18 +62,36 @@ class FakeBoard:
         raise AssertionError(message)
 
 
+# The frames the bench would send, packed by hand as dbc/cellguard.dbc lays them out: the peer
+# codec (can_codec_peer) does not fit next to a whole BMS in a 96K heap. The firmware decodes
+# them with its generated decoders, so a wrong layout here fails the tests below.
+
+
+def vcu_request(close, alive, reset=0, charge=0):
+    """VCU_Request: request bits 0..2, alive counter bits 4..7, E2E CRC in byte 7 (over the data
+    ID 0x00 0x03, then bytes 0..6)."""
+    buf = bytearray(8)
+    buf[0] = close | reset << 1 | charge << 2 | (alive & 15) << 4
+    buf[7] = crc8_j1850(bytes((0, 3)) + bytes(buf), 9)
+    return bytes(buf)
+
+
 def inject(board, mv=3700, link_mv=None, alive=1):
     buf = bytearray(8)
-    can_codec.encode_sim_cell_voltages(buf, 0, mv, mv, mv, mv)
+    # SIM_ cell frames share their layout with the BMS_ ones the firmware encodes.
+    can_codec.encode_bms_cell_voltages(buf, 0, mv, mv, mv, mv)
     board.rx.append((can_codec.SIM_CELL_VOLTAGES_ID, bytes(buf)))
-    can_codec.encode_sim_cell_temps(buf, 0, 250, 250, 250, 250)
+    can_codec.encode_bms_cell_temps(buf, 0, 250, 250, 250, 250)
     board.rx.append((can_codec.SIM_CELL_TEMPS_ID, bytes(buf)))
-    pack = 4 * mv
-    link = pack if link_mv is None else link_mv
-    can_codec.encode_sim_pack_measurements(buf, 0, pack // 100, link // 100, 0)
-    board.rx.append((can_codec.SIM_PACK_MEASUREMENTS_ID, bytes(buf)))
-    can_codec.encode_vcu_request(buf, 1, 0, alive & 15)
-    board.rx.append((can_codec.VCU_REQUEST_ID, bytes(buf)))
+    pack = 4 * mv // 100  # SIM_PackMeasurements: current 24 bit at 0, pack and link 0.1 V at 24, 40
+    link = pack if link_mv is None else link_mv // 100
+    frame = bytes((0, 0, 0, pack & 255, pack >> 8, link & 255, link >> 8, 0))
+    board.rx.append((can_codec.SIM_PACK_MEASUREMENTS_ID, frame))
+    # SIM_Aux: the feedback bits follow what the board was last told, as healthy contactors do;
+    # the second current sensor (bytes 1..3) agrees with the first (0 A).
+    neg, pre, pos = board.contactors
+    board.rx.append((can_codec.SIM_AUX_ID, bytes((neg | pre << 1 | pos << 2, 0, 0, 0, 0, 0, 0, 0))))
+    board.rx.append((can_codec.VCU_REQUEST_ID, vcu_request(1, alive)))
 
 
 def run_cycles(bms, board, n, t0=0, link_mv=None):
@@ -95,10 +117,8 @@ def test_fresh_frames_and_request_precharge_then_close():
 def test_missing_measurements_keep_contactors_open():
     board = FakeBoard()
     bms = app.build(board)
-    buf = bytearray(8)
     for i in range(20):
-        can_codec.encode_vcu_request(buf, 1, 0, i & 15)
-        board.rx.append((can_codec.VCU_REQUEST_ID, bytes(buf)))
+        board.rx.append((can_codec.VCU_REQUEST_ID, vcu_request(1, i)))
         bms.comm.poll(i * 100)
         bms.guarded_cycle(i * 100 + 100)
         assert board.contactors[2] == 0
@@ -166,7 +186,7 @@ def test_exception_outside_the_cycle_does_not_end_the_loop():
         pass
     assert board.raised and board.waits > 5, "the loop went on after the receive path raised"
     assert board.faults, "cycles ran and reported faults after the exception"
-    out = [0] * 16
-    can_codec.decode_bms_faults(board.faults[-1], out)
-    assert out[FAULT_INTERNAL_ERROR] == 1
+    frame = board.faults[-1]  # BMS_Faults: bit b of the little-endian payload = fault bit b
+    bits = frame[0] | frame[1] << 8 | frame[2] << 16 | frame[3] << 24
+    assert bits >> FAULT_INTERNAL_ERROR & 1 and bits < 1 << FAULT_BITS
     assert board.contactors == (0, 0, 0)

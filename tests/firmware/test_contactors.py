@@ -2,8 +2,11 @@ from firmware import config
 from firmware import contactors as c
 
 
-def _cont():
-    return c.Contactors(config.load())
+def _cont(overrides=None):
+    return c.Contactors(config.load(overrides))
+
+
+NO_RETRY = {"precharge_retries": 0}
 
 
 def _outputs(k):
@@ -37,7 +40,7 @@ def test_pos_never_without_precharge_step():
 
 
 def test_no_pack_voltage_never_closes():
-    k = _cont()
+    k = _cont(NO_RETRY)
     k.step(0, True, False, 0, 0)
     for t in range(100, 3200, 100):
         k.step(t, True, False, 0, 0)
@@ -46,7 +49,7 @@ def test_no_pack_voltage_never_closes():
 
 
 def test_precharge_timeout():
-    k = _cont()
+    k = _cont(NO_RETRY)
     k.step(0, True, False, 60000, 0)
     k.step(1000, True, False, 60000, 0)
     k.step(3999, True, False, 60000, 50000)
@@ -107,3 +110,153 @@ def test_192_cell_pack_voltage():
     assert k.state == c.PRECHARGE
     k.step(300, True, False, pack, pack * 95 // 100)
     assert k.state == c.CLOSED
+
+
+def _closed(k, pack=60000):
+    k.step(0, True, False, pack, pack)
+    k.step(100, True, False, pack, pack)
+    k.step(200, True, False, pack, pack)
+    assert k.state == c.CLOSED
+
+
+def test_precharge_retries_are_bounded_and_pause():
+    k = _cont({"precharge_retries": 2, "precharge_pause_ms": 1000})
+    k.step(0, True, False, 60000, 0)
+    t = 100
+    k.step(t, True, False, 60000, 0)  # first attempt starts
+    failed = 0
+    attempts = 1
+    for t in range(200, 30000, 100):
+        was = k.state
+        k.step(t, True, False, 60000, 0)
+        assert k.pos == 0
+        if was == c.RETRY_WAIT and k.state == c.PRECHARGE:
+            attempts += 1
+        if k.state == c.RETRY_WAIT:
+            assert (k.neg, k.pre, k.pos) == (0, 0, 0)
+        failed += k.precharge_failed
+        if k.precharge_failed:
+            break
+    assert attempts == 3 and failed == 1 and k.state == c.FAULT
+    # Renewing the request does not restore the attempts (a failure now is final at once);
+    # a fault reset does.
+    k.step(t + 100, False, False, 60000, 0)
+    k.step(t + 200, True, False, 60000, 0)
+    k.step(t + 300, True, False, 60000, 0)
+    assert k.state == c.PRECHARGE
+    k.step(t + 3300, True, False, 60000, 0)
+    assert k.state == c.FAULT and k.precharge_failed
+    k.reset_retries()
+    k.step(t + 3400, True, False, 60000, 0)
+    k.step(t + 3500, True, False, 60000, 0)
+    k.step(t + 6500, True, False, 60000, 0)
+    assert k.state == c.RETRY_WAIT and not k.precharge_failed
+
+
+def test_retry_waits_the_pause_before_precharging_again():
+    k = _cont({"precharge_retries": 1, "precharge_pause_ms": 1000, "precharge_timeout_ms": 500})
+    k.step(0, True, False, 60000, 0)
+    k.step(100, True, False, 60000, 0)
+    assert k.state == c.PRECHARGE
+    k.step(600, True, False, 60000, 0)
+    assert _outputs(k) == (c.RETRY_WAIT, 0, 0, 0) and not k.precharge_failed
+    k.step(1599, True, False, 60000, 0)
+    assert _outputs(k) == (c.RETRY_WAIT, 0, 0, 0)
+    k.step(1600, True, False, 60000, 0)
+    assert _outputs(k) == (c.PRECHARGE, 1, 1, 0)
+    k.step(2100, True, False, 60000, 0)
+    assert _outputs(k) == (c.FAULT, 0, 0, 0) and k.precharge_failed
+
+
+def test_successful_close_restores_the_retries():
+    k = _cont({"precharge_retries": 1, "precharge_pause_ms": 0, "precharge_timeout_ms": 500})
+    k.step(0, True, False, 60000, 0)
+    k.step(100, True, False, 60000, 0)
+    k.step(600, True, False, 60000, 0)
+    assert k.state == c.RETRY_WAIT
+    k.step(700, True, False, 60000, 0)
+    k.step(800, True, False, 60000, 60000)
+    assert k.state == c.CLOSED
+    k.step(900, False, False, 60000, 60000)
+    k.step(1000, True, False, 60000, 0)
+    k.step(1500, True, False, 60000, 0)
+    assert k.state == c.RETRY_WAIT and not k.precharge_failed
+
+
+def test_vehicle_open_under_load_waits_for_the_current_to_fall():
+    k = _cont({"open_current_ma": 1000, "open_wait_ms": 2000})
+    _closed(k)
+    k.step(300, False, False, 60000, 60000, 5000)
+    assert _outputs(k) == (c.OPENING, 1, 0, 1)
+    k.step(400, False, False, 60000, 60000, -5000)  # charging counts as load too
+    assert _outputs(k) == (c.OPENING, 1, 0, 1)
+    k.step(500, False, False, 60000, 60000, 1000)  # at the threshold: no longer under load
+    assert _outputs(k) == (c.STANDBY, 0, 0, 0)
+
+
+def test_vehicle_open_under_load_is_bounded_in_time():
+    k = _cont({"open_current_ma": 1000, "open_wait_ms": 2000})
+    _closed(k)
+    k.step(300, False, False, 60000, 60000, 5000)
+    k.step(2299, False, False, 60000, 60000, 5000)
+    assert k.state == c.OPENING and k.pos == 1
+    k.step(2300, False, False, 60000, 60000, 5000)
+    assert _outputs(k) == (c.STANDBY, 0, 0, 0)
+
+
+def test_fault_opens_under_load_at_once_and_renewed_request_stays_closed():
+    k = _cont({"open_current_ma": 1000})
+    _closed(k)
+    k.step(300, False, False, 60000, 60000, 5000)
+    k.step(400, True, False, 60000, 60000, 5000)
+    assert _outputs(k) == (c.CLOSED, 1, 0, 1)
+    k.step(500, True, True, 60000, 60000, 500000)
+    assert _outputs(k) == (c.FAULT, 0, 0, 0)
+
+
+def test_feedback_following_the_command_is_no_fault():
+    k = _cont({"fb_timeout_ms": 300})
+    k.step(0, True, False, 60000, 0)
+    for t in range(100, 2000, 100):
+        fb = k.neg | k.pre << 1 | k.pos << 2
+        k.check_feedback(t, fb)
+        k.step(t, True, False, 60000, 60000)
+        assert not k.fb_mismatch and not k.welded
+
+
+def test_feedback_mismatch_after_the_timeout():
+    k = _cont({"fb_timeout_ms": 300})
+    k.step(0, True, False, 60000, 0)
+    k.step(100, True, False, 60000, 0)  # commands neg + pre
+    k.check_feedback(200, 0)  # nothing closed
+    k.check_feedback(499, 0)
+    assert not k.fb_mismatch
+    k.check_feedback(500, 0)
+    assert k.fb_mismatch and not k.welded
+    k.check_feedback(600, 0b011)
+    assert not k.fb_mismatch
+
+
+def test_weld_detected_after_an_open_command():
+    k = _cont({"fb_timeout_ms": 300})
+    _closed(k)
+    k.step(300, False, False, 60000, 60000)  # open at rest
+    assert k.state == c.STANDBY
+    k.check_feedback(400, 0b100)  # pos still closed
+    k.check_feedback(699, 0b100)
+    assert not k.welded
+    k.check_feedback(700, 0b100)
+    assert k.welded and not k.fb_mismatch
+
+
+def test_a_new_command_restarts_the_feedback_timer():
+    k = _cont({"fb_timeout_ms": 300})
+    k.step(0, True, False, 60000, 0)
+    k.step(100, True, False, 60000, 0)  # neg + pre commanded
+    k.check_feedback(200, 0)
+    k.step(350, True, False, 60000, 60000)  # pos commanded, pre opened: a new command
+    k.check_feedback(500, 0b001)  # the timer starts here, not at 200
+    k.check_feedback(799, 0b001)
+    assert not k.fb_mismatch
+    k.check_feedback(800, 0b001)
+    assert k.fb_mismatch

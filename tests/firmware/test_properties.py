@@ -5,9 +5,10 @@ from fw_support import fresh
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware import config
+from firmware import can_codec, config
 from firmware.balancing import ACTIVE, STRATEGY_SOC, Balancer
-from firmware.contactors import CLOSED, PRECHARGE, Contactors
+from firmware.comm import Comm, crc8_j1850
+from firmware.contactors import CLOSED, OPENING, PRECHARGE, Contactors
 from firmware.estimation import SocEstimator, ocv_to_soc, soc_to_ocv
 from firmware.limits import Limits
 from firmware.measurement import Measurements
@@ -25,6 +26,8 @@ contactor_steps = st.lists(
         st.booleans(),  # open_required
         st.integers(-1000, 900000),  # pack_mv
         st.integers(-1000, 900000),  # link_mv
+        st.integers(-100000, 100000),  # current_ma
+        st.integers(-1, 7),  # feedback bits (-1: no new reading)
     ),
     max_size=60,
 )
@@ -32,22 +35,65 @@ contactor_steps = st.lists(
 
 @SLOW
 @given(contactor_steps)
-def test_contactors_never_close_while_open_required(steps):
+def test_contactors_never_close_without_a_completed_precharge(steps):
     """Law: after a step with open_required every contactor is open; pos closes only from
     PRECHARGE (neg and pre already closed) with a positive pack voltage and the link within
-    precharge_pct of it; pos is never closed without neg."""
+    precharge_pct of it, so every closed period of pos starts with a completed precharge; pos
+    is never closed without neg; it stays closed without a request only while OPENING waits
+    (bounded) for the current to fall."""
     k = Contactors(NMC)
     now = 0
-    for dt, close, open_required, pack, link in steps:
+    opening_since = None
+    for dt, close, open_required, pack, link, current, feedback in steps:
         now += dt
-        before = k.state
-        k.step(now, close, open_required, pack, link)
+        if feedback >= 0:
+            k.check_feedback(now, feedback)
+        before, pos_before = k.state, k.pos
+        k.step(now, close, open_required, pack, link, current)
         if open_required:
             assert (k.neg, k.pre, k.pos) == (0, 0, 0)
         if k.pos:
-            assert k.neg and close and k.state == CLOSED
-            if before != CLOSED:
+            assert k.neg and not k.pre and k.state in (CLOSED, OPENING)
+            assert close or k.state == OPENING
+            if not pos_before:
                 assert before == PRECHARGE and pack > 0 and link * 100 >= pack * 95
+        if k.state == OPENING:
+            opening_since = now if before != OPENING else opening_since
+            assert now - opening_since < NMC.open_wait_ms
+
+
+vcu_payloads = st.tuples(st.binary(min_size=7, max_size=7), st.integers(0, 255))
+
+
+class _Board:
+    rx_dlc = 8
+
+    def __init__(self, frames):
+        self.rx = list(frames)
+
+    def can_recv(self, buf):
+        if not self.rx:
+            return -1
+        buf[:] = self.rx.pop(0)
+        return can_codec.VCU_REQUEST_ID
+
+    def can_send(self, can_id, buf, dlc):
+        pass
+
+
+@SLOW
+@given(st.lists(vcu_payloads, min_size=1, max_size=30))
+def test_a_frame_with_a_wrong_crc_never_closes(frames):
+    """Law: a VCU_Request whose CRC byte is not the CRC-8 SAE J1850 of the data ID and bytes
+    0..6 is never taken: it closes nothing, refreshes nothing, and is counted."""
+    data = []
+    for payload, crc in frames:
+        good = crc8_j1850(bytes((0, 3)) + payload, 9)
+        data.append(payload + bytes((crc if crc != good else (crc + 1) & 0xFF,)))
+    comm = Comm(_Board(data), NMC, Measurements(NMC))
+    comm.poll(0)
+    assert comm.vcu_close == 0 and comm.vcu_stale(0)
+    assert comm.vcu_errors == len(frames)
 
 
 cell_mv = st.integers(2500, 4400)

@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import json
 import math
+import re
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -185,9 +186,26 @@ def test_codec_matches_cantools(case: Case, codecs: dict[str, ModuleType]) -> No
 
 
 def test_committed_codec_is_up_to_date() -> None:
-    assert not codegen.is_stale(DBC_PATH, codegen.DEFAULT_OUT), (
-        "firmware/can_codec.py does not match dbc/cellguard.dbc: run `cellguard codegen`"
+    assert not codegen.is_stale(DBC_PATH, codegen.DEFAULT_OUT, codegen.FIRMWARE_NODE), (
+        "firmware/can_codec*.py do not match dbc/cellguard.dbc: run `cellguard codegen`"
     )
+
+
+def test_firmware_codec_holds_only_the_bms_directions() -> None:
+    """The board imports can_codec only: encode for what the BMS sends, decode for what it
+    receives; the other directions live in can_codec_peer (re-exported on CPython)."""
+    text = codegen.DEFAULT_OUT.read_text()
+    peer = codegen.peer_path(codegen.DEFAULT_OUT).read_text()
+
+    def defines(module: str, name: str) -> bool:
+        return re.search(rf"^(def )?{name}\b", module, re.MULTILINE) is not None
+
+    for message in DATABASES["cellguard"].messages:
+        stem = codegen.snake_case(message.name)
+        sends = codegen.FIRMWARE_NODE in message.senders
+        mine, other = ("encode", "decode") if sends else ("decode", "encode")
+        assert defines(text, f"{mine}_{stem}") and not defines(text, f"{other}_{stem}"), stem
+        assert defines(peer, f"{other}_{stem}") and not defines(peer, f"{mine}_{stem}"), stem
 
 
 def test_refuses_multiplexed_groups_with_different_layouts() -> None:
@@ -239,7 +257,11 @@ def test_command_checks_and_writes(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "cellguard codegen" in capsys.readouterr().err
     assert codegen_command.run(parser.parse_args(["--dbc", str(EDGE_DBC), "--out", str(out)])) == 0
     assert codegen_command.run(check) == 0
-    assert out.read_text() == codegen.generate(EDGE_DBC)
+    node = codegen.FIRMWARE_NODE
+    assert out.read_text() == codegen.generate(EDGE_DBC, node, peer_module="codec_peer")
+    assert (tmp_path / "codec_peer.py").read_text() == codegen.generate(EDGE_DBC, node, peer=True)
+    (tmp_path / "codec_peer.py").write_text("")
+    assert codegen_command.run(check) == 1  # a stale peer module fails the check too
 
 
 # -- MicroPython -----------------------------------------------------------------------------
@@ -270,8 +292,11 @@ def vectors(db: cantools.database.Database) -> list[tuple[str, list[int], bytes]
     return result
 
 
-def micropython_script(module: str, paths: list[Path], vector_file: Path, arities: set[int]) -> str:
-    """A MicroPython script that round-trips the vectors in `vector_file` (one JSON per line)."""
+def micropython_script(
+    module: str, paths: list[Path], vector_file: Path, arities: set[int], peer: str | None = None
+) -> str:
+    """A MicroPython script that round-trips the vectors in `vector_file` (one JSON per line);
+    functions missing from `module` come from `peer` (imported after the heap is measured)."""
     # Star-args calls with many arguments allocate on MicroPython: call encode with explicit ones.
     dispatch = [
         f"    {'if' if i == 0 else 'elif'} n == {n}: fn(buf, "
@@ -288,15 +313,18 @@ def micropython_script(module: str, paths: list[Path], vector_file: Path, aritie
                 "gc.collect(); gc.collect(); before = gc.mem_alloc()",
                 f"import {module} as codec",
                 "gc.collect(); gc.collect(); after = gc.mem_alloc()",
+                f"import {peer or module} as peer",
                 "def encode(fn, buf, v):",
                 "    n = len(v)",
                 *dispatch,
+                "def lookup(kind, stem):",
+                "    return getattr(codec, kind + stem, None) or getattr(peer, kind + stem)",
                 "failures = []",
                 f"for i, line in enumerate(open({str(vector_file)!r})):",
                 "    stem, values, frame = json.loads(line)",
                 "    frame = bytes.fromhex(frame)",
-                "    enc = getattr(codec, 'encode_' + stem)",
-                "    dec = getattr(codec, 'decode_' + stem)",
+                "    enc = lookup('encode_', stem)",
+                "    dec = lookup('decode_', stem)",
                 "    buf = bytearray(len(frame)); out = [None] * len(values)",
                 "    gc.collect(); gc.disable(); m0 = gc.mem_alloc()",
                 "    encode(enc, buf, values); dec(frame, out)",
@@ -314,6 +342,7 @@ def micropython_script(module: str, paths: list[Path], vector_file: Path, aritie
 def test_codec_runs_on_micropython(db_name: str, tmp_path: Path) -> None:
     paths = [REPO_ROOT]
     module = "firmware.can_codec"
+    peer: str | None = "firmware.can_codec_peer"
     if db_name == "edge":
         # A package of its own next to `firmware`, whose compat is the firmware's.
         package = tmp_path / "edgepkg"
@@ -323,12 +352,13 @@ def test_codec_runs_on_micropython(db_name: str, tmp_path: Path) -> None:
         codegen.write(EDGE_DBC, package / "codec.py")
         paths.insert(0, tmp_path)
         module = "edgepkg.codec"
+        peer = None
     cases = vectors(DATABASES[db_name])
     vector_file = tmp_path / "vectors.jsonl"
     vector_file.write_text("".join(json.dumps([s, v, f.hex()]) + "\n" for s, v, f in cases))
     script = tmp_path / "roundtrip.py"
     arities = {len(values) for _, values, _ in cases}
-    script.write_text(micropython_script(module, paths, vector_file, arities))
+    script.write_text(micropython_script(module, paths, vector_file, arities, peer))
     run = subprocess.run(
         [MICROPYTHON, "-X", "heapsize=96K", str(script)],
         cwd=REPO_ROOT,
