@@ -11,6 +11,10 @@ every open client.
 Run: micropython -X heapsize=96K firmware/main.py sim --port PORT [--realtime] [--config F]
      [--storage DIR] [--wdt-ms N] [--preload MOD,MOD]
 
+Fault injection (this board only, never a hardware one): a SIM_Stall frame makes the board
+busy-wait StallDuration ms inside each of the next StallCycles control cycles (in `measure`, which
+the cycle calls first), so the bench can make the loop overrun its period.
+
 `--preload` imports modules before the BMS starts (e.g. a hardware board module and its drivers)
 so their code occupies the heap as on that board: CI runs a board's bundle under its heap budget.
 """
@@ -20,6 +24,7 @@ import socket
 import sys
 import time
 
+from firmware import can_codec
 from firmware.compat import const, ticks_add, ticks_diff, ticks_ms
 
 _MAX_CLIENTS = const(4)
@@ -64,6 +69,7 @@ class Board:
         self.contactors = bytearray(3)
         self.balancing = None
         self.rx_dlc = 0
+        self._stall = [0, 0]  # SIM_Stall: cycles left, ms per cycle
         self._tx = bytearray(_TX_BUF)
         self._txview = memoryview(self._tx)
         self._tx_fill = 0
@@ -125,7 +131,15 @@ class Board:
         self.balancing = mask
 
     def measure(self, meas, now_ms):
-        """Measurement source `bench`: the bench injects measurements as CAN frames."""
+        """Measurement source `bench`: the bench injects measurements as CAN frames.
+
+        Runs first in every control cycle, so a pending SIM_Stall busy-waits here."""
+        stall = self._stall
+        if stall[0]:
+            stall[0] -= 1
+            t0 = ticks_ms()
+            while ticks_diff(ticks_ms(), t0) < stall[1]:
+                pass
 
     # ---- storage -----------------------------------------------------------------------------
     def storage_read(self, name):
@@ -190,7 +204,16 @@ class Board:
             self._tx_fill = 0
 
     def can_recv(self, buf):
-        """Take the next received frame into `buf`; return its id, or -1 when none is waiting."""
+        """Take the next received frame into `buf`; return its id, or -1 when none is waiting.
+
+        SIM_Stall frames are taken here and never reach the firmware."""
+        cid = self._recv(buf)
+        while cid == can_codec.SIM_STALL_ID:
+            can_codec.decode_sim_stall(buf, self._stall)
+            cid = self._recv(buf)
+        return cid
+
+    def _recv(self, buf):
         for c in self._clients:
             cid = self._next_frame(c, buf)
             if cid >= 0:

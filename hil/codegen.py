@@ -384,8 +384,11 @@ def _emit_message(lay: Layout, emitted: dict[str, str]) -> list[str]:
             f"{name}_NAME_BASE = const({lay.name_base})",
         ]
     # Messages with the same layout (the bench's SIM_ copies of BMS_ messages) share one set of
-    # functions: every function costs heap on the board for as long as the module lives.
+    # functions: every function costs heap on the board for as long as the module lives. The
+    # argument names do not count (SIM_Stall's and SIM_Tick's two 16-bit values share a pair).
     code = "\n".join(_codec_lines(lay, ""))
+    for i, f in enumerate(lay.fields):
+        code = re.sub(rf"\b{f.arg}\b", f"_{i}", code)
     if code in emitted:
         same = emitted[code]
         return lines + [f"encode_{low} = encode_{same}", f"decode_{low} = decode_{same}"]
