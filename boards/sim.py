@@ -25,7 +25,7 @@ import sys
 import time
 
 from firmware import can_codec
-from firmware.compat import const, ticks_add, ticks_diff, ticks_ms
+from firmware.compat import const, ticks_add, ticks_diff, ticks_ms, ticks_us
 
 _MAX_CLIENTS = const(4)
 _RX_BUF = const(1024)  # per client; frames wait in the kernel's socket buffer beyond this
@@ -137,8 +137,8 @@ class Board:
         stall = self._stall
         if stall[0]:
             stall[0] -= 1
-            t0 = ticks_ms()
-            while ticks_diff(ticks_ms(), t0) < stall[1]:
+            t0 = ticks_us()
+            while ticks_diff(ticks_us(), t0) < stall[1] * 1000:
                 pass
 
     # ---- storage -----------------------------------------------------------------------------

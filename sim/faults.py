@@ -8,10 +8,10 @@ pack's fault hooks (``Pack.fault_leak_a``, ``Pack.fault_heat_w``) and its contac
   drains: self-discharge) and heats the cell with ``ocv^2 / ohm``.
 - thermal runaway of cell i: an internal short whose resistance halves every ``halving_s`` (the
   separator failing) down to ``min_ohm``, plus an exothermic heat source that ramps linearly over
-  ``ramp_s`` to ``rate_c_per_s`` times the cell's thermal mass. Together they heat the cell by
-  several degC/s within seconds while its voltage falls as the short drains it; its neighbours
-  warm through the chain's thermal conductance, which is how a BMS with a stuck or missing
-  sensor on that cell can still see it.
+  ``ramp_s`` to ``rate_c_per_s`` times the cell's thermal mass and stops at ``burnt_c``.
+  Together they heat the cell by several degC/s within seconds while its voltage falls as the
+  short drains it; its neighbours warm through the chain's thermal conductance, which is how a
+  BMS with a stuck or missing sensor on that cell can still see it.
 - welded contactor: stays closed whatever the command, from the moment it is commanded closed
   (a weld happens when contacts close or open under load; an open contactor cannot weld).
 
@@ -47,14 +47,18 @@ class Runaway:
     """The short's resistance halves this often (s)."""
     min_ohm: float = 0.01
     """Resistance the short falls to (ohm)."""
+    burnt_c: float = 700.0
+    """Above this the reactants are spent: the exothermic source stops (degC)."""
 
     def short_ohm(self, t_s: float) -> float:
         """Resistance of the internal short at plant time `t_s`."""
         elapsed = max(0.0, t_s - self.start_s)
         return max(self.min_ohm, self.start_ohm * 0.5 ** (elapsed / self.halving_s))
 
-    def heat_w(self, t_s: float, thermal_mass_j_per_k: float) -> float:
-        """Exothermic heat at plant time `t_s` (W)."""
+    def heat_w(self, t_s: float, thermal_mass_j_per_k: float, temp_c: float = 25.0) -> float:
+        """Exothermic heat at plant time `t_s` with the cell at `temp_c` (W)."""
+        if temp_c >= self.burnt_c:
+            return 0.0
         share = min(1.0, max(0.0, t_s - self.start_s) / self.ramp_s)
         return share * self.rate_c_per_s * thermal_mass_j_per_k
 
@@ -104,7 +108,8 @@ class PlantFaults:
         ohms = dict(self.shorts)
         for cell, runaway in self.runaways.items():
             ohms[cell] = min(ohms.get(cell, np.inf), runaway.short_ohm(mid_s))
-            heat[cell] += runaway.heat_w(mid_s, pack.chemistry.thermal_mass_j_per_k)
+            mass = pack.chemistry.thermal_mass_j_per_k
+            heat[cell] += runaway.heat_w(mid_s, mass, float(pack.temperature_c[cell]))
         for cell, ohm in ohms.items():
             # An empty cell has no EMF left to drive the short.
             v = max(0.0, float(ocv[cell])) if pack.soc[cell] > 0.0 else 0.0
