@@ -27,8 +27,10 @@ lock-step cycles; after every cycle `Referee` checks:
 (d) no firmware exception: InternalError never set, the process alive, a BMS_CycleDiag for every
     tick (the bench raises otherwise) and the alive counter advancing by one per cycle.
 
-CI runs the `cellguard-ci` profile (tests/conftest.py: fixed examples); for hours:
-    CELLGUARD_STATEFUL_STATS=stats.json .venv/bin/pytest -q -s \
+CI runs the `cellguard-ci` profile (tests/conftest.py: fixed examples); for hours (about 1.5 s
+per example of 150 steps; CELLGUARD_STATEFUL_EXAMPLES sets the count, the statistics file is
+rewritten after every example):
+    CELLGUARD_STATEFUL_EXAMPLES=5000 CELLGUARD_STATEFUL_STATS=stats.json .venv/bin/pytest -q -s \
         tests/closed_loop/test_closed_loop_stateful.py --hypothesis-profile cellguard-long
 """
 
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter
 from contextlib import AbstractContextManager
 from typing import Any
@@ -222,6 +225,7 @@ class StatefulBench(RuleBasedStateMachine):
     def teardown(self) -> None:
         STATS.update(f"injected {i.kind}" for i in self.inject.log)
         self._cm.__exit__(None, None, None)
+        _write_stats()
 
     # ---- one control cycle and the invariants ------------------------------------------------
     def cycle(self, load_a: float, fault_reset: bool = False) -> None:
@@ -380,18 +384,28 @@ class StatefulBench(RuleBasedStateMachine):
         assert self.bench.dut is None or self.bench.dut.alive()
 
 
+def _write_stats() -> None:
+    # After every example, so that a long run stopped from outside still leaves its figures.
+    path = os.environ.get("CELLGUARD_STATEFUL_STATS")
+    if path:
+        with open(path, "w") as f:
+            json.dump(dict(STATS), f, indent=1, sort_keys=True)
+
+
 @pytest.mark.unix_only
 def test_closed_loop_state_machine(bench_options: dict[str, Any]) -> None:
     """The invariants of the module docstring hold over random interleavings."""
     StatefulBench.options = bench_options
     name = settings.get_current_profile_name()
     profile = settings.get_profile(name if name.startswith("cellguard") else "cellguard-ci")
+    examples = os.environ.get("CELLGUARD_STATEFUL_EXAMPLES")
+    if examples:
+        profile = settings(profile, max_examples=int(examples))
     STATS.clear()
+    started = time.monotonic()
     try:
         run_state_machine_as_test(StatefulBench, settings=profile)
     finally:
-        print(f"stateful closed loop ({profile}): {dict(STATS)}")
-        path = os.environ.get("CELLGUARD_STATEFUL_STATS")
-        if path:
-            with open(path, "w") as f:
-                json.dump(dict(STATS), f, indent=1)
+        STATS["wall_s"] = round(time.monotonic() - started)
+        _write_stats()
+        print(f"stateful closed loop ({name}): {dict(STATS)}")
