@@ -6,8 +6,9 @@ voltages the firmware judges are exactly the ones on the bus). Each rule runs wh
 lock-step cycles; after every cycle `Referee` checks:
 
 (a) no contactor is commanded closed while the BMS reports an open-tier fault; the positive
-    contactor closes only out of PRECHARGE and only when the plant's link voltage had reached
-    precharge_pct of its pack voltage (0.5 V allowed for the two voltage sensors' noise).
+    contactor closes only out of PRECHARGE, only while the last vehicle request the firmware
+    accepted asks to close, and only when the plant's link voltage had reached precharge_pct of
+    its pack voltage (0.5 V allowed for the two voltage sensors' noise).
 (b) an open-tier condition opens the contactors within its qualification time plus one cycle of
     the plant crossing it. The referee decodes the SIM_ frames the firmware really received this
     cycle (after any CAN fault) into the same measurement store the firmware keeps and runs the
@@ -155,6 +156,7 @@ class Referee:
         self.since: dict[str, int | None] = dict.fromkeys(r[0] for r in RULES)
         self.vcu_last = -1
         self.vcu_alive = -1
+        self.vcu_close = False  # the last request the firmware accepted
 
     def cycle(self, k: int, delivered: list[Frame]) -> list[str]:
         """Take cycle `k`'s delivered frames; return why the contactors must be open now."""
@@ -165,6 +167,7 @@ class Referee:
                 if alive != self.vcu_alive:  # a repeated counter does not refresh the request
                     self.vcu_alive = alive
                     self.vcu_last = k
+                    self.vcu_close = bool(frame[1][0] & 1)
             else:
                 view.receive(k, frame)
         must = []
@@ -243,6 +246,7 @@ class StatefulBench(RuleBasedStateMachine):
         if s.contactor_pos and not self.prev.contactor_pos:
             STATS["closings"] += 1
             assert self.prev.state == PRECHARGE, (self.prev, s)
+            assert self.referee.vcu_close, "pos closed without a vehicle close request"
             pct = CFG.precharge_pct / 100
             assert 1000 * plant_link_v >= pct * 1000 * plant_pack_v - LINK_NOISE_MV, (
                 f"pos closed at link {plant_link_v:.2f} V of pack {plant_pack_v:.2f} V; {kinds}"
