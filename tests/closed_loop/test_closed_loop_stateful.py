@@ -100,6 +100,9 @@ KINDS = (
     "thermal_runaway",
     "weld",
 )
+# injections under which the BMS cannot know the plant's current (c): a lying sensor, lost or
+# altered measurement frames, a contactor that does not obey
+UNTRUSTED_CURRENT = {"current_offset", "can_drop", "can_delay", "can_corrupt", "can_flood", "weld"}
 CELL = st.integers(0, CELLS - 1)
 SHARE = st.sampled_from([0.2, 0.6, 1.0]) | st.floats(0.05, 1.0)  # 1.0 often: whole outages
 # readings (0.1 degC) around the under- and over-temperature thresholds of both directions
@@ -209,12 +212,11 @@ class StatefulBench(RuleBasedStateMachine):
         self.bench = self._cm.__enter__()
         self.inject = FaultInjector(self.bench, seed=1)
         self.referee = Referee()
-        self._frames_in: list[Frame] = []
         self._delivered: list[Frame] = []
         on_frames = self.inject.on_frames
 
         def spy(frames: list[Frame]) -> list[Frame]:
-            self._frames_in = list(frames)
+            # What the firmware receives this tick, after the CAN faults: the referee's input.
             self._delivered = on_frames(frames)
             return self._delivered
 
@@ -261,8 +263,7 @@ class StatefulBench(RuleBasedStateMachine):
             current_ma > CFG.oc_discharge_ma + OC_MARGIN_MA
             or -current_ma > CFG.oc_charge_ma + OC_MARGIN_MA
         )
-        trusted = not kinds & {"current_offset", "can_drop", "can_delay", "can_corrupt", "weld"}
-        trusted = trusted and "can_flood" not in kinds
+        trusted = not kinds & UNTRUSTED_CURRENT
         self.over_oc = self.over_oc + 1 if over and trusted else 0
         assert self.over_oc * CYCLE <= CFG.i_qualify_ms + CYCLE, f"over-current {self.over_oc}"
         limits = s.limits  # what the vehicle saw for this step
