@@ -28,7 +28,7 @@ lock-step cycles; after every cycle `Referee` checks:
 (d) no firmware exception: InternalError never set, the process alive, a BMS_CycleDiag for every
     tick (the bench raises otherwise) and the alive counter advancing by one per cycle.
 
-CI runs the `cellguard-ci` profile (tests/conftest.py: fixed examples); for hours (about 1.5 s
+CI runs the `cellguard-ci` profile (tests/conftest.py: fixed examples); for hours (1 to 4 s
 per example of 150 steps; CELLGUARD_STATEFUL_EXAMPLES sets the count, the statistics file is
 rewritten after every example):
     CELLGUARD_STATEFUL_EXAMPLES=5000 CELLGUARD_STATEFUL_STATS=stats.json .venv/bin/pytest -q -s \
