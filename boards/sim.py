@@ -11,6 +11,10 @@ sends reaches every open client.
 Run: micropython -X heapsize=96K firmware/main.py sim --port PORT [--realtime] [--config F]
      [--storage DIR] [--wdt-ms N] [--preload MOD,MOD]
 
+Fault injection (this board only, never a hardware one): a SIM_Stall frame makes the board
+busy-wait StallDuration ms inside each of the next StallCycles control cycles (in `measure`, which
+the cycle calls first), so the bench can make the loop overrun its period.
+
 `--preload` imports modules before the BMS starts (e.g. a hardware board module and its drivers)
 so their code occupies the heap as on that board: CI runs a board's bundle under its heap budget.
 """
@@ -20,7 +24,7 @@ import socket
 import sys
 import time
 
-from firmware.compat import const, ticks_add, ticks_diff, ticks_ms
+from firmware.compat import const, ticks_add, ticks_diff, ticks_ms, ticks_us
 
 _MAX_CLIENTS = const(4)
 _RX_BUF = const(1024)  # per client; frames wait in the kernel's socket buffer beyond this
@@ -29,6 +33,9 @@ _CR = const(13)
 _IPPROTO_TCP = const(6)
 _TCP_NODELAY = const(1)
 _WDT_EXIT = const(75)  # process exit code for "reset by watchdog": the host restarts us
+# SIM_Stall (dbc/cellguard.dbc), decoded here: importing the codec would count it in the sim
+# board's I/O cost, which the bench adds on top of a hardware board's heap budget.
+_SIM_STALL_ID = const(0x20E)
 
 _HEX = bytearray(256)
 for _i in range(10):
@@ -65,6 +72,7 @@ class Board:
         self.thermal = bytearray(2)  # cooling, heating
         self.balancing = None
         self.rx_dlc = 0
+        self._stall = [0, 0]  # SIM_Stall: cycles left, ms per cycle
         self._tx = bytearray(_TX_BUF)
         self._txview = memoryview(self._tx)
         self._tx_fill = 0
@@ -130,7 +138,15 @@ class Board:
         self.thermal[1] = heating
 
     def measure(self, meas, now_ms):
-        """Measurement source `bench`: the bench injects measurements as CAN frames."""
+        """Measurement source `bench`: the bench injects measurements as CAN frames.
+
+        Runs first in every control cycle, so a pending SIM_Stall busy-waits here."""
+        stall = self._stall
+        if stall[0]:
+            stall[0] -= 1
+            t0 = ticks_us()
+            while ticks_diff(ticks_us(), t0) < stall[1] * 1000:
+                pass
 
     # ---- storage -----------------------------------------------------------------------------
     def storage_read(self, name):
@@ -195,7 +211,9 @@ class Board:
             self._tx_fill = 0
 
     def can_recv(self, buf):
-        """Take the next received frame into `buf`; return its id, or -1 when none is waiting."""
+        """Take the next received frame into `buf`; return its id, or -1 when none is waiting.
+
+        SIM_Stall frames are taken on the way (`_next_frame`) and never reach the firmware."""
         for c in self._clients:
             cid = self._next_frame(c, buf)
             if cid >= 0:
@@ -333,7 +351,11 @@ class Board:
             # Other clients see the frame too: the server is a bus, not a point-to-point link.
             if len(self._clients) > 1:
                 self._broadcast(c.view[start : end + 1], c)
-            return (h[buf[start + 1]] << 8) | (h[buf[start + 2]] << 4) | h[buf[start + 3]]
+            cid = (h[buf[start + 1]] << 8) | (h[buf[start + 2]] << 4) | h[buf[start + 3]]
+            if cid != _SIM_STALL_ID:
+                return cid
+            self._stall[0] = out[0] | out[1] << 8  # StallCycles
+            self._stall[1] = out[2] | out[3] << 8  # StallDuration, ms
 
     def _command(self, c, cmd):
         if cmd == 79 or cmd == 76:  # 'O' open, 'L' listen-only

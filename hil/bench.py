@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import can
 import cantools
@@ -168,6 +168,19 @@ class StepRecord:
 MeasurementHook = Callable[[Measurement], Measurement | None]
 
 
+class FaultHooks(Protocol):
+    """Where a fault injector (`hil.inject.FaultInjector`) acts in every step."""
+
+    def on_measurement(self, m: Measurement) -> Measurement:
+        """The sensor readings as a faulty sensor chain delivers them."""
+
+    def on_frames(self, frames: list[Frame]) -> list[Frame]:
+        """The bench's frames (before SIM_Tick) as a faulty bus delivers them."""
+
+    def on_plant(self, pack: Pack, dt_s: float) -> None:
+        """Plant faults for the next plant step (after the BMS's commands were applied)."""
+
+
 class Bench:
     """Closes the loop between a plant model and a BMS reached through a transport."""
 
@@ -194,6 +207,7 @@ class Bench:
         self.seq = 0
         self.vcu_alive = 0
         self.measurement_hook: MeasurementHook | None = None
+        self.faults: FaultHooks | None = None  # set by hil.inject.FaultInjector
         self.dut: UnixPortDut | None = None  # set when the bench started the firmware itself
         self._buf = bytearray(8)
         self._logger = can.Logger(log_path) if log_path else None
@@ -304,12 +318,17 @@ class Bench:
         charge_request: bool = False,
     ) -> StepRecord:
         """Run one control period. `inject=False` withholds measurements (a stale-data test)."""
+        faults = self.faults
         m = self.sensors.measure(self.pack)
+        if faults is not None:
+            m = faults.on_measurement(m)
         if self.measurement_hook is not None:
             m = self.measurement_hook(m) or m
         frames = self.injection_frames(m) if inject else []
         if vcu:
             frames.append(self.vcu_frame(vcu_close, fault_reset, charge_request))
+        if faults is not None:
+            frames = faults.on_frames(frames)
         self.seq = (self.seq + 1) & 0xFFFF
         if self.lockstep:
             frames.append(
@@ -320,6 +339,8 @@ class Bench:
         self._receive()
         self._apply()
         dt = self.cycle_ms / 1000.0
+        if faults is not None:
+            faults.on_plant(self.pack, dt)
         self.pack.step(dt, load_current_a)
         snapshot = replace(self.status, balancing=self.status.balancing.copy())
         record = StepRecord(self.t_s, load_current_a, self.pack.current_a, snapshot, m)

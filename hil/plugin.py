@@ -10,7 +10,10 @@ Options (each also settable in the ini file):
   --can-log-dir DIR    write every test's CAN traffic to DIR/<test>.blf
 
 Fixtures: `bench` (16-cell NMC pack, default firmware configuration) and `bench_factory`, which
-opens more benches with the keyword arguments of `hil.runner.open_bench` (closed at teardown).
+opens more benches with the keyword arguments of `hil.runner.open_bench` (closed at teardown);
+`inject`, a `hil.inject.FaultInjector` on `bench` (docs/fault_injection.md); `bench_options`, the
+`open_bench` keywords the options select (for tests that open and close benches themselves, such
+as hypothesis state machines that need a fresh firmware per example).
 
 Usage in a test:
     def test_stale_opens(bench):
@@ -32,6 +35,7 @@ import pytest
 from hil.bench import Bench
 from hil.build import profiled_boards
 from hil.dut import DEFAULT_HEAP, BoardConsole, board_unix_heap
+from hil.inject import FaultInjector
 from hil.runner import open_bench
 
 BenchFactory = Callable[..., Bench]
@@ -101,8 +105,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def bench_factory(request: pytest.FixtureRequest) -> Iterator[BenchFactory]:
-    """Open benches with custom cells, chemistry, seed or configuration; all closed at teardown."""
+def bench_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The `open_bench` keywords (can, heap, bundle_board) that the command-line options select."""
     config = request.config
     can = config.getoption("can")
     if can and request.node.get_closest_marker("unix_only"):
@@ -112,13 +116,21 @@ def bench_factory(request: pytest.FixtureRequest) -> Iterator[BenchFactory]:
     heap = config.getoption("heap") or (
         board_unix_heap(bundle_board) if bundle_board != "sim" else _option(config, "heap")
     )
+    return {"can": can, "heap": heap, "bundle_board": bundle_board}
+
+
+@pytest.fixture
+def bench_factory(
+    request: pytest.FixtureRequest, bench_options: dict[str, Any]
+) -> Iterator[BenchFactory]:
+    """Open benches with custom cells, chemistry, seed or configuration; all closed at teardown."""
+    config = request.config
     log_dir = config.getoption("can_log_dir")
     stack = ExitStack()
 
     def factory(**kwargs: Any) -> Bench:
-        kwargs.setdefault("can", can)
-        kwargs.setdefault("heap", heap)
-        kwargs.setdefault("bundle_board", bundle_board)
+        for key, value in bench_options.items():
+            kwargs.setdefault(key, value)
         if log_dir and "log_path" not in kwargs:
             name = re.sub(r"[^\w.-]", "_", request.node.name)
             kwargs["log_path"] = Path(log_dir) / f"{name}.blf"
@@ -138,6 +150,12 @@ def bench_factory(request: pytest.FixtureRequest) -> Iterator[BenchFactory]:
 def bench(bench_factory: BenchFactory) -> Bench:
     """A 16-cell NMC bench with the firmware's default configuration."""
     return bench_factory()
+
+
+@pytest.fixture
+def inject(bench: Bench) -> FaultInjector:
+    """A fault injector on `bench`: `inject.open_wire(4)`, `inject.can_drop(p=0.5)`, ..."""
+    return FaultInjector(bench)
 
 
 class _reporting(AbstractContextManager[Bench]):

@@ -116,6 +116,10 @@ class Pack:
             2.0 * cfg.neighbour_w_per_k + cfg.ambient_w_per_k
         ) / chem.thermal_mass_j_per_k
         self._bleed_on = np.zeros(n)
+        # Fault-injection hooks (sim.faults sets them before each step; zero = healthy): current
+        # drawn inside each cell past its terminals (an internal short, A) and heat (W).
+        self.fault_leak_a: NDArray[np.float64] = np.zeros(n)
+        self.fault_heat_w: NDArray[np.float64] = np.zeros(n)
         self._neg = self._pre = self._pos = False
         self._cooling = self._heating = False
         self._current = 0.0
@@ -155,7 +159,7 @@ class Pack:
         self._current = current
         bleed = self._bleed_current(current)
         cell_current = current + bleed
-        net = cell_current + self.leak_a
+        net = cell_current + self.leak_a + self.fault_leak_a
         efficiency = self.chemistry.coulombic_efficiency
         stored = np.where(net < 0.0, efficiency * net, net)
         self._charge -= stored * (dt_s * self._soc_per_coulomb)
@@ -167,7 +171,8 @@ class Pack:
 
         bleed_heat = (self.config.bleed_heat_share * self.config.bleed_ohm) * bleed**2
         rc_heat = (self._v_rc**2 / self._rc_ratio).sum(axis=0) / self._r0
-        self._advance_temperature(dt_s, cell_current * ohmic_v + rc_heat + bleed_heat)
+        heat = cell_current * ohmic_v + rc_heat + bleed_heat + self.fault_heat_w
+        self._advance_temperature(dt_s, heat)
         self._refresh()
         self._advance_link(dt_s)
 
@@ -233,6 +238,11 @@ class Pack:
     def n_cells(self) -> int:
         """Number of cells in series."""
         return self.config.n_cells
+
+    @property
+    def contactors(self) -> tuple[bool, bool, bool]:
+        """Negative, precharge and positive contactor as they are (True = closed)."""
+        return self._neg, self._pre, self._pos
 
     @property
     def current_a(self) -> float:
