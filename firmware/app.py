@@ -23,6 +23,7 @@ from .protection import (
     FAULT_WATCHDOG_RESET,
     Protection,
 )
+from .sop import Sop
 
 _MAX_ERROR_REPORTS = 10  # console reports of caught exceptions; bounded so a loop cannot flood it
 _RESET_CAUSE_WATCHDOG = 1
@@ -43,6 +44,7 @@ class Bms:
         self.protection = Protection(cfg)
         self.contactors = Contactors(cfg)
         self.limits = Limits(cfg)
+        self.sop = Sop(cfg)
         self.balancer = Balancer(cfg, self.estimator)
         self.comm = Comm(board, cfg, self.meas)
         self.alive = 0
@@ -86,6 +88,9 @@ class Bms:
             prot.set_fault(FAULT_PRECHARGE_FAILED, True)
         board.set_contactors(cont.neg, cont.pre, cont.pos)
         self.limits.update(meas, prot.open_required)
+        self.sop.update(
+            meas, self.estimator, prot.measurements_valid and not prot.open_required, dt
+        )
         self.balancer.update(meas, prot.open_required, now_ms)
         board.set_balancing(self.balancer.mask)
         self.comm.transmit(self)
