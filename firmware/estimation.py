@@ -388,9 +388,12 @@ class SocEstimator:
         cells = meas.cell_mv
         table = self._table
         soc0 = self._soc0
+        pr = self._p
+        pr.locate(5000, meas.tavg_dc)
+        drop = meas.current_ma * pr.at(pr.r0) // 100000  # I * R0 (mA * 10 micro-ohm -> mV)
         if not self._restored:
             for i in range(len(soc0)):
-                soc0[i] = ocv_to_soc(cells[i], table)
+                soc0[i] = ocv_to_soc(cells[i] + drop, table)
         self.discharged_mas = 0
         self._rem = 0
         self._corr = 0
@@ -399,7 +402,6 @@ class SocEstimator:
         cell_mas = self.cell_mas
         for i in range(len(soc0)):
             cell_mas[i] = _soc_to_mas(soc0[i], self._mas_per_pct)
-        pr = self._p
         pr.locate(self.soc, meas.tavg_dc)
         if self._restored:
             sd = max(0, self.soc_bound - self._cfg.est_bound_floor) / 30000
@@ -424,6 +426,11 @@ class SocEstimator:
     def cell_soc(self, i):
         """SOC (0.01 %) of cell `i` (0-based)."""
         return _clamp_soc(self._soc0[i] - self._delta)
+
+    __getitem__ = cell_soc  # est[i]: the cells' SOCs as a sequence (comm sends them)
+
+    def __len__(self):
+        return len(self._soc0)
 
     # ---- persistence hooks -------------------------------------------------------------------
     @property
