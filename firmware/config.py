@@ -92,9 +92,10 @@ _SCHEMA = (
     "est_model_pct 0 100 2 2 "  # SOC model error after moving one full capacity, %
     "est_sigma_i_ma 1 100000 * * "  # current-sensor noise, mA; derived: C / 200
     "est_offset_max_ma 0 100000 * * "  # largest current-sensor offset learned, mA; derived: C/100
+    "est_sigma_min 0 1000 5 5 "  # SOC sigma never below this (EKF overconfidence), 0.01 %
     "est_init_mv 1 1000 10 10 "  # OCV error at the start at rest, mV (plus I * R0 under load)
     "est_rate_soc_s 0 1000 10 10 "  # filter moves the SOC at most this fast, 0.01 %/s; 0: counting
-    "est_bound_floor 0 10000 100 150 "  # error bound floor: model error the covariance lacks, 0.01 %
+    "est_bound_floor 0 10000 100 150 "  # bound floor: model error the covariance lacks, 0.01 %
     "est_cell_shift 0 8 3 3 "  # per-cell SOC filter gain 2**-shift per update
     "est_cell_max_ma 0 1000000 * * "  # per-cell SOC filter runs while |I| <= this, mA; derived: C/2
     "est_soh_span 500 10000 3000 3000 "  # capacity from OCV anchors this far apart, 0.01 % SOC

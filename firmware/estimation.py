@@ -259,6 +259,7 @@ class SocEstimator:
         # Model error grows with the current: a resistance known to est_sigma_r_pct.
         s = c.est_sigma_r_pct * 1e-5 * (r0 + r1 + r2) * meas.current_ma
         s = s * s + c.est_sigma_mv * c.est_sigma_mv * 1e-6
+        p00 = pp[0]
         for r in range(5):
             v = 0.0
             for k in range(5):
@@ -269,6 +270,13 @@ class SocEstimator:
             x[r] += w[10 + r] * y / s
             for k in range(5):
                 pp[r * 5 + k] -= w[10 + r] * w[10 + k] / s
+        # Floor on the SOC variance: one linearised update far from the truth on a steep, curved
+        # OCV would otherwise leave the filter confident at the wrong SOC (EKF overconfidence).
+        # And one update may shrink it by a fifth at most: far from the truth, the linearisation
+        # is not worth more than that, and the bound must still cover the error meanwhile.
+        floor = max(c.est_sigma_min * c.est_sigma_min * 1e-8, 0.8 * p00)
+        if pp[0] < floor:
+            pp[0] = floor
         x[3] = _clampf(x[3], -1.0, 1.0)
         om = c.est_offset_max_ma * 0.001
         x[4] = _clampf(x[4], -om, om)
@@ -362,11 +370,12 @@ class SocEstimator:
             i += 1
             if i == n:
                 i = 0
-                self._stats()
+                self._stats(False)
         self._next_cell = i
 
-    def _stats(self):
-        # Mean, lowest and highest start SOC, and the counter's ends that follow from them.
+    def _stats(self, mean=True):
+        # Lowest and highest start SOC, the counter's ends that follow, and (at the start) the
+        # mean. The per-cell filter does not move the mean: the pack SOC is the pack filter's.
         soc0 = self._soc0
         total = 0
         lo = _SOC_FULL
@@ -377,7 +386,8 @@ class SocEstimator:
                 lo = s
             if s > hi:
                 hi = s
-        self._soc0_mean = total // len(soc0)
+        if mean:
+            self._soc0_mean = total // len(soc0)
         self._soc0_min = lo
         self._soc0_max = hi
         self._q_max = _soc_to_mas(lo, self._mas_per_pct)
@@ -419,9 +429,10 @@ class SocEstimator:
 
     def _set_delta(self, d):
         self._delta = d
-        self.soc = _clamp_soc(self._soc0_mean - d)
-        self.soc_min = _clamp_soc(self._soc0_min - d)
-        self.soc_max = _clamp_soc(self._soc0_max - d)
+        s = _clamp_soc(self._soc0_mean - d)
+        self.soc = s
+        self.soc_min = min(s, _clamp_soc(self._soc0_min - d))
+        self.soc_max = max(s, _clamp_soc(self._soc0_max - d))
 
     def cell_soc(self, i):
         """SOC (0.01 %) of cell `i` (0-based)."""
