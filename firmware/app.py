@@ -139,20 +139,17 @@ def _report(e):
         print("cellguard: cycle failed:", repr(e))
 
 
-def build(board):
-    """Load the configuration through the board and build the BMS; halt the board on bad config."""
+def build(board, cfg=None):
+    """Build the BMS from `cfg` (default: load it through the board; halt on a bad one)."""
+    if cfg is None:
+        cfg = config_mod.from_board(board)
     gc.collect()  # import-time garbage out of the way before the long-lived objects are made
-    try:
-        cfg = config_mod.load(board.config_overrides())
-    except (ValueError, OSError) as e:
-        board.halt("configuration rejected: " + str(e))
-        raise
     return Bms(board, cfg)
 
 
-def run(board):
+def run(board, cfg=None):
     """The main loop. Never returns on a board; the sim board exits on watchdog reset."""
-    bms = build(board)
+    bms = build(board, cfg)
     period = bms.cfg.cycle_ms
     next_due = ticks_add(board.ticks_ms(), period)
     comm = bms.comm

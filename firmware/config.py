@@ -271,6 +271,15 @@ def load(overrides=None):
     return Config(values)
 
 
+def from_board(board):
+    """`load` of the board's overrides; a bad configuration halts the board (contactors open)."""
+    try:
+        return load(board.config_overrides())
+    except (ValueError, OSError) as e:
+        board.halt("configuration rejected: " + str(e))
+        raise
+
+
 def _profile_ocv(p):
     # The profile's 25 degC OCV at SOC 0, 5, ..., 100 %, mV, kept strictly increasing.
     out = []
