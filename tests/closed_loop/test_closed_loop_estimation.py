@@ -7,8 +7,10 @@ takes seconds; the filter's per-cycle rate limit scales with the period.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
-from hypothesis import Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from hil.bench import Bench
@@ -21,6 +23,8 @@ FEW = settings(
     deadline=None,
     derandomize=True,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    # bench_factory opens a fresh bench per example and closes them all at teardown.
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 
@@ -41,7 +45,7 @@ def test_tracks_the_plant_within_its_own_bound_from_a_wrong_start(bench_factory)
     def skew(m: Measurement) -> Measurement:
         if first[0]:
             first[0] = False
-            m.cell_mv = m.cell_mv + 60
+            return replace(m, cell_mv=m.cell_mv + 60)
         return m
 
     bench.measurement_hook = skew
