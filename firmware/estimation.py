@@ -304,7 +304,7 @@ class SocEstimator:
         # measure the capacity from the exactly counted charge between them.
         pr = self._p
         x = self._x
-        if pr.slope() * 5 < 10 * self._cfg.balance_anchor_rise_mv:
+        if pr.slope() <= 0 or pr.slope() * 5 < 10 * self._cfg.balance_anchor_rise_mv:
             return
         hy = pr.at(pr.hysteresis)
         ocv = pr.soc_at(meas.vavg_mv * 10 - int(hy * x[3]), meas.tavg_dc)
@@ -355,7 +355,7 @@ class SocEstimator:
     # ---- per cell ----------------------------------------------------------------------------
     def _cells(self, meas):
         slope = self._p.slope()  # located by _filter at the pack SOC, 0.1 mV per %
-        if slope * 5 < 10 * self._cfg.balance_anchor_rise_mv:
+        if slope <= 0 or slope * 5 < 10 * self._cfg.balance_anchor_rise_mv:
             return
         soc0 = self._soc0
         cells = meas.cell_mv
