@@ -237,14 +237,10 @@ class SocEstimator:
         p44 = pp[24]
         for k in range(5):
             w[5 + k] = d[k] * pp[k * 5 + 4]
-        for r in range(5):
-            for k in range(5):
-                pp[r * 5 + k] = (
-                    d[r] * d[k] * pp[r * 5 + k]
-                    + w[5 + r] * w[k]
-                    + w[r] * w[5 + k]
-                    + w[r] * w[k] * p44
-                )
+        for r in range(5):  # symmetric: the upper triangle, mirrored (fewer boxed floats)
+            for k in range(r, 5):
+                v = d[r] * d[k] * pp[r * 5 + k] + w[5 + r] * w[k] + w[r] * w[5 + k]
+                pp[r * 5 + k] = pp[k * 5 + r] = v + w[r] * w[k] * p44
         # SOC: current-sensor noise, plus model error (capacity, efficiency) growing with the
         # charge moved: variance (est_model_pct / 100)**2 per full capacity moved.
         qs = c.est_sigma_i_ma * 0.001 * dt / cap
@@ -266,10 +262,12 @@ class SocEstimator:
                 v += pp[r * 5 + k] * h[k]
             w[10 + r] = v
             s += h[r] * v
+        s = 1 / s
         for r in range(5):
-            x[r] += w[10 + r] * y / s
-            for k in range(5):
-                pp[r * 5 + k] -= w[10 + r] * w[10 + k] / s
+            g = w[10 + r] * s  # Kalman gain
+            x[r] += g * y
+            for k in range(r, 5):
+                pp[r * 5 + k] = pp[k * 5 + r] = pp[r * 5 + k] - g * w[10 + k]
         # Floor on the SOC variance: one linearised update far from the truth on a steep, curved
         # OCV would otherwise leave the filter confident at the wrong SOC (EKF overconfidence).
         # And one update may shrink it by a fifth at most: far from the truth, the linearisation
