@@ -110,7 +110,8 @@ def _print_summary(s: dict[str, Any], files: list[Path]) -> None:
     print(
         f"  SOC error bound  median {pct(s['soc_bound_median_pct'])}; error within it "
         f"{s['soc_within_bound_pct'] or 0:.1f} % of the time; SOH capacity "
-        f"{s['soh_capacity_pct_end']} %, resistance {s['soh_resistance_pct_end']} %"
+        f"{s['soh_capacity_pct_end'] or 0:.1f} %, resistance "
+        f"{s['soh_resistance_pct_end'] or 0:.1f} %"
     )
     print(
         f"  SOC spread       {s['soc_spread_start_pct']:.2f} %-points at start, "
