@@ -18,8 +18,6 @@ import struct
 import sys
 from array import array
 
-from firmware import app
-
 _INITIAL_BOUND = 3000  # error bound of an --initial-soc start, 0.01 %
 
 
@@ -107,8 +105,13 @@ def main(argv=None):
     """Replay stdin through the firmware; see the module docstring."""
     args = sys.argv[1:] if argv is None else argv
     board = Board(args[0])
-    bms = app.build(board)
-    cfg = bms.cfg
+    # The configuration (with its profile) before the rest of the firmware, as firmware/main.py.
+    from firmware import config
+
+    cfg = config.from_board(board)
+    from firmware import app
+
+    bms = app.build(board, cfg)
     board.setup(cfg)
     est = bms.estimator
     if len(args) > 1:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from hil.cli import main
+from hil.dut import DEFAULT_HEAP
 from hil.profiles import plant_profile
 from hil.replay import (
     TraceError,
@@ -22,7 +23,7 @@ from hil.replay import (
     write_trace,
 )
 
-HEAP = "160K"  # the replay board parses the profile at start-up; see the report on heap figures
+HEAP = DEFAULT_HEAP  # the smallest board's heap, as the closed loop
 SINGLE = "time_s,current_a,voltage_v,temperature_c\n"
 
 
