@@ -130,8 +130,14 @@ class SocEstimator:
         self._rem = 0  # mA*ms not yet carried into discharged_mas, 0..999
         self._delta = 0  # SOC drop since the start, 0.01 %
         self._corr = 0  # filter corrections moved into the charge so far, mAs (+ = more charge)
-        self.discharged_mas = 0  # net charge delivered since the start, mAs (negative: charged)
+        # net charge taken from storage since the start, mAs (negative: stored; charging stores
+        # the charge times the profile's coulombic efficiency)
+        self.discharged_mas = 0
         self.throughput_mah = 0  # charge moved either way since the start (or the restore)
+        eta = cfg.profile.eta_ppm
+        # mA*ms charged per mAs lost to coulombic efficiency; 0: lossless
+        self._eta_div = 1000 * (1000000 // (1000000 - eta)) if eta < 1000000 else 0
+        self._eta_acc = 0
         self._thr_rem = 0  # mA*ms not yet carried into throughput_mah
         self.initialised = False
         self._restored = False
@@ -178,7 +184,13 @@ class SocEstimator:
             if self.rest_ms:
                 self.anchor(meas.cell_mv)
             return False
-        p = i * dt_ms + self._rem
+        p = i * dt_ms
+        if p < 0 and self._eta_div:
+            # Coulombic efficiency: 1 mAs of every _eta_div mA*ms charged is not stored.
+            e = self._eta_acc - p
+            p += e // self._eta_div * 1000
+            self._eta_acc = e % self._eta_div
+        p += self._rem
         q = self.discharged_mas + p // 1000
         self._rem = p % 1000
         if q > self._q_max + self._corr:

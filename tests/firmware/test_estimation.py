@@ -302,3 +302,18 @@ def test_hysteresis_is_not_mistaken_for_soc():
 
     assert run(0.015) <= 100
     assert run(0.0) > 150
+
+
+def test_charging_stores_the_charge_times_the_coulombic_efficiency():
+    """A profile with 99.9 % efficiency: 1000 mAh pushed in store 999 mAh, exactly (integer);
+    discharge is lossless."""
+    from test_profile import _profile
+
+    prof = _profile()
+    cfg, m = fresh({"cell_count": 1, "temp_count": 1, "profile": prof, "est_rate_soc_s": 0})
+    est = SocEstimator(cfg)
+    est.update(m, 100, 0)
+    _run(est, m, -1000, 1000, 3600)
+    assert est.discharged_mas == -3600000 + 3600
+    _run(est, m, 1000, 1000, 3600)
+    assert est.discharged_mas == 3600
