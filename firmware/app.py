@@ -28,6 +28,7 @@ from .protection import (
     FAULT_WELDED,
     Protection,
 )
+from .sop import Sop
 from .thermal import Thermal
 
 _MAX_ERROR_REPORTS = 10  # console reports of caught exceptions; bounded so a loop cannot flood it
@@ -51,6 +52,7 @@ class Bms:
         self.protection = Protection(cfg)
         self.contactors = Contactors(cfg)
         self.limits = Limits(cfg)
+        self.sop = Sop(cfg)
         self.balancer = Balancer(cfg, self.estimator)
         self.comm = Comm(board, cfg, self.meas)
         self.thermal = Thermal(cfg)
@@ -111,7 +113,13 @@ class Bms:
         th = self.thermal
         th.update(meas, prot.measurements_valid, comm.vcu_charge and not vcu_stale)
         board.set_thermal(th.cooling, th.heating)
-        self.limits.update(meas, prot.open_required, prot.tier, th.heating)
+        sop = self.sop
+        sop.update(meas, self.estimator, prot.measurements_valid and not prot.open_required, dt)
+        lim = self.limits
+        lim.update(meas, prot.open_required, prot.tier, th.heating)
+        # The published limits honour both the tables' derating and what the model says every
+        # cell can take for 30 s.
+        lim.cap(sop.charge_ma_30s, sop.discharge_ma_30s)
         self.balancer.update(meas, prot.open_required, now_ms)
         board.set_balancing(self.balancer.mask)
         self.fault_memory.update(prot.active, meas, self.estimator.soc, dt)
@@ -161,23 +169,17 @@ def _report(e):
         print("cellguard: cycle failed:", repr(e))
 
 
-def build(board):
-    """Load the configuration through the board and build the BMS; halt the board on bad config."""
+def build(board, cfg=None):
+    """Build the BMS from `cfg` (default: load it through the board; halt on a bad one)."""
+    if cfg is None:
+        cfg = config_mod.from_board(board)
     gc.collect()  # import-time garbage out of the way before the long-lived objects are made
-    try:
-        cfg = config_mod.load(board.config_overrides())
-    except (ValueError, OSError) as e:
-        board.halt("configuration rejected: " + str(e))
-        raise
-    # The parse left garbage between the config's blocks: freed now, its holes take the BMS's
-    # small long-lived objects instead of fragmenting fresh heap.
-    gc.collect()
     return Bms(board, cfg)
 
 
-def run(board):
+def run(board, cfg=None):
     """The main loop. Never returns on a board; the sim board exits on watchdog reset."""
-    bms = build(board)
+    bms = build(board, cfg)
     period = bms.cfg.cycle_ms
     next_due = ticks_add(board.ticks_ms(), period)
     comm = bms.comm

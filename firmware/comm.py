@@ -77,6 +77,8 @@ class Comm:
         self._t_per_cycle = _per_cycle(self._t_groups, cfg.tx_cells_ms, cfg.cycle_ms)
         self._b_per_cycle = _per_cycle(self._b_groups, cfg.tx_balancing_ms, cfg.cycle_ms)
         self._status_every = max(1, cfg.tx_status_ms // cfg.cycle_ms)
+        self._s_next = 0  # BMS_CellSoc group
+        self._est_every = max(1, cfg.tx_cells_ms // cfg.cycle_ms)  # BMS_Estimation
 
     # ---- receive -----------------------------------------------------------------------------
     def poll(self, now_ms):
@@ -184,6 +186,7 @@ class Comm:
                 c.BMS_CELL_TEMPS_ID,
                 c.BMS_CELL_TEMPS_DLC,
             )
+        self._send_estimation(bms, cycle)
         bal = bms.balancer
         # A changed mask goes out at once (every group), so the status never lags the resistors.
         for _ in range(self._b_groups if bal.changed else self._b_per_cycle):
@@ -292,6 +295,42 @@ class Comm:
         th = bms.thermal
         c.encode_bms_thermal(tx, th.cooling, th.heating, th.reason)
         self._send(c.BMS_THERMAL_ID, c.BMS_THERMAL_DLC)
+
+    def _send_estimation(self, bms, cycle):
+        # BMS_PowerLimits with the status frames; BMS_Estimation and BMS_CellSoc (every cell's
+        # SOC, the estimator indexes like a list) at the cell-frame period.
+        est = bms.estimator
+        tx = self.tx
+        if cycle % self._status_every == 0:
+            s = bms.sop
+            c.encode_bms_power_limits(
+                tx,
+                s.charge_ma_10s // 100,
+                s.discharge_ma_10s // 100,
+                s.charge_ma_30s // 100,
+                s.discharge_ma_30s // 100,
+            )
+            self._send(c.BMS_POWER_LIMITS_ID, c.BMS_POWER_LIMITS_DLC)
+        if cycle % self._est_every == 0:
+            c.encode_bms_estimation(
+                tx,
+                est.soc_bound,
+                est.soh_cap // 10,
+                est.soh_cap_conf,
+                est.soh_res // 10,
+                est.soh_res_conf,
+                max(-1024, min(1023, _div_round(est.offset_ma, 10))),
+            )
+            self._send(c.BMS_ESTIMATION_ID, c.BMS_ESTIMATION_DLC)
+        for _ in range(self._v_per_cycle):
+            self._s_next = self._send_group(
+                est,
+                self._s_next,
+                self._v_groups,
+                c.encode_bms_cell_soc,
+                c.BMS_CELL_SOC_ID,
+                c.BMS_CELL_SOC_DLC,
+            )
 
     def _send_group(self, values, g, groups, encode, can_id, dlc):
         """Send multiplexed group `g` of 4 values (zero-padded); returns the next group."""

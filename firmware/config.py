@@ -12,6 +12,10 @@ capacity_mah, temp_count follows cell_count) unless they are overridden themselv
 # One row per key: name, min, max, NMC default, LFP default ("*" = derived, see _derive); units
 # and meaning in the comment. Ranges keep every product the firmware forms below 2**30 (small ints
 # on the boards). A string rather than tuples: a fraction of the heap on MicroPython.
+import sys
+
+from . import cellmodel
+
 _SCHEMA = (
     # pack
     "cell_count 1 192 16 16 "  # cells in series
@@ -123,8 +127,25 @@ _SCHEMA = (
     "open_wait_ms 0 10000 2000 2000 "  # longest wait for the current to fall, ms
     # Thermal management (firmware/thermal.py)
     "cool_on_dc -500 1500 350 350 "  # cooling on above, 0.1 degC
-    "thermal_hyst_dc 1 500 30 30"  # cooling off below cool_on_dc minus this, preheating off
+    "thermal_hyst_dc 1 500 30 30 "  # cooling off below cool_on_dc minus this, preheating off
     # at ut_charge_dc plus this, 0.1 degC
+    # SOC/SOH estimation (estimation.py, docs/estimation.md); the cell model is the "profile" key
+    "est_sigma_mv 1 100 4 4 "  # voltage error the filter assumes (sensor + model), mV
+    "est_sigma_r_pct 0 100 10 10 "  # resistance error the filter assumes, % of R0 + R1 + R2
+    "est_model_pct 0 100 2 2 "  # SOC model error after moving one full capacity, %
+    "est_sigma_i_ma 1 100000 * * "  # current-sensor noise, mA; derived: C / 200
+    "est_offset_max_ma 0 100000 * * "  # largest current-sensor offset learned, mA; derived: C/100
+    "est_sigma_min 0 1000 5 5 "  # SOC sigma never below this (EKF overconfidence), 0.01 %
+    "est_init_mv 1 1000 10 10 "  # OCV error at the start at rest, mV (plus I * R0 under load)
+    "est_rate_soc_s 0 1000 10 10 "  # filter moves the SOC at most this fast, 0.01 %/s; 0: counting
+    "est_bound_floor 0 10000 100 150 "  # bound floor: model error the covariance lacks, 0.01 %
+    "est_cell_shift 0 8 3 3 "  # per-cell SOC filter gain 2**-shift per update
+    "est_cell_max_ma 0 1000000 * * "  # per-cell SOC filter runs while |I| <= this, mA; derived: C/2
+    "est_soh_span 500 10000 3000 3000 "  # capacity from OCV anchors this far apart, 0.01 % SOC
+    "est_step_ma 1 1000000 * * "  # a current step this large measures R0, mA; derived: C / 2
+    "sop_rise_ma_s 1 1000000 * * "  # power limits rise at most this fast, mA/s; derived: C / 2
+    "sop_charge_taper_soc 0 9999 9000 9500 "  # charge SOP falls linearly to 0 at 100 %, 0.01 %
+    "sop_discharge_taper_soc 1 10000 1000 500"  # discharge SOP falls linearly to 0 at 0 %, 0.01 %
 )
 _ROW = 5
 
@@ -179,6 +200,11 @@ _ORDER = (
 )
 
 
+# "profile" (optional): the cell model as a JSON object (firmware/profile.py). It sets the
+# chemistry and, unless overridden, capacity_mah and ocv_mv; without it the chemistry's built-in
+# profile is used (profile.default).
+
+
 class Config:
     """Validated settings; one attribute per key (see _SCHEMA for units). load() returns a
     subclass whose class dict is the validated dict itself: on MicroPython type() adopts it, where
@@ -223,9 +249,23 @@ def load(overrides=None):
         overrides = {}
     if not isinstance(overrides, dict):
         raise ValueError("config overrides must be a dict")
-    chem = overrides.get("chemistry", "NMC")
+    prof = overrides.get("profile")
+    if prof is not None:
+        from . import profile as profile_mod  # start-up only, dropped below
+
+        try:
+            prof = profile_mod.load(prof)
+        finally:
+            # The loader's bytecode would hold heap for the rest of the run for code run once.
+            pkg = __name__[: __name__.rfind(".")]
+            sys.modules.pop(pkg + ".profile", None)
+            if hasattr(sys.modules[pkg], "profile"):
+                delattr(sys.modules[pkg], "profile")
+    chem = overrides.get("chemistry", prof.chemistry if prof else "NMC")
     if type(chem) is not str or chem not in _OCV:
         _fail("chemistry", "must be one of NMC, LFP")
+    if prof and prof.chemistry != chem:
+        _fail("profile", "chemistry differs from the configured one")
     column = 3 if chem == "NMC" else 4
     values = {"chemistry": chem, "ocv_mv": _OCV[chem]}
     for row in _rows():
@@ -244,14 +284,24 @@ def load(overrides=None):
     for key in overrides:
         if key == "ocv_mv":
             values[key] = _check_ocv(overrides[key])
-        elif key not in values:
+        elif key not in values and key != "profile":
             _fail(key, "unknown key")
+    if prof:
+        if "capacity_mah" not in overrides:
+            values["capacity_mah"] = prof.capacity_mah
+        if "ocv_mv" not in overrides:
+            values["ocv_mv"] = _profile_ocv(prof)
     cap = values["capacity_mah"]
     _derive(values, "temp_count", values["cell_count"])
     _derive(values, "oc_charge_ma", 2 * cap)
     _derive(values, "oc_discharge_ma", 5 * cap)
     _derive(values, "max_charge_ma", cap)
     _derive(values, "max_discharge_ma", 3 * cap)
+    _derive(values, "est_sigma_i_ma", max(1, cap // 200))
+    _derive(values, "est_offset_max_ma", cap // 100)
+    _derive(values, "est_cell_max_ma", cap // 2)
+    _derive(values, "est_step_ma", max(1, cap // 2))
+    _derive(values, "sop_rise_ma_s", max(1, cap // 2))
     _derive(values, "plaus_current_ma", 2 * max(values["oc_charge_ma"], values["oc_discharge_ma"]))
     _derive(values, "stuck_current_ma", cap // 2)
     _derive(values, "current2_delta_ma", cap // 5)
@@ -265,4 +315,24 @@ def load(overrides=None):
         for i in range(1, len(keys)):
             if values[keys[i]] <= values[keys[i - 1]]:
                 _fail(keys[i], "must be greater than " + keys[i - 1])
+    values["profile"] = prof or cellmodel.default(chem, cap, values["ocv_mv"])
     return type("Config", (Config,), values)
+
+
+def from_board(board):
+    """`load` of the board's overrides; a bad configuration halts the board (contactors open)."""
+    try:
+        return load(board.config_overrides())
+    except (ValueError, OSError) as e:
+        board.halt("configuration rejected: " + str(e))
+        raise
+
+
+def _profile_ocv(p):
+    # The profile's 25 degC OCV at SOC 0, 5, ..., 100 %, mV, kept strictly increasing.
+    out = []
+    for k in range(_OCV_POINTS):
+        p.locate(k * 500, 250)
+        v = (p.at(p.ocv) + 5) // 10
+        out.append(v if not out or v > out[-1] else out[-1] + 1)
+    return tuple(out)

@@ -1,15 +1,25 @@
-"""State of charge (SOC) and state of health (SOH) of the pack and of every cell.
+"""State of charge (SOC), its error bound, and state of health (SOH) of the pack and of every cell.
 
-SOC starts from the open-circuit voltage of each cell (OCV table of the chemistry, integer
-interpolation) on the first update, then follows the pack current by coulomb counting. All cells
-of a series string carry the same current, so one shared counter (net discharged charge in mAs
-plus a remainder in mA*ms, exact: no drift, no float) and one initial SOC per cell give every
-cell's SOC in O(1) per cycle.
+Propagation is exact integer coulomb counting: one shared counter (net discharged charge in mAs
+plus a remainder in mA*ms; no float, so no drift on single-precision boards) and one start SOC per
+cell (from each cell's OCV) give every cell's SOC in O(1). Counting stops at the ends: the string
+cannot take charge once its fullest cell is full, nor deliver once its emptiest cell is empty.
 
-Counting stops at the ends: the string cannot take charge once its fullest cell is full, nor
-deliver once its emptiest cell is empty. That also bounds the counter to +-capacity, inside
-small-int range. SOH is not estimated yet: it reports 100 %. Re-anchoring the pack SOC from OCV
-after a rest period is left to the Kalman filter that replaces this estimator.
+Correction is an extended Kalman filter (EKF) on the average cell of the 2RC equivalent circuit
+of the cell profile (firmware/profile.py: OCV, hysteresis, R0, R1/tau1, R2/tau2 over SOC and
+temperature). State: [SOC correction, v_rc1, v_rc2, hysteresis h, current-sensor offset], measured
+by the mean cell voltage. The SOC correction the filter finds moves into an integer charge
+correction `_corr` at most est_rate_soc_s per second, so the reported SOC never jumps; SOC stays in
+0..100 %. `soc_bound` (0.01 %) = est_bound_floor + |pending correction| + 3 sigma of the filter.
+The filter works in floats: covariances, gains and the pending correction are bounded quantities
+that are re-derived every cycle, unlike the charge, which lives in the integer counter.
+
+Per cell, a fixed-gain scalar filter moves each cell's SOC offset from the mean toward what its
+voltage deviation from the mean cell voltage says (where OCV is steep and |I| <= est_cell_max_ma),
+16 cells per cycle. After a rest of balance_rest_ms where OCV is steep, the pack SOC is
+re-anchored from OCV (OCV wins) and two such anchors est_soh_span apart give a capacity estimate
+(SOH capacity) from the exactly counted charge between them. Current steps of est_step_ma or more
+measure R0 (dV/dI of the mean cell) against the profile's (SOH resistance). docs/estimation.md.
 
 For balancing, every cell also carries its own charge `cell_mas[i]` (mAs, relative to the shared
 counter: the cell holds cell_mas[i] - discharged_mas). It starts from the cell's OCV, loses what
@@ -18,15 +28,24 @@ rested for balance_rest_ms. OCV tells SOC only where the curve is steep (not on 
 a cell is anchored only on a 5 % table step rising at least balance_anchor_rise_mv, and
 `known_count` counts the cells anchored that way at least once (the start counts when at rest).
 
-Units: SOC 0.01 % (0..10000), charge mAs, SOH 0.5 % (200 = 100 %).
+`save_state`/`restore_state` serialise what must survive a reset (persistence owns the storage).
+
+Units: SOC 0.01 % (0..10000), charge mAs, SOH 0.01 % (soh_halfpct 0.5 % for BMS_Pack), current mA.
 """
 
+import struct
 from array import array
+from math import exp, sqrt
 
 from .compat import const
 
 _SOC_FULL = const(10000)
 _SOC_STEP = const(500)  # OCV table pitch: 5 % in 0.01 %
+_CELLS_PER_CYCLE = const(16)
+_STATE_FMT = "<HHHhiHBHBI"  # magic, SOC, bound, h, offset, SOH cap + conf, SOH res + conf, mAh
+_STATE_HEAD = const(22)
+_MAGIC = const(0xCE01)
+_RES_WEIGHT = const(16)  # SOH resistance: running mean over the first steps, then 1/16 per step
 
 
 def _segment(mv, table):
@@ -82,11 +101,16 @@ def _clamp_soc(s):
     return s
 
 
+def _clampf(v, lo, hi):
+    return lo if v < lo else hi if v > hi else v
+
+
 class SocEstimator:
-    """Coulomb-counting SOC estimator with an OCV start; see the module docstring."""
+    """Counting plus EKF SOC estimator with per-cell SOC and SOH; see the module docstring."""
 
     def __init__(self, cfg):
         self._cfg = cfg
+        self._p = cfg.profile
         self._table = cfg.ocv_mv
         self._mas_per_pct = cfg.capacity_mah * 36  # 1 % of capacity in mAs
         n = cfg.cell_count
@@ -97,6 +121,7 @@ class SocEstimator:
         self.known_count = 0
         self.rest_ms = 0  # how long |I| stayed at or below rest_current_ma, capped
         self._rest_anchored = False
+        self._pack_anchored = False
         self._soc0_mean = 0
         self._soc0_min = 0
         self._soc0_max = 0
@@ -104,15 +129,47 @@ class SocEstimator:
         self._q_max = 0
         self._rem = 0  # mA*ms not yet carried into discharged_mas, 0..999
         self._delta = 0  # SOC drop since the start, 0.01 %
-        self.discharged_mas = 0  # net charge delivered since the start, mAs (negative: charged)
+        self._corr = 0  # filter corrections moved into the charge so far, mAs (+ = more charge)
+        # net charge taken from storage since the start, mAs (negative: stored; charging stores
+        # the charge times the profile's coulombic efficiency)
+        self.discharged_mas = 0
+        self.throughput_mah = 0  # charge moved either way since the start (or the restore)
+        eta = cfg.profile.eta_ppm
+        # mA*ms charged per mAs lost to coulombic efficiency; 0: lossless
+        self._eta_div = 1000 * (1000000 // (1000000 - eta)) if eta < 1000000 else 0
+        self._eta_acc = 0
+        self._thr_rem = 0  # mA*ms not yet carried into throughput_mah
         self.initialised = False
+        self._restored = False
         self.soc = 0
         self.soc_min = 0
         self.soc_max = 0
+        self.soc_bound = _SOC_FULL
+        self.soh_cap = _SOC_FULL  # capacity / rated, 0.01 %
+        self.soh_cap_conf = 0  # %
+        self.soh_res = _SOC_FULL  # R0 / the profile's R0, 0.01 %
+        self.soh_res_conf = 0  # %
         self.soh_halfpct = 200
+        self.offset_ma = 0  # learned current-sensor offset (measured - true), mA
+        self._res_n = 0
+        self._prev_ma = 0
+        self._prev_mv = 0
+        self._anchor_soc = -1  # last OCV anchor for the capacity estimate, 0.01 %; -1: none
+        self._anchor_q = 0
+        self._anchor_sd = 0.0
+        self._next_cell = 0
+        self._x = array("f", [0.0] * 5)  # SOC correction (fraction), v_rc1, v_rc2 (V), h, offset A
+        self._pp = array("f", [0.0] * 25)  # covariance, row-major
+        self._w = array("f", [0.0] * 15)  # scratch: u, c, P H'
 
     def update(self, meas, dt_ms, now_ms):
         """Advance by `dt_ms`; call only with fresh, plausible measurements."""
+        if self.count(meas, dt_ms):
+            self.correct(meas, dt_ms)
+
+    def count(self, meas, dt_ms):
+        """The integer part of `update`: rest time, start, coulomb counting (allocates nothing).
+        True when the estimator was already running, so `correct` may follow."""
         c = self._cfg
         i = meas.current_ma
         if -c.rest_current_ma <= i <= c.rest_current_ma:
@@ -121,60 +178,348 @@ class SocEstimator:
         else:
             self.rest_ms = 0
             self._rest_anchored = False
+            self._pack_anchored = False
         if not self.initialised:
-            self._start(meas.cell_mv)
+            self._start(meas)
             if self.rest_ms:
                 self.anchor(meas.cell_mv)
-            return
-        p = meas.current_ma * dt_ms + self._rem
+            return False
+        p = i * dt_ms
+        if p < 0 and self._eta_div:
+            # Coulombic efficiency: 1 mAs of every _eta_div mA*ms charged is not stored.
+            e = self._eta_acc - p
+            p += e // self._eta_div * 1000
+            self._eta_acc = e % self._eta_div
+        p += self._rem
         q = self.discharged_mas + p // 1000
         self._rem = p % 1000
-        if q > self._q_max:
-            q = self._q_max
+        if q > self._q_max + self._corr:
+            q = self._q_max + self._corr
             self._rem = 0
-        elif q < self._q_min:
-            q = self._q_min
+        elif q < self._q_min + self._corr:
+            q = self._q_min + self._corr
             self._rem = 0
         self.discharged_mas = q
-        self._set_delta(_mas_to_soc(q, self._mas_per_pct))
+        self._set_delta(_mas_to_soc(q - self._corr, self._mas_per_pct))
+        t = (i if i >= 0 else -i) * dt_ms + self._thr_rem
+        self.throughput_mah += t // 3600000
+        self._thr_rem = t % 3600000
+        return True
 
-    def _start(self, cells):
-        table = self._table
+    def correct(self, meas, dt_ms):
+        """The model part of `update`: the filter, SOH and the per-cell SOC. Its floats are
+        transient (boxed on MicroPython): garbage every cycle, nothing that stays."""
+        c = self._cfg
+        i = meas.current_ma
+        self._filter(meas, dt_ms)
+        self._resistance(meas)
+        if i <= c.est_cell_max_ma and -i <= c.est_cell_max_ma:
+            self._cells(meas)
+        self._prev_ma = i
+        self._prev_mv = meas.vavg_mv
+
+    # ---- pack filter -------------------------------------------------------------------------
+    def _filter(self, meas, dt_ms):
+        c = self._cfg
+        pr = self._p
+        x = self._x
+        pp = self._pp
+        w = self._w
+        pr.locate(_clamp_soc(self.soc + int(x[0] * 10000)), meas.tavg_dc)
+        r0 = pr.at(pr.r0) * self.soh_res * 1e-9  # 10 micro-ohm -> ohm, times SOH resistance
+        r1 = pr.at(pr.r1) * 1e-5
+        r2 = pr.at(pr.r2) * 1e-5
+        dt = dt_ms * 0.001
+        cap = self._mas_per_pct * 0.1  # capacity, As
+        a1 = exp(-dt / (pr.at(pr.tau1) * 0.1))
+        a2 = exp(-dt / (pr.at(pr.tau2) * 0.1))
+        ie = meas.current_ma * 0.001 - x[4]
+        ah = exp(-pr.gamma_milli * 1e-3 * (ie if ie > 0 else -ie) * dt / 3600)
+        # Predict. F = diag(d) + u e4': only the offset (state 4) feeds into other states.
+        x[0] += x[4] * dt / cap
+        x[1] = a1 * x[1] + (1 - a1) * r1 * ie
+        x[2] = a2 * x[2] + (1 - a2) * r2 * ie
+        x[3] = ah * x[3] - (1 - ah) * (1 if ie > 0 else -1 if ie < 0 else 0)
+        d = (1.0, a1, a2, ah, 1.0)
+        w[0] = dt / cap
+        w[1] = -(1 - a1) * r1
+        w[2] = -(1 - a2) * r2
+        w[3] = 0.0
+        w[4] = 0.0
+        p44 = pp[24]
+        for k in range(5):
+            w[5 + k] = d[k] * pp[k * 5 + 4]
+        for r in range(5):  # symmetric: the upper triangle, mirrored (fewer boxed floats)
+            for k in range(r, 5):
+                v = d[r] * d[k] * pp[r * 5 + k] + w[5 + r] * w[k] + w[r] * w[5 + k]
+                pp[r * 5 + k] = pp[k * 5 + r] = v + w[r] * w[k] * p44
+        # SOC: current-sensor noise, plus model error (capacity, efficiency) growing with the
+        # charge moved: variance (est_model_pct / 100)**2 per full capacity moved.
+        qs = c.est_sigma_i_ma * 0.001 * dt / cap
+        pp[0] += qs * qs + c.est_model_pct * c.est_model_pct * 1e-4 * abs(ie) * dt / cap
+        pp[18] += 1e-6 * dt
+        qb = c.est_offset_max_ma * 1e-6
+        pp[24] += qb * qb * dt
+        # Update with the mean cell voltage.
+        hy = pr.at(pr.hysteresis) * 1e-4
+        h = (pr.slope() * 0.01, -1.0, -1.0, hy, r0)
+        y = meas.vavg_mv * 0.001 - (pr.at(pr.ocv) * 1e-4 + hy * x[3] - x[1] - x[2] - r0 * ie)
+        # Model error grows with the current: a resistance known to est_sigma_r_pct.
+        s = c.est_sigma_r_pct * 1e-5 * (r0 + r1 + r2) * meas.current_ma
+        s = s * s + c.est_sigma_mv * c.est_sigma_mv * 1e-6
+        p00 = pp[0]
+        for r in range(5):
+            v = 0.0
+            for k in range(5):
+                v += pp[r * 5 + k] * h[k]
+            w[10 + r] = v
+            s += h[r] * v
+        s = 1 / s
+        for r in range(5):
+            g = w[10 + r] * s  # Kalman gain
+            x[r] += g * y
+            for k in range(r, 5):
+                pp[r * 5 + k] = pp[k * 5 + r] = pp[r * 5 + k] - g * w[10 + k]
+        # Floor on the SOC variance: one linearised update far from the truth on a steep, curved
+        # OCV would otherwise leave the filter confident at the wrong SOC (EKF overconfidence).
+        # And one update may shrink it by a fifth at most: far from the truth, the linearisation
+        # is not worth more than that, and the bound must still cover the error meanwhile.
+        floor = max(c.est_sigma_min * c.est_sigma_min * 1e-8, 0.8 * p00)
+        if pp[0] < floor:
+            pp[0] = floor
+        x[3] = _clampf(x[3], -1.0, 1.0)
+        om = c.est_offset_max_ma * 0.001
+        x[4] = _clampf(x[4], -om, om)
+        self.offset_ma = int(x[4] * 1000)
+        # Move the correction into the integer charge at the rate limit, never past the ends.
+        per = self._mas_per_pct * 100.0  # mAs per unit SOC
+        lim = c.est_rate_soc_s * self._mas_per_pct * dt_ms * 1e-5
+        mv = int(_clampf(x[0] * per, -lim, lim))
+        q = self.discharged_mas
+        corr = self._corr + mv
+        corr = max(q - self._q_max, min(q - self._q_min, corr))
+        x[0] -= (corr - self._corr) / per
+        self._corr = corr
+        self._set_delta(_mas_to_soc(q - corr, self._mas_per_pct))
+        lo = -self.soc / 10000
+        x[0] = _clampf(x[0], lo, lo + 1.0)
+        if self.rest_ms >= c.balance_rest_ms and not self._pack_anchored:
+            self._pack_anchored = True
+            self._anchor_pack(meas)
+        b = (x[0] if x[0] > 0 else -x[0]) + 3 * sqrt(pp[0] if pp[0] > 0 else 0.0)
+        self.soc_bound = min(_SOC_FULL, c.est_bound_floor + int(b * 10000))
+
+    def _anchor_pack(self, meas):
+        # Rested: where OCV is steep it wins over the filter, and pairs of such anchors far apart
+        # measure the capacity from the exactly counted charge between them.
+        pr = self._p
+        x = self._x
+        if pr.slope() <= 0 or pr.slope() * 5 < 10 * self._cfg.balance_anchor_rise_mv:
+            return
+        hy = pr.at(pr.hysteresis)
+        ocv = pr.soc_at(meas.vavg_mv * 10 - int(hy * x[3]), meas.tavg_dc)
+        sd = self._cfg.est_init_mv * 0.1 / pr.slope()  # sigma in SOC fraction
+        x[0] = (ocv - self.soc) / 10000
+        x[1] = x[2] = 0.0
+        self._reset_cov(sd)
+        q = self.discharged_mas
+        span = ocv - self._anchor_soc
+        if self._anchor_soc >= 0 and abs(span) >= self._cfg.est_soh_span:
+            new = (self._anchor_q - q) * 1e6 / (span * self._mas_per_pct)
+            rel = sqrt(sd * sd + self._anchor_sd * self._anchor_sd) * 10000 / abs(span)
+            conf = max(0, min(100, int(100 - 1000 * rel)))
+            if conf and 0 < new < 20000:
+                old = self.soh_cap_conf
+                self.soh_cap = int((self.soh_cap * old + new * conf) / (old + conf))
+                self.soh_cap_conf = max(old, conf)
+                self.soh_halfpct = min(255, self.soh_cap // 50)
+        self._anchor_soc = ocv
+        self._anchor_q = q
+        self._anchor_sd = sd
+
+    def _reset_cov(self, sd):
+        pp = self._pp
+        for k in range(25):
+            pp[k] = 0.0
+        pp[0] = sd * sd
+        pp[6] = pp[12] = 1e-6
+        pp[18] = 1.0 if self._p.gamma_milli else 0.0
+        ob = self._cfg.est_offset_max_ma * 0.0005
+        pp[24] = ob * ob
+
+    def _resistance(self, meas):
+        # A current step between two cycles: dV/dI of the mean cell is R0 (the RC pairs barely
+        # move in one cycle).
+        di = meas.current_ma - self._prev_ma
+        if -self._cfg.est_step_ma < di < self._cfg.est_step_ma:
+            return
+        pr = self._p
+        ratio = (self._prev_mv - meas.vavg_mv) * 1e9 / (di * pr.at(pr.r0))
+        if not 0 < ratio < 40000:
+            return
+        n = min(self._res_n + 1, _RES_WEIGHT)
+        self._res_n = n
+        self.soh_res = int(self.soh_res + (ratio - self.soh_res) / n)
+        self.soh_res_conf = n * 100 // _RES_WEIGHT
+
+    # ---- per cell ----------------------------------------------------------------------------
+    def _cells(self, meas):
+        slope = self._p.slope()  # located by _filter at the pack SOC, 0.1 mV per %
+        if slope <= 0 or slope * 5 < 10 * self._cfg.balance_anchor_rise_mv:
+            return
+        soc0 = self._soc0
+        cells = meas.cell_mv
+        vavg = meas.vavg_mv
+        mean = self._soc0_mean
+        shift = self._cfg.est_cell_shift
+        n = len(soc0)
+        i = self._next_cell
+        for _ in range(min(n, _CELLS_PER_CYCLE)):
+            e = (cells[i] - vavg) * 1000 // slope - (soc0[i] - mean)
+            soc0[i] = _clamp_soc(soc0[i] + (e >> shift if e >= 0 else -((-e) >> shift)))
+            i += 1
+            if i == n:
+                i = 0
+                self._stats(False)
+        self._next_cell = i
+
+    def _stats(self, mean=True):
+        # Lowest and highest start SOC, the counter's ends that follow, and (at the start) the
+        # mean. The per-cell filter does not move the mean: the pack SOC is the pack filter's.
         soc0 = self._soc0
         total = 0
         lo = _SOC_FULL
         hi = 0
-        for i in range(len(soc0)):
-            s = ocv_to_soc(cells[i], table)
-            soc0[i] = s
+        for s in soc0:
             total += s
             if s < lo:
                 lo = s
             if s > hi:
                 hi = s
-        self._soc0_mean = total // len(soc0)
+        if mean:
+            self._soc0_mean = total // len(soc0)
         self._soc0_min = lo
         self._soc0_max = hi
         self._q_max = _soc_to_mas(lo, self._mas_per_pct)
         self._q_min = -_soc_to_mas(_SOC_FULL - hi, self._mas_per_pct)
+        self._set_delta(self._delta)
+
+    def _start(self, meas):
+        cells = meas.cell_mv
+        table = self._table
+        soc0 = self._soc0
+        pr = self._p
+        pr.locate(5000, meas.tavg_dc)
+        drop = meas.current_ma * pr.at(pr.r0) // 100000  # I * R0 (mA * 10 micro-ohm -> mV)
+        if not self._restored:
+            for i in range(len(soc0)):
+                soc0[i] = ocv_to_soc(cells[i] + drop, table)
         self.discharged_mas = 0
         self._rem = 0
-        self._set_delta(0)
+        self._corr = 0
+        self._delta = 0
+        self._stats()
         cell_mas = self.cell_mas
         for i in range(len(soc0)):
             cell_mas[i] = _soc_to_mas(soc0[i], self._mas_per_pct)
+        pr.locate(self.soc, meas.tavg_dc)
+        if self._restored:
+            sd = max(0, self.soc_bound - self._cfg.est_bound_floor) / 30000
+        else:
+            i = meas.current_ma
+            mv = self._cfg.est_init_mv + (i if i >= 0 else -i) * pr.at(pr.r0) * 1e-5
+            sd = min(0.3, max(0.005, mv * 0.1 / max(1, pr.slope())))
+        x = self._x
+        x[0] = x[1] = x[2] = 0.0
+        self._reset_cov(sd)
+        self._prev_ma = meas.current_ma
+        self._prev_mv = meas.vavg_mv
+        self.soc_bound = min(_SOC_FULL, self._cfg.est_bound_floor + int(30000 * sd))
         self.initialised = True
 
     def _set_delta(self, d):
         self._delta = d
-        self.soc = _clamp_soc(self._soc0_mean - d)
-        self.soc_min = _clamp_soc(self._soc0_min - d)
-        self.soc_max = _clamp_soc(self._soc0_max - d)
+        s = _clamp_soc(self._soc0_mean - d)
+        self.soc = s
+        self.soc_min = min(s, _clamp_soc(self._soc0_min - d))
+        self.soc_max = max(s, _clamp_soc(self._soc0_max - d))
 
     def cell_soc(self, i):
         """SOC (0.01 %) of cell `i` (0-based)."""
         return _clamp_soc(self._soc0[i] - self._delta)
 
+    __getitem__ = cell_soc  # est[i]: the cells' SOCs as a sequence (comm sends them)
+
+    def __len__(self):
+        return len(self._soc0)
+
+    # ---- persistence hooks -------------------------------------------------------------------
+    @property
+    def state_size(self):
+        """Bytes `save_state` writes (constant for a configuration)."""
+        return _STATE_HEAD + 2 * len(self._soc0)
+
+    def save_state(self, buf):
+        """Write SOC, bound, hysteresis, offset, SOH, throughput and every cell's SOC to `buf`."""
+        struct.pack_into(
+            _STATE_FMT,
+            buf,
+            0,
+            _MAGIC,
+            self.soc,
+            self.soc_bound,
+            int(self._x[3] * 10000),
+            self.offset_ma,
+            self.soh_cap,
+            self.soh_cap_conf,
+            self.soh_res,
+            self.soh_res_conf,
+            self.throughput_mah,
+        )
+        o = _STATE_HEAD
+        for i in range(len(self._soc0)):
+            s = self.cell_soc(i)
+            buf[o] = s & 255
+            buf[o + 1] = s >> 8
+            o += 2
+
+    def restore_state(self, buf):
+        """Start from a saved state instead of OCV (call before the first update). False, and
+        nothing changes, when the content is implausible or the estimator already started."""
+        n = len(self._soc0)
+        if self.initialised or len(buf) < _STATE_HEAD + 2 * n:
+            return False
+        v = struct.unpack_from(_STATE_FMT, buf, 0)
+        om = self._cfg.est_offset_max_ma
+        if (
+            v[0] != _MAGIC
+            or v[1] > _SOC_FULL
+            or v[2] > _SOC_FULL
+            or not -10000 <= v[3] <= 10000
+            or not -om <= v[4] <= om
+            or not 0 < v[5] < 20000
+            or v[6] > 100
+            or not 0 < v[7] < 40000
+            or v[8] > 100
+        ):
+            return False
+        for i in range(n):
+            if buf[_STATE_HEAD + 2 * i] | buf[_STATE_HEAD + 2 * i + 1] << 8 > _SOC_FULL:
+                return False
+        for i in range(n):
+            self._soc0[i] = buf[_STATE_HEAD + 2 * i] | buf[_STATE_HEAD + 2 * i + 1] << 8
+        self.soc_bound = v[2]
+        self._x[3] = v[3] / 10000
+        self._x[4] = v[4] / 1000
+        self.offset_ma = v[4]
+        self.soh_cap, self.soh_cap_conf, self.soh_res, self.soh_res_conf = v[5], v[6], v[7], v[8]
+        self.soh_halfpct = min(255, self.soh_cap // 50)
+        self._res_n = v[8] * _RES_WEIGHT // 100
+        self.throughput_mah = v[9]
+        self._restored = True
+        return True
+
+    # ---- balancing ---------------------------------------------------------------------------
     def anchor_after_rest(self, cells):
         """Anchor once per rest period, once |current| stayed at or below rest_current_ma for
         balance_rest_ms. Call only with voltages measured while no bleed resistor was on."""

@@ -17,6 +17,8 @@ Both current limits are 0 while an open-tier fault is active. On top of the ramp
     cold               charge limit at most derate_pct % of oc_charge_cold_ma while a
                        temperature is below oc_cold_dc (the stricter cold over-current threshold)
     heating            charge limit 0 while the heater preheats the pack (firmware/thermal.py)
+    cap()              the model's state of power (firmware/sop.py, 30 s horizon): the largest
+                       current every cell can take without leaving its voltage limits
 
 The over-current thresholds lie above max_charge_ma / max_discharge_ma (config ordering), so a
 vehicle respecting the limits never reaches them. Current limits are magnitudes in mA (>= 0),
@@ -74,3 +76,10 @@ class Limits:
         if derate:
             f = min(f, c.derate_pct * 10)
         self.discharge_ma = c.max_discharge_ma * f // _FULL
+
+    def cap(self, charge_ma, discharge_ma):
+        """Lower the current limits to `charge_ma` / `discharge_ma` (mA) where they are smaller."""
+        if charge_ma < self.charge_ma:
+            self.charge_ma = charge_ma
+        if discharge_ma < self.discharge_ma:
+            self.discharge_ma = discharge_ma

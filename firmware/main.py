@@ -26,10 +26,15 @@ def main(argv):
             name, args = f.read().strip(), []
     board_mod = __import__("boards." + name, None, None, ["from_args"])
     board = board_mod.from_args(args)
-    from firmware import app
-
     try:
-        app.run(board)
+        # The configuration first (a cell profile is a large JSON object): its parse garbage is
+        # gone before the rest of the firmware's bytecode takes the heap.
+        from firmware import config
+
+        cfg = config.from_board(board)
+        from firmware import app
+
+        app.run(board, cfg)
     finally:
         # Whatever ends the loop (Ctrl-C from mpremote, a watchdog exit, a bug), the pack is left
         # disconnected: a BMS that stops running must not leave its contactors closed.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import can
 import cantools
@@ -142,6 +142,16 @@ class BmsStatus:
     heap_used: int = 0
     frames: int = 0
     fault_memory_frames: list[dict[str, int]] = field(default_factory=list)
+    # BMS_Estimation, BMS_PowerLimits, BMS_CellSoc (the estimator's messages)
+    soc_bound_pct: float = float("nan")
+    soh_capacity_pct: float = float("nan")
+    soh_capacity_confidence_pct: float = float("nan")
+    soh_resistance_pct: float = float("nan")
+    soh_resistance_confidence_pct: float = float("nan")
+    current_offset_a: float = float("nan")
+    sop_a: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    """Charge 10 s, discharge 10 s, charge 30 s, discharge 30 s (A, magnitudes)."""
+    cell_soc_pct: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def closed(self) -> bool:
@@ -202,7 +212,10 @@ class Bench:
         self.lockstep = lockstep
         self.reply_timeout_s = reply_timeout_s
         self.db = cantools.database.load_file(str(DBC_PATH))
-        self.status = BmsStatus(balancing=np.zeros(pack.n_cells, dtype=bool))
+        self.status = BmsStatus(
+            balancing=np.zeros(pack.n_cells, dtype=bool),
+            cell_soc_pct=np.full(pack.n_cells, np.nan),
+        )
         self.t_s = 0.0
         self.seq = 0
         self.vcu_alive = 0
@@ -342,7 +355,11 @@ class Bench:
         if faults is not None:
             faults.on_plant(self.pack, dt)
         self.pack.step(dt, load_current_a)
-        snapshot = replace(self.status, balancing=self.status.balancing.copy())
+        snapshot = replace(
+            self.status,
+            balancing=self.status.balancing.copy(),
+            cell_soc_pct=self.status.cell_soc_pct.copy(),
+        )
         record = StepRecord(self.t_s, load_current_a, self.pack.current_a, snapshot, m)
         self.t_s += dt
         return record
@@ -434,11 +451,36 @@ class Bench:
             s.thermal_reason = int(v["ThermalReason"])
         elif name == "BMS_FaultMemory":
             s.fault_memory_frames.append({k: int(x) for k, x in v.items()})
+        elif name in ("BMS_Estimation", "BMS_PowerLimits", "BMS_CellSoc"):
+            self._decode_estimation(name, v)
         elif name == "BMS_CycleDiag":
             s.cycle_time_us = int(v["CycleTime"])
             s.heap_used = int(v["HeapUsed"])
             return int(v["TickSeq"]) == self.seq
         return False
+
+    def _decode_estimation(self, name: str, v: dict[str, Any]) -> None:
+        s = self.status
+        if name == "BMS_Estimation":
+            s.soc_bound_pct = float(v["SocErrorBound"])
+            s.soh_capacity_pct = float(v["SohCapacity"])
+            s.soh_capacity_confidence_pct = float(v["SohCapacityConfidence"])
+            s.soh_resistance_pct = float(v["SohResistance"])
+            s.soh_resistance_confidence_pct = float(v["SohResistanceConfidence"])
+            s.current_offset_a = float(v["CurrentOffset"])
+        elif name == "BMS_PowerLimits":
+            s.sop_a = (
+                float(v["ChargeCurrent10s"]),
+                float(v["DischargeCurrent10s"]),
+                float(v["ChargeCurrent30s"]),
+                float(v["DischargeCurrent30s"]),
+            )
+        else:
+            g = int(v["CellSocGroup"])
+            for k in range(CELLS_PER_FRAME):
+                i = g * CELLS_PER_FRAME + k
+                if i < len(s.cell_soc_pct):
+                    s.cell_soc_pct[i] = float(v[f"Cell{i + 1:03d}_Soc"])
 
     def _apply(self) -> None:
         s = self.status

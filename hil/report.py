@@ -38,6 +38,9 @@ SERIES_COLUMNS = (
     "balancing_cells",
     "cycle_time_us",
     "heap_used",
+    "soc_bound_pct",
+    "soh_capacity_pct",
+    "soh_resistance_pct",
 )
 
 
@@ -85,6 +88,9 @@ class Recorder:
                 int(s.balancing.sum()),
                 s.cycle_time_us,
                 s.heap_used,
+                s.soc_bound_pct,
+                s.soh_capacity_pct,
+                s.soh_resistance_pct,
             )
         )
         if len(self.rows) % self.cell_every == 1 or self.cell_every == 1:
@@ -125,6 +131,21 @@ class Recorder:
             "firmware_cycle_us_median": float(np.median(cycle_us)),
             "firmware_cycle_us_max": int(cycle_us.max()),
             "firmware_heap_live_max": int(self.column("heap_used").max()),
+            **self._estimation(err, valid),
+        }
+
+    def _estimation(self, err: np.ndarray, valid: np.ndarray) -> dict[str, Any]:
+        """The estimator's own figures: its error bound (median, and how often the error stayed
+        within it) and the last SOH values it published."""
+        bound = self.column("soc_bound_pct")
+        ok = valid & np.isfinite(bound)
+        last = {k: self.column(k)[-1] for k in ("soh_capacity_pct", "soh_resistance_pct")}
+        return {
+            "soc_bound_median_pct": float(np.median(bound[ok])) if ok.any() else None,
+            "soc_within_bound_pct": float(100 * np.mean(np.abs(err[ok]) <= bound[ok]))
+            if ok.any()
+            else None,
+            **{f"{k}_end": float(v) if np.isfinite(v) else None for k, v in last.items()},
         }
 
 
@@ -172,6 +193,9 @@ def _plots(rec: Recorder, out: Path) -> list[Path]:
     ax.legend()
     ax.grid(True)
     ax2.plot(t_h, rec.column("soc_bms_pct") - rec.column("soc_true_pct"), color="C3")
+    bound = rec.column("soc_bound_pct")
+    ax2.fill_between(t_h, -bound, bound, color="C0", alpha=0.15, label="BMS error bound")
+    ax2.legend()
     ax2.set_ylabel("SOC error [%-points]")
     ax2.set_xlabel("time [h]")
     ax2.grid(True)

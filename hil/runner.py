@@ -16,6 +16,7 @@ from typing import Any
 
 from hil.bench import Bench
 from hil.dut import DEFAULT_HEAP, UnixPortDut
+from hil.profiles import plant_profile
 from hil.transport import SlcanSocketTransport, Transport, open_transport
 from sim.pack import Pack, PackConfig
 from sim.sensors import SensorModel
@@ -37,7 +38,8 @@ def open_bench(
 ) -> Iterator[Bench]:
     """A bench around the unix-port firmware, or around whatever `can` reaches (a real board).
 
-    `firmware_config` overrides the firmware's configuration keys; `pack_config` the plant's
+    `firmware_config` overrides the firmware's configuration keys (its "profile" defaults to the
+    plant's own, `hil.profiles.plant_profile`); `pack_config` the plant's
     PackConfig fields; the firmware's balance_sense_mohm follows the plant's sense-line
     resistance unless `firmware_config` sets it. With `can` (a python-can description such as
     `slcan:/dev/ttyACM0@500000`) no firmware is started and the bench runs in real time against
@@ -54,6 +56,8 @@ def open_bench(
         "balance_sense_mohm": round(sensors.sense_line_ohm * 1000),
     }
     fw.update(firmware_config or {})
+    # The estimator runs on the model of the simulated cell unless the caller brings a profile.
+    fw.setdefault("profile", plant_profile(chemistry))
     pack = Pack(PackConfig(chemistry=chemistry, n_cells=cells, seed=seed, **(pack_config or {})))
     dut: UnixPortDut | None = None
     transport: Transport

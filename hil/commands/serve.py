@@ -13,6 +13,7 @@ import time
 from hil import DBC_PATH
 from hil.bench import Bench
 from hil.dut import DEFAULT_HEAP, UnixPortDut
+from hil.profiles import plant_profile
 from hil.transport import SlcanSocketTransport
 from sim.pack import Pack, PackConfig
 from sim.sensors import SensorModel
@@ -38,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plant:
         # The simulated pack's sense lines are shared with the bleed path: tell the firmware.
         config["balance_sense_mohm"] = round(sensors.sense_line_ohm * 1000)
+    config["profile"] = plant_profile(args.chemistry)  # the served plant's own cell model
     dut = UnixPortDut(config, heap=args.heap, realtime=True, port=args.port)
     dut.start()
     channel = dut.channel

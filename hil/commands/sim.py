@@ -108,6 +108,12 @@ def _print_summary(s: dict[str, Any], files: list[Path]) -> None:
         f"max {pct(s['soc_error_max_pct'])} (BMS - plant)"
     )
     print(
+        f"  SOC error bound  median {pct(s['soc_bound_median_pct'])}; error within it "
+        f"{s['soc_within_bound_pct'] or 0:.1f} % of the time; SOH capacity "
+        f"{s['soh_capacity_pct_end'] or 0:.1f} %, resistance "
+        f"{s['soh_resistance_pct_end'] or 0:.1f} %"
+    )
+    print(
         f"  SOC spread       {s['soc_spread_start_pct']:.2f} %-points at start, "
         f"{s['soc_spread_end_pct']:.2f} %-points at end (plant, max - min cell SOC)"
     )

@@ -20,6 +20,9 @@ class _Board:
     def set_contactors(self, neg: int, pre: int, pos: int) -> None:
         self.contactors = (neg, pre, pos)
 
+    def config_overrides(self) -> dict[str, int]:
+        return {}
+
 
 @pytest.mark.parametrize("ending", [KeyboardInterrupt, SystemExit, MemoryError])
 def test_contactors_open_when_the_loop_ends(
@@ -30,7 +33,7 @@ def test_contactors_open_when_the_loop_ends(
     fake.from_args = lambda args: board  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "boards.fakeboard", fake)
 
-    def run(b: _Board) -> None:
+    def run(b: _Board, cfg: object = None) -> None:
         b.set_contactors(1, 0, 1)  # running, pack connected
         raise ending()
 
