@@ -1,6 +1,6 @@
 """The `cellguard` command. Each subcommand lives in its own module under `hil/commands/`.
 
-Usage: cellguard {sim,serve,codegen,busload,flash} --help
+Usage: cellguard {sim,serve,codegen,busload,flash,characterize} --help
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ COMMANDS = {
     "codegen": ("hil.commands.codegen", "generate the firmware CAN codec from the DBC"),
     "busload": ("hil.commands.busload", "compute the CAN bus load of the DBC's messages"),
     "flash": ("hil.commands.flash", "compile the firmware for a board and copy it with mpremote"),
+    "characterize": ("hil.commands.characterize", "fit a cell profile from C/20 and HPPC traces"),
 }
 
 
