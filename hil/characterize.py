@@ -8,21 +8,23 @@ and one HPPC test that starts full (see docs/profiles.md for the protocols):
    that temperature's SOC axis runs over it (100 % at the start of the discharge). The profile's
    `capacity_ah` is the one at the temperature closest to 25 degC.
 2. HPPC: SOC by coulomb counting from 100 %. The current splits into events (|i| > C/100) and
-   rests; a group is the events up to and including a rest of `LONG_REST_S` or more. For each
-   group the relaxation of all its rests is fitted with two RC pairs: on a grid of time
+   rests; an event longer than `PULSE_MAX_S` (a SOC step) opens a group that holds it, its rest
+   and the pulses and rests that follow. If the group has a rest of `LONG_REST_S` or more, the
+   relaxation of all its rests is fitted with two RC pairs: on a grid of time
    constants, a linear least-squares fit of one rest voltage per rest plus R1 and R2 times the
    RC pairs' unit responses to the whole current history. R0 is the instantaneous voltage step
    over the current steps of the group's pulses, minus what the fitted RC pairs moved in that
    sample. The group's values belong to its SOC at the first pulse.
 3. OCV: each C/20 branch corrected for its overpotential (the fitted R0 and RC pairs re-simulated
-   along it), then a local linear fit over +-`OCV_WINDOW_PCT` around every table SOC; OCV is the
-   mean of the branches, hysteresis half the charge-minus-discharge gap (>= 0).
+   along it), then the table values whose linear interpolation fits it best (`_spline_fit`); OCV
+   is the mean of the branches, hysteresis half the charge-minus-discharge gap (>= 0).
 4. coulombic efficiency: C/20 discharge capacity over the charge the C/20 charge put in (capped at
    1; a CC-only charge that stops at the maximum voltage therefore leaves it at 1).
 5. hysteresis rate: the value of `HYSTERESIS_RATES` whose re-simulation fits all files best.
 
 Every input file is then re-simulated with the profile (`hil.ecm`); the RMS voltage residual per
-file is written to the profile's "fit" block, and a residual above the limit refuses the fit.
+file, over the whole file and between SOC 10 and 90 %, goes to the profile's "fit" block, and an
+interior residual above the limit refuses the fit.
 """
 
 from __future__ import annotations
@@ -34,20 +36,32 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.optimize import lsq_linear
 
-from hil.ecm import overpotential, rc_unit_response, rms_mv, simulate, soc_trajectory
+from hil.ecm import (
+    hysteresis_free,
+    hysteresis_state,
+    overpotential,
+    rc_unit_response,
+    rms_mv,
+    soc_trajectory,
+)
 from hil.profiles import SOC_GRID_PCT, CellProfile
 from hil.traces import Trace, read_trace
 
 SECONDS_PER_HOUR = 3600.0
 LONG_REST_S = 300.0
-"""A rest at least this long closes an HPPC group (one SOC step)."""
+"""A rest at least this long lets a group's relaxation separate the slow RC pair."""
 MIN_REST_SAMPLES = 5
 """Shortest rest whose relaxation enters the RC fit."""
 PULSE_MAX_S = 60.0
 """Events up to this long are pulses: their current steps give R0."""
-OCV_WINDOW_PCT = 0.5
-"""Half-width (SOC %-points) of the local linear fit of each C/20 branch at a table SOC."""
+LOCAL_WINDOW_PCT = 0.5
+"""Half-width (SOC %-points) of the local fit that checks the measured OCV rises."""
+MIN_OCV_STEP_V = 1e-4
+"""Smallest rise of a fitted OCV branch between table points (V): the table must increase."""
+SPLINE_SMOOTHING = 1.0
+"""Weight of the second-difference rows in the OCV table fit (one row weighs one sample)."""
 LIMIT_TOLERANCE_V = 0.005
 """How close to the voltage limit a C/20 test must come to count as full (V)."""
 TAU1_GRID_S = np.geomspace(1.0, 60.0, 25)
@@ -57,6 +71,8 @@ HYSTERESIS_RATES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 """Candidate hysteresis rates (1/Ah), tried by re-simulation."""
 MIN_EFFICIENCY = 0.9
 DEFAULT_MAX_RESIDUAL_MV = 25.0
+"""Largest RMS residual (mV) between `INTERIOR_SOC_PCT` a fit may leave in any file."""
+INTERIOR_SOC_PCT = (10.0, 90.0)
 
 
 class CharacterizeError(ValueError):
@@ -161,33 +177,37 @@ def fit_hppc(trace: Trace, capacity_ah: float, efficiency: float) -> list[PulseF
     active = np.abs(i) > capacity_ah / 100.0
     events = _runs(active)
     rests = [(a, b) for a, b in _runs(~active) if a > 0]
+
+    def is_pulse(event: tuple[int, int]) -> bool:
+        return t[event[1] - 1] - t[event[0]] <= PULSE_MAX_S
+
+    # A longer event (a SOC step) opens a group: its relaxation and the pulses that follow all
+    # belong to the SOC it moved the cell to.
     groups: list[list[tuple[tuple[int, int], tuple[int, int] | None]]] = []
-    current: list[tuple[tuple[int, int], tuple[int, int] | None]] = []
     for event in events:
         rest = next((r for r in rests if r[0] == event[1]), None)
-        current.append((event, rest))
-        if rest is None or t[rest[1] - 1] - t[rest[0]] >= LONG_REST_S:
-            groups.append(current)
-            current = []
-    if current:
-        groups.append(current)
+        if not groups or not is_pulse(event):
+            groups.append([])
+        groups[-1].append((event, rest))
     unit1 = {tau: rc_unit_response(t, i, tau) for tau in TAU1_GRID_S}
     unit2 = {tau: rc_unit_response(t, i, tau) for tau in TAU2_GRID_S}
     fits: list[PulseFit] = []
     for group in groups:
-        last_rest = group[-1][1]
-        closed = last_rest is not None and t[last_rest[1] - 1] - t[last_rest[0]] >= LONG_REST_S
+        pulses = [e for e, _ in group if is_pulse(e)]
         relax = [r for _, r in group if r is not None and r[1] - r[0] >= MIN_REST_SAMPLES]
-        if closed:
-            fit = _fit_group(trace, group, relax, unit1, unit2)
+        if not pulses or not relax:
+            continue
+        if any(t[r[1] - 1] - t[r[0]] >= LONG_REST_S for r in relax):
+            fit = _fit_group(trace, pulses, relax, unit1, unit2)
         elif fits:
-            # The test ended at the voltage limit before this group's long rest: the short rests
-            # cannot separate the slow pair, so it keeps the previous group's RC pairs.
+            # No long rest in this group (a test that starts with pulses, or ends at the voltage
+            # limit): the short rests cannot separate the slow pair, so the previous group's RC
+            # pairs stand in and only R0 is fitted.
             prev = fits[-1]
-            fit = _fit_r0(trace, group, prev, unit1[prev.tau1_s], unit2[prev.tau2_s])
+            fit = _fit_r0(trace, pulses, prev, unit1[prev.tau1_s], unit2[prev.tau2_s])
         else:
             continue
-        fits.append(replace(fit, soc_pct=float(soc[group[0][0][0]])))
+        fits.append(replace(fit, soc_pct=float(soc[pulses[0][0]])))
     if not fits:
         raise CharacterizeError(
             f"{trace.path}: no pulses found (current steps above C/100 followed by a rest of "
@@ -198,7 +218,7 @@ def fit_hppc(trace: Trace, capacity_ah: float, efficiency: float) -> list[PulseF
 
 def _fit_group(
     trace: Trace,
-    group: list[tuple[tuple[int, int], tuple[int, int] | None]],
+    pulses: list[tuple[int, int]],
     relax: list[tuple[int, int]],
     unit1: dict[float, NDArray[np.float64]],
     unit2: dict[float, NDArray[np.float64]],
@@ -226,24 +246,23 @@ def _fit_group(
     if best is None:
         raise CharacterizeError(
             f"{trace.path}: no positive RC pairs fit the rests of the HPPC group starting at "
-            f"{trace.time_s[group[0][0][0]]:g} s"
+            f"{trace.time_s[pulses[0][0]]:g} s"
         )
     _, r1, tau1, r2, tau2 = best
     rc = PulseFit(0.0, 0.0, r1, tau1, r2, tau2)
-    return _fit_r0(trace, group, rc, unit1[tau1], unit2[tau2])
+    return _fit_r0(trace, pulses, rc, unit1[tau1], unit2[tau2])
 
 
 def _fit_r0(
     trace: Trace,
-    group: list[tuple[tuple[int, int], tuple[int, int] | None]],
+    pulses: list[tuple[int, int]],
     rc: PulseFit,
     u1: NDArray[np.float64],
     u2: NDArray[np.float64],
 ) -> PulseFit:
     """R0 from the group's pulse current steps, given its RC pairs (least squares)."""
     t = trace.time_s
-    pulses = [e for e, _ in group if t[e[1] - 1] - t[e[0]] <= PULSE_MAX_S]
-    edges = [k for a, b in (pulses or [e for e, _ in group]) for k in (a, b)]
+    edges = [k for a, b in pulses for k in (a, b)]
     k = np.array([k for k in edges if 0 < k < len(t)])
     d_i = trace.current_a[k] - trace.current_a[k - 1]
     d_v = (
@@ -256,24 +275,54 @@ def _fit_r0(
     if r0 <= 0.0:
         raise CharacterizeError(
             f"{trace.path}: the current steps of the HPPC group starting at "
-            f"{t[group[0][0][0]]:g} s give R0 <= 0"
+            f"{t[pulses[0][0]]:g} s give R0 <= 0"
         )
     return replace(rc, r0_ohm=r0)
 
 
-def _grid(soc: NDArray[np.float64], values: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Local linear fit of `values` vs `soc` at every table SOC (nearest data where sparse)."""
+def _local_fit(soc: NDArray[np.float64], values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The data itself at every table SOC: a local linear fit over +-`LOCAL_WINDOW_PCT`
+    (nearest data where there is too little)."""
     order = np.argsort(soc)
     soc, values = soc[order], values[order]
     out = np.empty(len(SOC_GRID_PCT))
     for n, point in enumerate(SOC_GRID_PCT):
-        near = np.abs(soc - point) <= OCV_WINDOW_PCT
+        near = np.abs(soc - point) <= LOCAL_WINDOW_PCT
         if np.count_nonzero(near) >= 10:
-            slope, offset = np.polyfit(soc[near] - point, values[near], 1)
-            out[n] = offset
+            out[n] = np.polyfit(soc[near] - point, values[near], 1)[1]
         else:
             out[n] = np.interp(point, soc, values)
     return out
+
+
+def _spline_fit(soc: NDArray[np.float64], values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Increasing table values on the SOC grid whose linear interpolation fits the data best.
+
+    Sampling the curve at the grid points would put the table's straight segments off the
+    curve wherever it bends (the knees near empty and full); fitting the knots by least squares
+    minimises the RMS error of the interpolated table itself. Unconstrained, a knee makes the
+    neighbouring knot overshoot (a dip before LFP's final rise), so each step between knots is
+    bounded below by `MIN_OCV_STEP_V` (scipy's bounded least squares). A light second-difference
+    penalty fixes knots without data (e.g. above the SOC a CC charge reaches).
+    """
+    grid = np.array(SOC_GRID_PCT, dtype=float)
+    pos = np.clip(np.searchsorted(grid, soc, side="right") - 1, 0, len(grid) - 2)
+    w = np.clip((soc - grid[pos]) / (grid[pos + 1] - grid[pos]), 0.0, 1.0)
+    design = np.zeros((len(soc), len(grid)))
+    rows = np.arange(len(soc))
+    design[rows, pos] = 1.0 - w
+    design[rows, pos + 1] = w
+    smooth = np.zeros((len(grid) - 2, len(grid)))
+    for k in range(len(grid) - 2):
+        smooth[k, k : k + 3] = (SPLINE_SMOOTHING, -2.0 * SPLINE_SMOOTHING, SPLINE_SMOOTHING)
+    # Unknowns: the first knot and the steps between knots (knots = cumulative sums).
+    cumulative = np.tril(np.ones((len(grid), len(grid))))
+    a = np.vstack([design, smooth]) @ cumulative
+    b = np.concatenate([values, np.zeros(len(grid) - 2)])
+    lower = np.full(len(grid), MIN_OCV_STEP_V)
+    lower[0] = -np.inf
+    steps = lsq_linear(a, b, bounds=(lower, np.inf), method="bvls").x
+    return cumulative @ steps
 
 
 def _resistance_rows(fits: list[PulseFit]) -> dict[str, list[float]]:
@@ -340,31 +389,39 @@ def _fit_temperature(tests: TemperatureSet, voltage_min_v: float, voltage_max_v:
         )
     rows = _resistance_rows(fit_hppc(tests.hppc, capacity, efficiency))
     model = _profile([tests.temperature_c], capacity, efficiency, {k: [r] for k, r in rows.items()})
-    branches = []
+    measured, branches = [], []
     for trace, soc0, stop in ((tests.discharge, 100.0, end + 1), (tests.charge, 0.0, None)):
         t, i = trace.time_s[:stop], trace.current_a[:stop]
         soc = soc_trajectory(t, i, capacity, soc0, efficiency)
         ocv = trace.voltage_v[:stop] + overpotential(model, t, i, tests.temperature_c, soc)
         loaded = np.abs(i) > capacity / 200.0
-        branches.append(_grid(soc[loaded], ocv[loaded]))
-    ocv_dis, ocv_chg = branches
-    ocv = (ocv_dis + ocv_chg) / 2.0
-    bad = np.flatnonzero(np.diff(ocv) <= 0.0)
+        measured.append(_local_fit(soc[loaded], ocv[loaded]))
+        branches.append(_spline_fit(soc[loaded], ocv[loaded]))
+    # The table is increasing by construction; the data itself must be too.
+    mean = (measured[0] + measured[1]) / 2.0
+    bad = np.flatnonzero(np.diff(mean) <= 0.0)
     if len(bad):
         k = int(bad[0])
         raise CharacterizeError(
-            f"{tests.discharge.path} + {tests.charge.path}: fitted OCV at "
+            f"{tests.discharge.path} + {tests.charge.path}: the OCV measured at "
             f"{tests.temperature_c:g} degC does not increase between SOC {SOC_GRID_PCT[k]} % "
-            f"and {SOC_GRID_PCT[k + 1]} % ({ocv[k]:.4f} V -> {ocv[k + 1]:.4f} V)"
+            f"and {SOC_GRID_PCT[k + 1]} % ({mean[k]:.4f} V -> {mean[k + 1]:.4f} V)"
         )
+    ocv_dis, ocv_chg = branches
+    ocv = (ocv_dis + ocv_chg) / 2.0
     rows["ocv_v"] = ocv.tolist()
     rows["hysteresis_v"] = np.maximum((ocv_chg - ocv_dis) / 2.0, 0.0).tolist()
     return _Fitted(tests, capacity, efficiency, rows)
 
 
-def _residuals(profile: CellProfile, fitted: list[_Fitted]) -> dict[str, float]:
-    """RMS voltage residual (mV) of re-simulating every input file with `profile`."""
-    out = {}
+def _residuals(
+    profile: CellProfile, fitted: list[_Fitted], rates: Sequence[float]
+) -> list[dict[str, tuple[float, float]]]:
+    """RMS voltage residual (mV) of re-simulating every input file with `profile` at each
+    hysteresis rate: over the whole file and over the samples between `INTERIOR_SOC_PCT` (the
+    tables' 5 % steps cannot follow the knees near empty and full, which dominate the
+    whole-file figure)."""
+    out: list[dict[str, tuple[float, float]]] = [{} for _ in rates]
     for fit in fitted:
         # Each temperature's SOC axis spans its own C/20 capacity.
         model = replace(profile, capacity_ah=fit.capacity_ah)
@@ -374,8 +431,15 @@ def _residuals(profile: CellProfile, fitted: list[_Fitted]) -> dict[str, float]:
             (fit.tests.charge, 0.0, -1.0),
             (fit.tests.hppc, 100.0, 1.0),
         ):
-            volts = simulate(model, trace.time_s, trace.current_a, trace.temperature_c, soc0, h0)
-            out[str(trace.path)] = rms_mv(volts, trace.voltage_v)
+            t, i = trace.time_s, trace.current_a
+            soc, volts, hyst = hysteresis_free(model, t, i, trace.temperature_c, soc0)
+            inside = (soc >= INTERIOR_SOC_PCT[0]) & (soc <= INTERIOR_SOC_PCT[1])
+            for n, rate in enumerate(rates):
+                model_v = volts + hyst * hysteresis_state(t, i, rate, h0)
+                out[n][str(trace.path)] = (
+                    rms_mv(model_v, trace.voltage_v),
+                    rms_mv(model_v[inside], trace.voltage_v[inside]),
+                )
     return out
 
 
@@ -408,20 +472,24 @@ def characterize(
         "voltage_min_v": voltage_min_v,
         "voltage_max_v": voltage_max_v,
     }
-    candidates = []
-    for rate in HYSTERESIS_RATES:
-        profile = _profile(temps, reference.capacity_ah, reference.efficiency, rows, rate, **meta)
-        residuals = _residuals(profile, fitted)
-        candidates.append((math.fsum(r**2 for r in residuals.values()), profile, residuals))
-    _, profile, residuals = min(candidates, key=lambda c: c[0])
-    worst = max(residuals, key=residuals.__getitem__)
-    if residuals[worst] > max_residual_mv:
+    profile = _profile(temps, reference.capacity_ah, reference.efficiency, rows, 0.0, **meta)
+    by_rate = _residuals(profile, fitted, HYSTERESIS_RATES)
+    best = min(
+        range(len(HYSTERESIS_RATES)),
+        key=lambda n: math.fsum(r[1] ** 2 for r in by_rate[n].values()),
+    )
+    profile.hysteresis_rate_per_ah = HYSTERESIS_RATES[best]
+    residuals = by_rate[best]
+    worst = max(residuals, key=lambda k: residuals[k][1])
+    if residuals[worst][1] > max_residual_mv:
         raise CharacterizeError(
-            f"{worst}: the fitted model misses this file by {residuals[worst]:.1f} mV RMS "
-            f"(limit {max_residual_mv:g} mV): the data does not fit a 2RC model with hysteresis"
+            f"{worst}: the fitted model misses this file by {residuals[worst][1]:.1f} mV RMS "
+            f"between SOC {INTERIOR_SOC_PCT[0]} and {INTERIOR_SOC_PCT[1]} % (limit "
+            f"{max_residual_mv:g} mV): the data does not fit a 2RC model with hysteresis"
         )
     profile.fit = {
-        "rms_residual_mv": {k: round(v, 2) for k, v in residuals.items()},
+        "rms_residual_mv": {k: round(v[0], 2) for k, v in residuals.items()},
+        "rms_residual_mv_soc_10_90": {k: round(v[1], 2) for k, v in residuals.items()},
         "capacity_ah_by_temperature": {
             f"{f.tests.temperature_c:g}": round(f.capacity_ah, 4) for f in fitted
         },

@@ -99,6 +99,23 @@ def hysteresis_state(
     return out
 
 
+def hysteresis_free(
+    profile: CellProfile,
+    time_s: ArrayLike,
+    current_a: ArrayLike,
+    temperature_c: ArrayLike,
+    soc0_pct: float,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """SOC (%), the voltage without hysteresis (V) and the hysteresis table (V) along a current
+    profile: the parts of `simulate` that do not depend on the hysteresis state."""
+    t = np.asarray(time_s, dtype=float)
+    i = np.asarray(current_a, dtype=float)
+    temp = np.broadcast_to(np.asarray(temperature_c, dtype=float), t.shape)
+    soc = soc_trajectory(t, i, profile.capacity_ah, soc0_pct, profile.coulombic_efficiency)
+    volts = profile.table("ocv_v", soc, temp) - overpotential(profile, t, i, temp, soc)
+    return soc, volts, profile.table("hysteresis_v", soc, temp)
+
+
 def simulate(
     profile: CellProfile,
     time_s: ArrayLike,
@@ -108,14 +125,9 @@ def simulate(
     h0: float = 0.0,
 ) -> NDArray[np.float64]:
     """Terminal voltage (V) of `profile` along a current profile, from rest at `soc0_pct`."""
-    t = np.asarray(time_s, dtype=float)
-    i = np.asarray(current_a, dtype=float)
-    temp = np.broadcast_to(np.asarray(temperature_c, dtype=float), t.shape)
-    soc = soc_trajectory(t, i, profile.capacity_ah, soc0_pct, profile.coulombic_efficiency)
-    h = hysteresis_state(t, i, profile.hysteresis_rate_per_ah, h0)
-    ocv = profile.table("ocv_v", soc, temp)
-    hyst = profile.table("hysteresis_v", soc, temp)
-    return ocv + hyst * h - overpotential(profile, t, i, temp, soc)
+    _, volts, hyst = hysteresis_free(profile, time_s, current_a, temperature_c, soc0_pct)
+    h = hysteresis_state(time_s, current_a, profile.hysteresis_rate_per_ah, h0)
+    return volts + hyst * h
 
 
 def rms_mv(a: ArrayLike, b: ArrayLike) -> float:

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-residual-mv",
         type=float,
         default=DEFAULT_MAX_RESIDUAL_MV,
-        help="refuse a fit whose re-simulation misses any file by more (RMS mV)",
+        help="refuse a fit whose re-simulation misses any file by more (RMS mV, SOC 10-90 %%)",
     )
     parser.add_argument("--out", type=Path, required=True, help="profile JSON to write")
 
@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         f"coulombic efficiency {profile.coulombic_efficiency:.4f}, hysteresis rate "
         f"{profile.hysteresis_rate_per_ah:g}/Ah, temperatures {profile.temperature_c} degC"
     )
-    print("RMS voltage residual of the re-simulated model per file:")
+    print("RMS voltage residual of the re-simulated model per file (whole file / SOC 10-90 %):")
+    interior = profile.fit["rms_residual_mv_soc_10_90"]
     for path, mv in profile.fit["rms_residual_mv"].items():
-        print(f"  {mv:7.2f} mV  {path}")
+        print(f"  {mv:7.2f} / {interior[path]:6.2f} mV  {path}")
     return 0
