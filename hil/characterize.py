@@ -223,33 +223,39 @@ def _fit_group(
     unit1: dict[float, NDArray[np.float64]],
     unit2: dict[float, NDArray[np.float64]],
 ) -> PulseFit:
-    idx = np.concatenate([np.arange(a, b) for a, b in relax])
-    onehot = np.zeros((len(idx), len(relax)))
-    row = 0
-    for k, (a, b) in enumerate(relax):
-        onehot[row : row + b - a, k] = 1.0
-        row += b - a
-    volts = trace.voltage_v[idx]
-    best: tuple[float, float, float, float, float] | None = None
-    for tau1, u1 in unit1.items():
-        for tau2, u2 in unit2.items():
-            if tau2 < 2.0 * tau1:
-                continue
-            design = np.column_stack([onehot, -u1[idx], -u2[idx]])
-            coef, *_ = np.linalg.lstsq(design, volts, rcond=None)
-            r1, r2 = coef[-2:]
-            if r1 <= 0.0 or r2 <= 0.0:
-                continue
-            sse = float(np.sum((design @ coef - volts) ** 2))
-            if best is None or sse < best[0]:
-                best = (sse, float(r1), tau1, float(r2), tau2)
-    if best is None:
+    """RC pairs from the group's rests (v = rest voltage - R1 u1 - R2 u2), then R0.
+
+    Subtracting each rest's mean removes its unknown rest voltage, which leaves two unknowns per
+    pair of time constants: all pairs are solved at once from 2x2 normal equations.
+    """
+
+    def centred(values: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.concatenate([values[a:b] - values[a:b].mean(axis=0) for a, b in relax])
+
+    taus1, taus2 = list(unit1), list(unit2)
+    u1 = centred(np.column_stack([unit1[t] for t in taus1]))
+    u2 = centred(np.column_stack([unit2[t] for t in taus2]))
+    v = centred(trace.voltage_v)
+    a11 = np.sum(u1 * u1, axis=0)[:, None]
+    a22 = np.sum(u2 * u2, axis=0)[None, :]
+    a12 = u1.T @ u2
+    b1 = (u1.T @ v)[:, None]
+    b2 = (u2.T @ v)[None, :]
+    det = a11 * a22 - a12**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r1 = -(a22 * b1 - a12 * b2) / det
+        r2 = -(a11 * b2 - a12 * b1) / det
+    sse = float(v @ v) + r1 * b1 + r2 * b2
+    usable = (r1 > 0.0) & (r2 > 0.0) & (det > 0.0)
+    usable &= np.array(taus2)[None, :] >= 2.0 * np.array(taus1)[:, None]
+    if not usable.any():
         raise CharacterizeError(
             f"{trace.path}: no positive RC pairs fit the rests of the HPPC group starting at "
             f"{trace.time_s[pulses[0][0]]:g} s"
         )
-    _, r1, tau1, r2, tau2 = best
-    rc = PulseFit(0.0, 0.0, r1, tau1, r2, tau2)
+    k1, k2 = np.unravel_index(np.argmin(np.where(usable, sse, np.inf)), sse.shape)
+    tau1, tau2 = taus1[k1], taus2[k2]
+    rc = PulseFit(0.0, 0.0, float(r1[k1, k2]), tau1, float(r2[k1, k2]), tau2)
     return _fit_r0(trace, pulses, rc, unit1[tau1], unit2[tau2])
 
 

@@ -6,9 +6,9 @@ Current is positive for discharge. Readers refuse malformed files with the file 
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 from numpy.typing import NDArray
@@ -42,12 +42,9 @@ def read_trace(path: Path) -> Trace:
     path = Path(path)
     try:
         with path.open(newline="") as handle:
-            rows = list(csv.reader(handle))
+            header = [name.strip() for name in next(csv.reader(handle), [])]
     except OSError as exc:
         raise TraceError(f"{path}: cannot read: {exc.strerror}") from None
-    if not rows:
-        raise TraceError(f"{path}: empty file, expected header {','.join(TRACE_COLUMNS)}")
-    header = [name.strip() for name in rows[0]]
     missing = [name for name in TRACE_COLUMNS if name not in header]
     if missing:
         raise TraceError(
@@ -55,25 +52,38 @@ def read_trace(path: Path) -> Trace:
             f"{','.join(TRACE_COLUMNS)}"
         )
     cols = [header.index(name) for name in TRACE_COLUMNS]
-    values = np.empty((len(rows) - 1, len(cols)))
-    for n, row in enumerate(rows[1:]):
-        line = n + 2
-        for j, col in enumerate(cols):
-            try:
-                value = float(row[col])
-            except (IndexError, ValueError):
-                cell = row[col] if col < len(row) else "<missing>"
-                raise TraceError(
-                    f"{path}:{line}: {TRACE_COLUMNS[j]} is not a number: {cell!r}"
-                ) from None
-            if not math.isfinite(value):
-                raise TraceError(f"{path}:{line}: {TRACE_COLUMNS[j]} is not finite: {value}")
-            values[n, j] = value
-        if n and values[n, 0] <= values[n - 1, 0]:
-            raise TraceError(f"{path}:{line}: time_s does not increase ({values[n, 0]:g} s)")
+    try:
+        values = np.loadtxt(path, delimiter=",", skiprows=1, usecols=cols, ndmin=2)
+    except ValueError:
+        _raise_first_bad_row(path, cols)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise TraceError(f"{path}:{row + 2}: {TRACE_COLUMNS[col]} is not finite")
     if len(values) < 2:
         raise TraceError(f"{path}: needs at least two samples")
+    back = np.flatnonzero(np.diff(values[:, 0]) <= 0.0)
+    if len(back):
+        row = int(back[0]) + 1
+        raise TraceError(f"{path}:{row + 2}: time_s does not increase ({values[row, 0]:g} s)")
     return Trace(path, *(values[:, j].copy() for j in range(len(cols))))
+
+
+def _raise_first_bad_row(path: Path, cols: list[int]) -> NoReturn:
+    """Find the line numpy could not parse and say what is wrong with it."""
+    with path.open(newline="") as handle:
+        for line, row in enumerate(csv.reader(handle), start=1):
+            if line == 1:
+                continue
+            for j, col in enumerate(cols):
+                cell = row[col] if col < len(row) else "<missing>"
+                try:
+                    float(cell)
+                except ValueError:
+                    raise TraceError(
+                        f"{path}:{line}: {TRACE_COLUMNS[j]} is not a number: {cell!r}"
+                    ) from None
+    raise TraceError(f"{path}: cannot parse as CSV")
 
 
 def write_trace(
