@@ -58,9 +58,20 @@ class CellProfile:
         return out
 
     def to_json(self, path: Path) -> None:
-        """Write the profile to `path` (one table row per line, so diffs stay readable)."""
-        text = json.dumps(self.to_dict(), indent=1)
-        path.write_text(text + "\n")
+        """Write the profile to `path`: one table row per line, 6 significant digits."""
+        parts = []
+        for key, value in self.to_dict().items():
+            if key in TABLE_KEYS:
+                rows = ",\n".join(f"  {json.dumps([_sig(x) for x in row])}" for row in value)
+                text = f"[\n{rows}\n ]"
+            elif isinstance(value, dict):
+                text = json.dumps(value, indent=2).replace("\n", "\n ")
+            elif isinstance(value, float):
+                text = json.dumps(_sig(value))
+            else:
+                text = json.dumps(value)
+            parts.append(f" {json.dumps(key)}: {text}")
+        path.write_text("{\n" + ",\n".join(parts) + "\n}\n")
 
     @classmethod
     def from_json(cls, path: Path) -> CellProfile:
@@ -79,6 +90,11 @@ class CellProfile:
             soc_pct,
             temp_c,
         )
+
+
+def _sig(value: float) -> float:
+    # 6 significant digits: 10 uV on an OCV, far below any sensor; keeps files readable.
+    return float(f"{value:.6g}")
 
 
 def interp_table(
