@@ -16,7 +16,8 @@ Pipeline, per chemistry (stages timed; `--help` for the options):
 The baseline is what open BMSs do (foxBMS, libresolar, diyBMS): count coulombs (charge stored at
 the profile's coulombic efficiency) and, once the current has stayed below `BASELINE_REST_A_PER_AH`
 x capacity for `BASELINE_REST_S`, set the SOC from the profile's OCV table (mean branch,
-interpolated at the measured temperature), at every sample for as long as the rest lasts.
+interpolated at the measured temperature) at the voltage averaged over the last
+`BASELINE_AVERAGE_S`, at every sample for as long as the rest lasts.
 Without an initial SOC it starts from the OCV of the first sample.
 
 Errors are SOC minus truth in %-points. "Time to 2 %" is the first time after which the error
@@ -48,6 +49,8 @@ BASELINE_REST_S = 900.0
 """Rest the baseline waits for before it trusts the OCV (15 min)."""
 BASELINE_REST_A_PER_AH = 0.02
 """Current below which the baseline counts the cell as resting (C/50)."""
+BASELINE_AVERAGE_S = 60.0
+"""The baseline's OCV reset reads the voltage averaged over this long (the rest is longer)."""
 CONVERGED_PCT = 2.0
 TARGETS = {
     "NMC": {"rmse_pct": 1.0, "max_pct": 3.0, "converge_s": 600.0},
@@ -101,6 +104,11 @@ def baseline_soc(
     est = ocv_soc(profile, v[0], temp[0]) if initial_soc_pct is None else initial_soc_pct
     rest_threshold = BASELINE_REST_A_PER_AH * profile.capacity_ah
     per_as = 100.0 / (profile.capacity_ah * SECONDS_PER_HOUR)
+    # Voltage averaged over the last BASELINE_AVERAGE_S: on LFP's plateau (a few mV per 10 %
+    # SOC) single noisy samples would throw the reset around by tens of percent.
+    sums = np.concatenate([[0.0], np.cumsum(v)])
+    first = np.searchsorted(t, t - BASELINE_AVERAGE_S)
+    mean_v = (sums[1:] - sums[first]) / (np.arange(1, len(t) + 1) - first)
     rest_since = t[0] if abs(i[0]) < rest_threshold else None
     for k in range(len(t)):
         if abs(i[k]) >= rest_threshold:
@@ -108,7 +116,7 @@ def baseline_soc(
         elif rest_since is None:
             rest_since = t[k]
         if rest_since is not None and t[k] - rest_since >= BASELINE_REST_S:
-            est = ocv_soc(profile, v[k], temp[k])
+            est = ocv_soc(profile, mean_v[k], temp[k])
         soc[k] = est
         if k + 1 < len(t):
             moved = i[k] * (t[k + 1] - t[k])
