@@ -1,6 +1,7 @@
 """SOC accuracy benchmark (issue #3): the firmware estimator against a coulomb-counting baseline.
 
-Pipeline, per chemistry (stages timed; `--help` for the options):
+Run from the repository root: `python -m benchmarks.soc_accuracy [--ship]` (needs the `[bench]`
+extra for PyBaMM). Pipeline, per chemistry (stages timed; `--help` for the options):
 
 1. reference: PyBaMM C/20, HPPC and drive-cycle traces with sensor errors, and SOC truth
    (`benchmarks/reference_pybamm.py`; needs the `[bench]` extra; cached under build/);
@@ -172,9 +173,11 @@ def run_characterize(files: Sequence[dict[str, Path]], chemistry: str, out: Path
         "--out",
         str(out),
     ]
+    # Paths relative to the repository, so the profile's fit block does not name this machine.
     for tests in files:
-        cmd += ["--c20-discharge", str(tests["discharge"]), "--c20-charge", str(tests["charge"])]
-        cmd += ["--hppc", str(tests["hppc"])]
+        for flag, key in (("--c20-discharge", "discharge"), ("--c20-charge", "charge")):
+            cmd += [flag, str(tests[key].relative_to(REPO_ROOT))]
+        cmd += ["--hppc", str(tests["hppc"].relative_to(REPO_ROOT))]
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO_ROOT)
     if done.returncode != 0:
