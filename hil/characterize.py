@@ -16,8 +16,9 @@ and one HPPC test that starts full (see docs/profiles.md for the protocols):
    over the current steps of the group's pulses, minus what the fitted RC pairs moved in that
    sample. The group's values belong to its SOC at the first pulse.
 3. OCV: each C/20 branch corrected for its overpotential (the fitted R0 and RC pairs re-simulated
-   along it), then the table values whose linear interpolation fits it best (`_spline_fit`); OCV
-   is the mean of the branches, hysteresis half the charge-minus-discharge gap (>= 0).
+   along it), then the increasing table values whose linear interpolation fits it best
+   (`_spline_fit`); OCV is the mean of the branches, hysteresis half the charge-minus-discharge
+   gap (>= 0). The measured OCV itself (local fits at the table points) must increase.
 4. coulombic efficiency: C/20 discharge capacity over the charge the C/20 charge put in (capped at
    1; a CC-only charge that stops at the maximum voltage therefore leaves it at 1).
 5. hysteresis rate: the value of `HYSTERESIS_RATES` whose re-simulation fits all files best.
@@ -39,6 +40,7 @@ from numpy.typing import NDArray
 from scipy.optimize import lsq_linear
 
 from hil.ecm import (
+    SECONDS_PER_HOUR,
     hysteresis_free,
     hysteresis_state,
     overpotential,
@@ -49,7 +51,6 @@ from hil.ecm import (
 from hil.profiles import SOC_GRID_PCT, CellProfile
 from hil.traces import Trace, read_trace
 
-SECONDS_PER_HOUR = 3600.0
 LONG_REST_S = 300.0
 """A rest at least this long lets a group's relaxation separate the slow RC pair."""
 MIN_REST_SAMPLES = 5
