@@ -18,7 +18,8 @@ and one HPPC test that starts full (see docs/profiles.md for the protocols):
 3. OCV: each C/20 branch corrected for its overpotential (the fitted R0 and RC pairs re-simulated
    along it), then the increasing table values whose linear interpolation fits it best
    (`_spline_fit`); OCV is the mean of the branches, hysteresis half the charge-minus-discharge
-   gap (>= 0). The measured OCV itself (local fits at the table points) must increase.
+   gap (>= 0; at 0 and 100 % the neighbouring point's). The measured OCV itself (local fits at
+   the table points) must increase.
 4. coulombic efficiency: C/20 discharge capacity over the charge the C/20 charge put in (capped at
    1; a CC-only charge that stops at the maximum voltage therefore leaves it at 1).
 5. hysteresis rate: the value of `HYSTERESIS_RATES` whose re-simulation fits all files best.
@@ -417,7 +418,12 @@ def _fit_temperature(tests: TemperatureSet, voltage_min_v: float, voltage_max_v:
     ocv_dis, ocv_chg = branches
     ocv = (ocv_dis + ocv_chg) / 2.0
     rows["ocv_v"] = ocv.tolist()
-    rows["hysteresis_v"] = np.maximum((ocv_chg - ocv_dis) / 2.0, 0.0).tolist()
+    hysteresis = np.maximum((ocv_chg - ocv_dis) / 2.0, 0.0)
+    # At 0 and 100 % the branches end at the voltage limits under load, where the diffusion
+    # overpotential no RC pair captures opens the gap by tens of mV (over 100 mV on LFP): that
+    # is not hysteresis, so the end points keep their neighbours' values.
+    hysteresis[0], hysteresis[-1] = hysteresis[1], hysteresis[-2]
+    rows["hysteresis_v"] = hysteresis.tolist()
     return _Fitted(tests, capacity, efficiency, rows)
 
 
