@@ -2,7 +2,8 @@
 
 Modules: `dut` (start the firmware on the unix port), `transport` (CAN links to a DUT), `bench`
 (the closed loop: plant -> CAN -> BMS -> commands -> plant), `plugin` (pytest fixtures and options),
-`codegen` (DBC -> firmware codec), `busload`, `cli` and `commands/` (the `cellguard` command).
+`codegen` (DBC -> firmware codec), `busload`, `cli` and `commands/` (the `cellguard` command);
+cell profiles: `profiles` (format), `traces` (lab CSVs), `ecm` (re-simulator), `characterize`.
 """
 
 from pathlib import Path

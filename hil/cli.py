@@ -1,6 +1,6 @@
 """The `cellguard` command. Each subcommand lives in its own module under `hil/commands/`.
 
-Usage: cellguard {sim,serve,codegen,busload,flash,replay} --help
+Usage: cellguard {sim,serve,codegen,busload,flash,replay,characterize} --help
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ COMMANDS = {
     "busload": ("hil.commands.busload", "compute the CAN bus load of the DBC's messages"),
     "flash": ("hil.commands.flash", "compile the firmware for a board and copy it with mpremote"),
     "replay": ("hil.commands.replay", "run the firmware's SOC estimator over a recorded trace"),
+    "characterize": ("hil.commands.characterize", "fit a cell profile from C/20 and HPPC traces"),
 }
 
 
