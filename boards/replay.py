@@ -85,6 +85,9 @@ class Board:
     def set_balancing(self, mask):
         pass
 
+    def set_thermal(self, cooling, heating):
+        pass
+
     def wdt_feed(self):
         pass
 

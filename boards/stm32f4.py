@@ -1,11 +1,13 @@
-"""The `stm32f4` board: a pyboard v1.1 (or a Nucleo-F4) on CAN1 through an external transceiver.
+"""The `stm32f4` board: an ST NUCLEO-F413ZH (STM32F413ZH) on CAN1 through an external transceiver.
 
+MicroPython board NUCLEO_F413ZH; CAN1 on PG0 RX / PG1 TX to a 3.3 V transceiver (e.g. SN65HVD230).
 CAN goes through `machine.CAN` (MicroPython >= 1.28 on stm32) and falls back to `pyb.CAN` on older
 firmware; both receive into a preallocated list and buffer, so receiving allocates nothing. Bit
-timing is explicit (profile "can": 42 MHz APB1 / prescaler 6 = 7 MHz, 1 + tseg1 11 + tseg2 2 = 14
-time quanta per bit = 500 kbit/s, sample point 85.7 %). Measurement source `bench`: the HIL bench
-injects the cell, temperature and pack measurements as CAN frames. Pins, bit timing and the
-watchdog timeout come from the profile (`board.json`, from boards/stm32f4.json).
+timing is explicit (profile "can": SYSCLK 96 MHz, APB1 = HCLK / 4 = 24 MHz / prescaler 3 = 8 MHz,
+1 + tseg1 13 + tseg2 2 = 16 time quanta per bit = 500 kbit/s, sample point 87.5 %). Measurement
+source `bench`: the HIL bench injects the cell, temperature and pack measurements as CAN frames.
+Pins, bit timing and the watchdog timeout come from the profile (`board.json`, from
+boards/stm32f4.json).
 
 On the device: `board.txt` holds "stm32f4" and main.py calls `from_args([])`.
 """
@@ -18,7 +20,7 @@ _FLAG_RTR = const(2)
 
 
 class Board(HwBoard):
-    """pyboard v1.1 / Nucleo-F4 board; `profile` is the parsed board.json."""
+    """NUCLEO-F413ZH board; `profile` is the parsed board.json."""
 
     name = "stm32f4"
 

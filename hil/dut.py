@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Any
 
 from hil import REPO_ROOT
-from hil.build import board_profile, build_bundle
+from hil.build import board_profile, build_bundle, profiled_boards
 
 UNIX64_PER_BOARD32 = 1.2
 """Heap bytes the 64-bit unix port needs per byte a 32-bit board needs for the same firmware run.
@@ -39,8 +39,19 @@ that runs the closed loop on both this binary and a 32-bit build of the same Mic
 constant must not exceed the smallest ratio it finds (BENCHMARKS.md), so a run that fits the scaled
 heap here also fits the board. Runs on a 32-bit binary (CELLGUARD_MICROPYTHON) are not scaled."""
 
-DEFAULT_HEAP = f"{round(96 * UNIX64_PER_BOARD32)}K"
-"""-X heapsize of the 64-bit binary that stands for 96K on a 32-bit board (the smallest budget)."""
+
+def heap_bytes(size: str) -> int:
+    """`96K` -> 98304; plain numbers are bytes."""
+    return int(size[:-1]) * 1024 if size.upper().endswith("K") else int(size)
+
+
+def _smallest_budget() -> int:
+    budgets = [heap_bytes(str(board_profile(b)["heap_budget"])) for b in profiled_boards()]
+    return min(budgets)
+
+
+DEFAULT_HEAP = f"{round(_smallest_budget() * UNIX64_PER_BOARD32 / 1024)}K"
+"""-X heapsize of the 64-bit binary that stands for the smallest board budget (32-bit bytes)."""
 WDT_EXIT_CODE = 75
 
 
@@ -131,11 +142,6 @@ def _is_64bit(binary: str) -> bool:
 def binary_is_64bit() -> bool:
     """True if the `micropython` binary in use is a 64-bit build (see UNIX64_PER_BOARD32)."""
     return _is_64bit(micropython_binary())
-
-
-def heap_bytes(size: str) -> int:
-    """`96K` -> 98304; plain numbers are bytes."""
-    return int(size[:-1]) * 1024 if size.upper().endswith("K") else int(size)
 
 
 class UnixPortDut:

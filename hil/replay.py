@@ -173,8 +173,12 @@ def read_truth(path: Path, cells: int) -> tuple[np.ndarray, np.ndarray]:
 def firmware_config(
     profile: dict[str, Any], trace: Trace, overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The firmware configuration for replaying `trace` with `profile`."""
-    cfg: dict[str, Any] = dict(overrides or {})
+    """The firmware configuration for replaying `trace` with `profile`.
+
+    A trace carries one current and no contactor feedback: the replay board has neither a second
+    current sensor nor feedback inputs, and says so (a configuration key, as a board would)."""
+    cfg: dict[str, Any] = {"current2_enable": 0, "contactor_feedback": 0}
+    cfg.update(overrides or {})
     cfg.update(profile=profile, cell_count=trace.cells, temp_count=trace.temperature_c.shape[1])
     return cfg
 

@@ -240,11 +240,6 @@ class Pack:
         return self.config.n_cells
 
     @property
-    def contactors(self) -> tuple[bool, bool, bool]:
-        """Negative, precharge and positive contactor as they are (True = closed)."""
-        return self._neg, self._pre, self._pos
-
-    @property
     def current_a(self) -> float:
         """Pack current (A, + = discharge) of the last step: 0 unless neg and pos are closed."""
         return self._current

@@ -34,11 +34,17 @@ def test_constructs_from_profile_with_outputs_low_and_watchdog_started() -> None
         assert pin_named(m, pins[key]).history == [0], key
     (can,) = m.made["can"]
     assert (can.id, can.bitrate) == (1, 500_000)
-    assert can.kwargs == {"tseg1": 11, "tseg2": 2, "sjw": 1}
+    assert can.kwargs == {"tseg1": 13, "tseg2": 2, "sjw": 1}
     assert can.filters is None  # receive everything
-    # 42 MHz / prescaler 6 / (1 + tseg1 + tseg2) time quanta = 500 kbit/s
+    # NUCLEO-F413ZH: APB1 24 MHz / prescaler 3 / (1 + tseg1 + tseg2) time quanta = 500 kbit/s
     c = PROFILE["can"]
-    assert c["clock_hz"] // c["prescaler"] // (1 + c["tseg1"] + c["tseg2"]) == c["bitrate"]
+    assert (c["clock_hz"], c["prescaler"]) == (24_000_000, 3)
+    assert can.kwargs == {"tseg1": c["tseg1"], "tseg2": c["tseg2"], "sjw": c["sjw"]}
+    quanta = 1 + c["tseg1"] + c["tseg2"]
+    assert c["clock_hz"] % (c["prescaler"] * quanta) == 0
+    assert c["clock_hz"] // c["prescaler"] // quanta == c["bitrate"]
+    assert 100 * (1 + c["tseg1"]) / quanta == c["sample_point_pct"]
+    assert (pins["can_rx"], pins["can_tx"]) == ("G0", "G1")  # CAN1 on PG0 / PG1
     (wdt,) = m.made["wdt"]
     assert wdt.timeout == PROFILE["wdt_ms"]
     assert board.can_api == "machine.CAN" and board.realtime
@@ -124,7 +130,14 @@ def test_falls_back_to_pyb_can_without_machine_can() -> None:
     (can,) = pyb.made
     assert board.can_api == "pyb.CAN"
     assert can.bus == 1 and can.mode == can.NORMAL
-    assert can.kwargs == {"prescaler": 6, "sjw": 1, "bs1": 11, "bs2": 2, "auto_restart": True}
+    assert can.kwargs == {"prescaler": 3, "sjw": 1, "bs1": 13, "bs2": 2, "auto_restart": True}
+    c = PROFILE["can"]
+    assert (can.kwargs["prescaler"], can.kwargs["bs1"], can.kwargs["bs2"], can.kwargs["sjw"]) == (
+        c["prescaler"],
+        c["tseg1"],
+        c["tseg2"],
+        c["sjw"],
+    )
     assert can.filter == (0, can.MASK16, 0, (0, 0, 0, 0))
     buf = bytearray(b"\x01\x02\x03\x04\x05\x06\x07\x08")
     for i in range(4):

@@ -167,6 +167,8 @@ def test_current_sensors_disagreeing_derate_without_opening(bench: Bench) -> Non
     """The hall sensor 2 A off the shunt (limit 1 A): CurrentSensorMismatch after i_qualify_ms,
     tier DERATE: both current limits at most half their maximum, contactors stay closed."""
     close(bench)
+    # The state-of-power limit rises rate-limited from 0 after the start (firmware/sop.py).
+    bench.step_until(lambda s: s.limits.discharge_current_a == MAX_DISCHARGE_A, 100)
     assert bench.status.limits.discharge_current_a == MAX_DISCHARGE_A
     bench.measurement_hook = lambda m: replace(m, current2_ma=m.current2_ma + 2000)
     records = bench.step_until(lambda s: s.fault_tier == 2, 10)

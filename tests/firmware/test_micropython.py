@@ -9,14 +9,14 @@ import subprocess
 
 from hil import REPO_ROOT
 from hil.build import build_bundle
-from hil.dut import micropython_binary
+from hil.dut import DEFAULT_HEAP, micropython_binary
 
 RUNNER = "tests/firmware/mp_runner.py"
 
 
 def _run(*args):
     return subprocess.run(
-        [micropython_binary(), "-X", "heapsize=96K", RUNNER, *args],
+        [micropython_binary(), "-X", f"heapsize={DEFAULT_HEAP}", RUNNER, *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
