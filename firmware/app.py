@@ -18,11 +18,13 @@ from .estimation import SocEstimator
 from .fault_memory import FaultMemory
 from .limits import Limits
 from .measurement import Measurements
+from .persistence import CORRUPT, FALLBACK, Persistence
 from .protection import (
     FAULT_CONTACTOR_FB,
     FAULT_INTERNAL_ERROR,
     FAULT_LOOP_OVERRUN,
     FAULT_PRECHARGE_FAILED,
+    FAULT_STORAGE,
     FAULT_VCU_INVALID,
     FAULT_WATCHDOG_RESET,
     FAULT_WELDED,
@@ -64,6 +66,14 @@ class Bms:
         self.reset_cause = board.reset_cause()
         if self.reset_cause == _RESET_CAUSE_WATCHDOG:
             self.protection.set_fault(FAULT_WATCHDOG_RESET, True)
+        # SOC, SOH, counters and the fault memory come back before the first cycle; a damaged
+        # record is a (resettable) StorageFault warning, its client starting from defaults.
+        self.persist = Persistence(board, cfg.persist_dirty_ms)
+        self.persist.register("est", self.estimator, cfg.persist_interval_ms)
+        self.persist.register("faults", self.fault_memory, cfg.persist_interval_ms)
+        self.persist.restore()
+        if self.persist.status in (FALLBACK, CORRUPT):
+            self.protection.set_fault(FAULT_STORAGE, True)
         self._last_ms = None
 
     def cycle(self, now_ms):
@@ -126,6 +136,14 @@ class Bms:
         comm.transmit(self)
         self.alive = (self.alive + 1) & 15
 
+    def persist_service(self, now_ms):
+        """Write the persistent records that are due (between cycles: a flash write takes ms)."""
+        try:
+            self.persist.service(now_ms)
+            self.protection.set_fault(FAULT_STORAGE, self.persist.write_failed)
+        except Exception as e:  # noqa: BLE001 - storage trouble must not end the BMS
+            self.fail(e)
+
     def safe_state(self):
         """Open everything. Used when a cycle failed: whatever broke, the pack is disconnected."""
         self.contactors.force_open()
@@ -183,29 +201,36 @@ def run(board, cfg=None):
     period = bms.cfg.cycle_ms
     next_due = ticks_add(board.ticks_ms(), period)
     comm = bms.comm
-    while True:
-        try:
-            comm.poll(board.ticks_ms())
-        except Exception as e:  # noqa: BLE001 - a receive-path fault must not end the BMS
-            bms.fail(e)
-        now = board.ticks_ms()
-        ran = False
-        while ticks_diff(now, next_due) >= 0:
-            if bms.guarded_cycle(next_due):
-                board.wdt_feed()
-            next_due = ticks_add(next_due, period)
-            ran = True
-        if ran and bms.alive == 0:
-            # Collect at a known point between cycles, not inside one, and measure what stays.
-            gc.collect()
-            bms.heap_live = _heap_used()
-        try:
-            if comm.tick_pending:
-                comm.tick_pending = False
-                comm.send_cycle_diag(comm.tick_seq, bms.cycle_us, bms.heap_live)
-            elif ran and board.realtime:
-                comm.send_cycle_diag(bms.alive, bms.cycle_us, bms.heap_live)
-            else:
-                board.wait(max(0, ticks_diff(next_due, now)) if board.realtime else 1000)
-        except Exception as e:  # noqa: BLE001 - nor may a transmit or idle fault
-            bms.fail(e)
+    try:
+        while True:
+            try:
+                comm.poll(board.ticks_ms())
+            except Exception as e:  # noqa: BLE001 - a receive-path fault must not end the BMS
+                bms.fail(e)
+            now = board.ticks_ms()
+            ran = False
+            while ticks_diff(now, next_due) >= 0:
+                if bms.guarded_cycle(next_due):
+                    board.wdt_feed()
+                next_due = ticks_add(next_due, period)
+                ran = True
+            if ran and bms.alive == 0:
+                # Collect at a known point between cycles, not inside one, and measure what stays.
+                gc.collect()
+                bms.heap_live = _heap_used()
+                bms.persist_service(now)
+            try:
+                if comm.tick_pending:
+                    comm.tick_pending = False
+                    comm.send_cycle_diag(comm.tick_seq, bms.cycle_us, bms.heap_live)
+                elif ran and board.realtime:
+                    comm.send_cycle_diag(bms.alive, bms.cycle_us, bms.heap_live)
+                else:
+                    board.wait(max(0, ticks_diff(next_due, now)) if board.realtime else 1000)
+            except Exception as e:  # noqa: BLE001 - nor may a transmit or idle fault
+                bms.fail(e)
+    except KeyboardInterrupt:
+        # Stopped on purpose (Ctrl-C from mpremote before an update): keep the latest state. A
+        # reset or a power loss gives no such chance: the periodic records are what survives.
+        bms.persist.flush(board.ticks_ms())
+        raise

@@ -145,7 +145,12 @@ _SCHEMA = (
     "est_step_ma 1 1000000 * * "  # a current step this large measures R0, mA; derived: C / 2
     "sop_rise_ma_s 1 1000000 * * "  # power limits rise at most this fast, mA/s; derived: C / 2
     "sop_charge_taper_soc 0 9999 9000 9500 "  # charge SOP falls linearly to 0 at 100 %, 0.01 %
-    "sop_discharge_taper_soc 1 10000 1000 500"  # discharge SOP falls linearly to 0 at 0 %, 0.01 %
+    "sop_discharge_taper_soc 1 10000 1000 500 "  # discharge SOP falls linearly to 0 at 0 %, 0.01 %
+    # Persistence (firmware/persistence.py): SOC, SOH, counters and fault memory in A/B records.
+    # A changed state is written at most every persist_interval_ms (flash wear: 120 s while
+    # driving is ~15 writes per slot per hour-long drive), a new fault record after persist_dirty_ms
+    "persist_interval_ms 1000 3600000 120000 120000 "  # ms
+    "persist_dirty_ms 0 60000 1000 1000"  # ms
 )
 _ROW = 5
 
