@@ -103,6 +103,7 @@ TYPES = (
     ),
     FaultType("MeasurementImplausible", None, (1, 400), _cell("plaus_cell_min_mv", -1)),
     FaultType("VcuRequestStale", "vcu_stale_ms", (0, 0), lambda inj, c, x: inj.can_drop(VCU_ID)),
+    FaultType("OpenSenseWire", None, (0, 0), lambda inj, c, x: inj.open_wire(5)),
 )
 
 

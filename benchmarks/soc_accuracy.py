@@ -138,13 +138,27 @@ def replay_available() -> bool:
     return "replay" in COMMANDS
 
 
+REPLAY_TIMING = {
+    "cycle_ms": 1000,
+    "meas_stale_ms": 3000,
+    "vcu_stale_ms": 3000,
+    "balance_measure_ms": 2000,
+    "balance_relax_ms": 600000,
+}
+"""Firmware timing for the replays: the traces are 1 Hz, so a 1000 ms control period sees every
+sample once (a 100 ms period would hold each sample for ten cycles and take ten times as long);
+the staleness and balancing windows follow so the configuration's ordering rules hold."""
+
+
 def run_replay(
     trace: Path, profile: Path, truth: Path, out: Path, initial_soc_pct: float | None
 ) -> tuple[NDArray[np.float64], dict[str, Any]]:
     """The firmware estimator over `trace` via `cellguard replay`; returns its SOC (%) at the
     trace's samples and the JSON the command printed."""
+    timing = out.with_suffix(".config.json")
+    timing.write_text(json.dumps(REPLAY_TIMING))
     cmd = [*CELLGUARD, "replay", str(trace), "--profile", str(profile), "--out", str(out)]
-    cmd += ["--truth", str(truth), "--json"]
+    cmd += ["--truth", str(truth), "--json", "--config", str(timing)]
     if initial_soc_pct is not None:
         cmd += ["--initial-soc", f"{initial_soc_pct:.2f}"]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO_ROOT)
