@@ -113,7 +113,9 @@ class Bms:
             now_ms,
             comm.vcu_close and not vcu_stale,
             prot.open_required,
-            meas.pack_mv,
+            # Precharge ends against the larger pack reading: a pack sensor reading low must not
+            # end it early (firmware/contactors.py).
+            max(meas.pack_mv, meas.cell_sum_mv),
             meas.link_mv,
             meas.current_ma,
         )

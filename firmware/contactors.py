@@ -15,7 +15,10 @@
     any        --force_open()-->                            FAULT      (all open, outside step)
 
 One transition per step, so the precharge end is judged on a link voltage measured while the
-precharge path was already closed: pos never closes without a completed precharge. A fault opens
+precharge path was already closed: pos never closes without a completed precharge. The caller
+passes as pack voltage the larger of the pack sensor and the sum of the cells, so a pack reading
+that is low (corrupted, glitching: the stateful bench tests closed pos at 91 % on one) cannot end
+the precharge early. A fault opens
 at once whatever the current; only a vehicle open request waits (bounded) for the current to fall.
 Retries are bounded by precharge_retries: the count is restored by a completed close or by
 reset_retries() (a fault reset), never by dropping and renewing the request. The caller turns the

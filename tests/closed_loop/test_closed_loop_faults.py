@@ -241,3 +241,17 @@ def test_cold_pack_is_preheated_before_charging(bench_factory) -> None:  # type:
     assert bench.pack.temperature_c.min() >= 2.5
     bench.step(0.0, charge_request=True)
     assert bench.status.limits.charge_current_a > 0.0
+
+
+def test_a_pack_sensor_reading_low_cannot_end_the_precharge_early(bench: Bench) -> None:
+    """Safety law: pos closes only once the link really is at precharge_pct of the pack. A pack
+    voltage sensor reading 6 % low (inside the pack-versus-cells plausibility band, so no fault)
+    would let a link at 89 % pass as 95 %; the firmware judges against the sum of the cells too.
+    (Found by the stateful bench tests with bit flips in SIM_PackMeasurements.)"""
+    bench.measurement_hook = lambda m: replace(m, pack_mv=m.pack_mv * 94 // 100)
+    records = bench.step_until(lambda s: s.contactor_pos, 60)
+    assert bench.status.contactor_pos
+    # The firmware decided on the readings of the step in which pos closed; the plant's pack
+    # voltage (at rest, precharging) is the truth they are judged against.
+    link_v = records[-1].measurement.link_mv / 1000
+    assert link_v >= 0.95 * bench.pack.pack_voltage_v - 0.1  # 0.1 V: sensor noise
