@@ -23,10 +23,11 @@ measure R0 (dV/dI of the mean cell) against the profile's (SOH resistance). docs
 
 For balancing, every cell also carries its own charge `cell_mas[i]` (mAs, relative to the shared
 counter: the cell holds cell_mas[i] - discharged_mas). It starts from the cell's OCV, loses what
-its bleed resistor removes (`bleed`) and is re-anchored from OCV (`anchor`) once the pack has
-rested for balance_rest_ms. OCV tells SOC only where the curve is steep (not on LFP's plateau):
-a cell is anchored only on a 5 % table step rising at least balance_anchor_rise_mv, and
-`known_count` counts the cells anchored that way at least once (the start counts when at rest).
+its bleed resistor removes (`bleed`) and is re-anchored from OCV (`anchor`) when the balancer
+says the pack has rested (balancing.py owns when). OCV tells SOC only where the curve is steep
+(not on LFP's plateau): a cell is anchored only on a 5 % table step rising at least
+balance_anchor_rise_mv, and `known_count` counts the cells anchored that way at least once (the
+start counts when at rest).
 
 `save_state`/`restore_state` serialise what must survive a reset (persistence owns the storage).
 
@@ -120,7 +121,6 @@ class SocEstimator:
         self._known = bytearray(n)
         self.known_count = 0
         self.rest_ms = 0  # how long |I| stayed at or below rest_current_ma, capped
-        self._rest_anchored = False
         self._pack_anchored = False
         self._soc0_mean = 0
         self._soc0_min = 0
@@ -177,7 +177,6 @@ class SocEstimator:
                 self.rest_ms += dt_ms
         else:
             self.rest_ms = 0
-            self._rest_anchored = False
             self._pack_anchored = False
         if not self.initialised:
             self._start(meas)
@@ -520,14 +519,6 @@ class SocEstimator:
         return True
 
     # ---- balancing ---------------------------------------------------------------------------
-    def anchor_after_rest(self, cells):
-        """Anchor once per rest period, once |current| stayed at or below rest_current_ma for
-        balance_rest_ms. Call only with voltages measured while no bleed resistor was on."""
-        if self._rest_anchored or self.rest_ms < self._cfg.balance_rest_ms:
-            return
-        self._rest_anchored = True
-        self.anchor(cells)
-
     def anchor(self, cells):
         """Set each cell's charge from its OCV `cells[i]` (mV, taken at rest with no bleeding)
         where the table is steep enough there (balance_anchor_rise_mv); other cells keep theirs."""
