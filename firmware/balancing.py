@@ -15,11 +15,12 @@ selected cells bleed for balance_bleed_ms, and so on. Cells are selected only at
 window, from that cycle's voltages: the cycles before had every resistor off, so bleed current
 through the shared sense lines cannot bias the voltages the decision reads.
 
-Anchoring: once the pack has rested balance_rest_ms, a window's end re-anchors every cell's SOC
-from OCV (estimator.anchor), and again after every balance_reanchor_ms of bleeding in the same
-rest: the booked charge cannot see self-discharge, which over a day of balancing is as large as the
-stop threshold. When resistors bled since the last anchor, that window lasts balance_relax_ms
-so the polarisation the bleed current left has decayed before OCV is read.
+Anchoring (SOC strategy only): once the pack has rested balance_rest_ms, a window's end
+re-anchors every cell's SOC from OCV (estimator.anchor), and again after every
+balance_reanchor_ms of bleeding in the same rest: the booked charge cannot see self-discharge,
+which over a day of balancing is as large as the stop threshold. When resistors bled since the
+last anchor, that window lasts balance_relax_ms so the polarisation the bleed current left has
+decayed before OCV is read.
 
 Safety, checked every cycle; the first blocking condition in this order switches every resistor off,
 restarts the window and sets `reason`: balancing disabled, stale data, open-tier fault, neither at
@@ -152,9 +153,12 @@ class Balancer:
         self._apply(True, self._decision)
 
     def _anchor_due(self):
+        # Only the SOC strategy reads the anchored charge; the voltage one keeps its full duty.
         c = self._cfg
         est = self._est
-        if not est.initialised or est.rest_ms < c.balance_rest_ms:
+        if c.balance_strategy != STRATEGY_SOC or not est.initialised:
+            return False
+        if est.rest_ms < c.balance_rest_ms:
             return False
         return not self._anchored or 0 < c.balance_reanchor_ms <= self._bled_ms
 
