@@ -87,8 +87,9 @@ _SCHEMA = (
     "balance_rest_ms 0 86400000 1200000 1200000 "  # |I| below rest_current_ma this long: relaxed
     # SOC strategy at rest: after this much bleeding the next measurement window lasts
     # balance_relax_ms and every cell is re-anchored from OCV at its end, so self-discharge and
-    # bookkeeping drift do not go unseen through a long balancing rest, ms (0 = never)
-    "balance_reanchor_ms 0 86400000 7200000 7200000 "
+    # bookkeeping drift do not go unseen through a long balancing rest, ms. Default 0 (never):
+    # at 2 h the pauses cost more bleeding than the drift they correct (benchmarks/balancing.py)
+    "balance_reanchor_ms 0 86400000 0 0 "
     "balance_relax_ms 0 3600000 600000 600000 "  # that window, ms (RC relaxation after bleeding)
     "balance_anchor_rise_mv 0 1000 15 15 "  # re-anchor SOC from OCV on a 5 % step rising >= this
     # ---- fault catalogue (firmware/protection.py _TABLE, docs/faults.md), contactors, thermal ----
