@@ -51,6 +51,7 @@ _SCHEMA = (
     # contactors
     "precharge_pct 50 100 95 95 "  # link voltage share of pack voltage ending precharge, %
     "precharge_timeout_ms 100 60000 3000 3000 "  # precharge must finish within, ms
+    "precharge_confirm 1 10 2 2 "  # consecutive readings at or above precharge_pct that end it
     # current and voltage limits
     "max_charge_ma 0 1000000 * * "  # charge current limit, mA; derived: 1 C
     "max_discharge_ma 0 1000000 * * "  # discharge current limit, mA; derived: 3 C

@@ -2,7 +2,7 @@
 
     INIT       --first step-->                              STANDBY
     STANDBY    --close_request-->                           PRECHARGE  (neg, pre closed)
-    PRECHARGE  --link >= precharge_pct of pack-->           CLOSED     (pos closed, pre opened)
+    PRECHARGE  --link >= precharge_pct of pack, confirmed-->CLOSED     (pos closed, pre opened)
     PRECHARGE  --precharge_timeout_ms, retries left-->      RETRY_WAIT (all open)
     PRECHARGE  --precharge_timeout_ms, none left-->         FAULT      (all open, precharge_failed)
     RETRY_WAIT --precharge_pause_ms, close_request-->       PRECHARGE  (else STANDBY)
@@ -15,11 +15,12 @@
     any        --force_open()-->                            FAULT      (all open, outside step)
 
 One transition per step, so the precharge end is judged on a link voltage measured while the
-precharge path was already closed: pos never closes without a completed precharge. The caller
-passes as pack voltage the larger of the pack sensor and the sum of the cells, so a pack reading
-that is low (corrupted, glitching: the stateful bench tests closed pos at 91 % on one) cannot end
-the precharge early. A fault opens
-at once whatever the current; only a vehicle open request waits (bounded) for the current to fall.
+precharge path was already closed: pos never closes without a completed precharge. The end needs
+precharge_confirm consecutive steps with the link at or above precharge_pct of the pack, so one
+glitching reading (a link ADC spike, a corrupted frame) cannot end it early; the caller passes as
+pack voltage the larger of the pack sensor and the sum of the cells, so a pack reading that is
+low cannot either (the stateful bench tests closed pos at 91 % on one). A fault opens at once
+whatever the current; only a vehicle open request waits (bounded) for the current to fall.
 Retries are bounded by precharge_retries: the count is restored by a completed close or by
 reset_retries() (a fault reset), never by dropping and renewing the request. The caller turns the
 one-step `precharge_failed` pulse into a latched fault.
@@ -49,6 +50,7 @@ class Contactors:
         self._cfg = cfg
         self._start_ms = 0
         self._retries = cfg.precharge_retries
+        self._charged = 0  # consecutive precharge steps with the link at precharge_pct
         self._fb_since = None  # when the current feedback difference started
         self.state = INIT
         self.neg = 0
@@ -59,6 +61,8 @@ class Contactors:
         self.welded = False
 
     def _set(self, state, neg, pre, pos):
+        if state != PRECHARGE:
+            self._charged = 0
         if neg != self.neg or pre != self.pre or pos != self.pos:
             self._fb_since = None  # the feedback gets fb_timeout_ms to follow a new command
         self.state = state
@@ -116,6 +120,10 @@ class Contactors:
         elif state == PRECHARGE:
             # Products stay below 2**30 for voltages up to 10 kV.
             if pack_mv > 0 and link_mv * 100 >= pack_mv * cfg.precharge_pct:
+                self._charged += 1
+            else:
+                self._charged = 0
+            if self._charged >= cfg.precharge_confirm:
                 self._set(CLOSED, 1, 0, 1)
                 self._retries = cfg.precharge_retries
             elif elapsed >= cfg.precharge_timeout_ms:

@@ -22,12 +22,44 @@ def test_normal_sequence():
     assert _outputs(k) == (c.PRECHARGE, 1, 1, 0)
     k.step(200, True, False, 60000, 56999)  # 94.998 %
     assert _outputs(k) == (c.PRECHARGE, 1, 1, 0)
-    k.step(300, True, False, 60000, 57000)  # 95 %
+    k.step(300, True, False, 60000, 57000)  # 95 %: one reading is not enough
+    assert _outputs(k) == (c.PRECHARGE, 1, 1, 0)
+    k.step(400, True, False, 60000, 57000)  # confirmed
     assert _outputs(k) == (c.CLOSED, 1, 0, 1)
-    k.step(400, True, False, 60000, 60000)
+    k.step(500, True, False, 60000, 60000)
     assert _outputs(k) == (c.CLOSED, 1, 0, 1)
-    k.step(500, False, False, 60000, 60000)
+    k.step(600, False, False, 60000, 60000)
     assert _outputs(k) == (c.STANDBY, 0, 0, 0)
+
+
+def test_one_glitching_link_reading_cannot_end_the_precharge():
+    """Safety rule: pos closes only after precharge_confirm consecutive readings at or above
+    precharge_pct; a high reading between low ones restarts the count."""
+    k = _cont({"precharge_confirm": 3})
+    k.step(0, True, False, 60000, 0)
+    k.step(100, True, False, 60000, 0)
+    for t, link in ((200, 60000), (300, 40000), (400, 60000), (500, 60000), (600, 50000)):
+        k.step(t, True, False, 60000, link)
+        assert _outputs(k) == (c.PRECHARGE, 1, 1, 0), t
+    for t in (700, 800):
+        k.step(t, True, False, 60000, 58000)
+        assert k.pos == 0
+    k.step(900, True, False, 60000, 58000)
+    assert _outputs(k) == (c.CLOSED, 1, 0, 1)
+
+
+def test_the_confirmation_count_restarts_with_every_precharge():
+    k = _cont()
+    k.step(0, True, False, 60000, 0)
+    k.step(100, True, False, 60000, 0)
+    k.step(200, True, False, 60000, 60000)  # one reading, then the request is dropped
+    k.step(300, False, False, 60000, 60000)
+    k.step(400, True, False, 60000, 60000)
+    assert k.state == c.PRECHARGE
+    k.step(500, True, False, 60000, 60000)
+    assert k.pos == 0
+    k.step(600, True, False, 60000, 60000)
+    assert k.pos == 1
 
 
 def test_pos_never_without_precharge_step():
@@ -36,6 +68,8 @@ def test_pos_never_without_precharge_step():
     k.step(100, True, False, 60000, 60000)
     assert k.pos == 0 and k.state == c.PRECHARGE
     k.step(200, True, False, 60000, 60000)
+    assert k.pos == 0
+    k.step(300, True, False, 60000, 60000)
     assert k.pos == 1
 
 
@@ -75,14 +109,17 @@ def test_fault_recovery_needs_fault_gone_then_precharge():
     k.step(0, True, False, 60000, 60000)
     k.step(100, True, False, 60000, 60000)
     k.step(200, True, False, 60000, 60000)
+    k.step(300, True, False, 60000, 60000)
     assert k.state == c.CLOSED
-    for t in range(300, 1000, 100):
+    for t in range(400, 1000, 100):
         k.step(t, True, True, 60000, 60000)
         assert _outputs(k) == (c.FAULT, 0, 0, 0)
     k.step(1000, True, False, 60000, 60000)
     assert _outputs(k) == (c.STANDBY, 0, 0, 0)
     k.step(1100, True, False, 60000, 60000)
     assert _outputs(k) == (c.PRECHARGE, 1, 1, 0)
+    k.step(1200, True, False, 60000, 60000)
+    assert _outputs(k) == (c.PRECHARGE, 1, 1, 0), "the count restarts after a fault"
 
 
 def test_dropped_request_during_precharge():
@@ -109,13 +146,14 @@ def test_192_cell_pack_voltage():
     k.step(200, True, False, pack, pack * 95 // 100 - 1)
     assert k.state == c.PRECHARGE
     k.step(300, True, False, pack, pack * 95 // 100)
+    k.step(400, True, False, pack, pack * 95 // 100)
     assert k.state == c.CLOSED
 
 
 def _closed(k, pack=60000):
-    k.step(0, True, False, pack, pack)
-    k.step(100, True, False, pack, pack)
-    k.step(200, True, False, pack, pack)
+    # Closed at 300 ms: standby, precharge, then precharge_confirm (2) readings at the pack.
+    for t in range(0, 400, 100):
+        k.step(t, True, False, pack, pack)
     assert k.state == c.CLOSED
 
 
@@ -176,41 +214,42 @@ def test_successful_close_restores_the_retries():
     assert k.state == c.RETRY_WAIT
     k.step(700, True, False, 60000, 0)
     k.step(800, True, False, 60000, 60000)
+    k.step(900, True, False, 60000, 60000)
     assert k.state == c.CLOSED
-    k.step(900, False, False, 60000, 60000)
-    k.step(1000, True, False, 60000, 0)
-    k.step(1500, True, False, 60000, 0)
+    k.step(1000, False, False, 60000, 60000)
+    k.step(1100, True, False, 60000, 0)
+    k.step(1600, True, False, 60000, 0)
     assert k.state == c.RETRY_WAIT and not k.precharge_failed
 
 
 def test_vehicle_open_under_load_waits_for_the_current_to_fall():
     k = _cont({"open_current_ma": 1000, "open_wait_ms": 2000})
     _closed(k)
-    k.step(300, False, False, 60000, 60000, 5000)
+    k.step(400, False, False, 60000, 60000, 5000)
     assert _outputs(k) == (c.OPENING, 1, 0, 1)
-    k.step(400, False, False, 60000, 60000, -5000)  # charging counts as load too
+    k.step(500, False, False, 60000, 60000, -5000)  # charging counts as load too
     assert _outputs(k) == (c.OPENING, 1, 0, 1)
-    k.step(500, False, False, 60000, 60000, 1000)  # at the threshold: no longer under load
+    k.step(600, False, False, 60000, 60000, 1000)  # at the threshold: no longer under load
     assert _outputs(k) == (c.STANDBY, 0, 0, 0)
 
 
 def test_vehicle_open_under_load_is_bounded_in_time():
     k = _cont({"open_current_ma": 1000, "open_wait_ms": 2000})
     _closed(k)
-    k.step(300, False, False, 60000, 60000, 5000)
-    k.step(2299, False, False, 60000, 60000, 5000)
+    k.step(400, False, False, 60000, 60000, 5000)
+    k.step(2399, False, False, 60000, 60000, 5000)
     assert k.state == c.OPENING and k.pos == 1
-    k.step(2300, False, False, 60000, 60000, 5000)
+    k.step(2400, False, False, 60000, 60000, 5000)
     assert _outputs(k) == (c.STANDBY, 0, 0, 0)
 
 
 def test_fault_opens_under_load_at_once_and_renewed_request_stays_closed():
     k = _cont({"open_current_ma": 1000})
     _closed(k)
-    k.step(300, False, False, 60000, 60000, 5000)
-    k.step(400, True, False, 60000, 60000, 5000)
+    k.step(400, False, False, 60000, 60000, 5000)
+    k.step(500, True, False, 60000, 60000, 5000)
     assert _outputs(k) == (c.CLOSED, 1, 0, 1)
-    k.step(500, True, True, 60000, 60000, 500000)
+    k.step(600, True, True, 60000, 60000, 500000)
     assert _outputs(k) == (c.FAULT, 0, 0, 0)
 
 
@@ -240,12 +279,12 @@ def test_feedback_mismatch_after_the_timeout():
 def test_weld_detected_after_an_open_command():
     k = _cont({"fb_timeout_ms": 300})
     _closed(k)
-    k.step(300, False, False, 60000, 60000)  # open at rest
+    k.step(400, False, False, 60000, 60000)  # open at rest
     assert k.state == c.STANDBY
-    k.check_feedback(400, 0b100)  # pos still closed
-    k.check_feedback(699, 0b100)
+    k.check_feedback(500, 0b100)  # pos still closed
+    k.check_feedback(799, 0b100)
     assert not k.welded
-    k.check_feedback(700, 0b100)
+    k.check_feedback(800, 0b100)
     assert k.welded and not k.fb_mismatch
 
 
@@ -254,6 +293,7 @@ def test_a_new_command_restarts_the_feedback_timer():
     k.step(0, True, False, 60000, 0)
     k.step(100, True, False, 60000, 0)  # neg + pre commanded
     k.check_feedback(200, 0)
+    k.step(300, True, False, 60000, 60000)
     k.step(350, True, False, 60000, 60000)  # pos commanded, pre opened: a new command
     k.check_feedback(500, 0b001)  # the timer starts here, not at 200
     k.check_feedback(799, 0b001)
