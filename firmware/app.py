@@ -90,6 +90,8 @@ class Bms:
         comm = self.comm
         vcu_stale = comm.vcu_stale(now_ms)
         prot.check(meas, now_ms, stale, vcu_stale)
+        lim = self.limits  # still the limits published last cycle: what the vehicle knew
+        prot.check_limits(meas.current_ma, lim.charge_ma, lim.discharge_ma, now_ms)
         prot.set_fault(FAULT_VCU_INVALID, comm.vcu_bad >= self.cfg.vcu_bad_count)
         cont = self.contactors
         # Only a feedback reading taken since the last cycle can confirm the latest command; the
@@ -127,7 +129,6 @@ class Bms:
         board.set_thermal(th.cooling, th.heating)
         sop = self.sop
         sop.update(meas, self.estimator, prot.measurements_valid and not prot.open_required, dt)
-        lim = self.limits
         lim.update(meas, prot.open_required, prot.tier, th.heating)
         # The published limits honour both the tables' derating and what the model says every
         # cell can take for 30 s.

@@ -127,6 +127,9 @@ _SCHEMA = (
     "precharge_pause_ms 0 600000 5000 5000 "  # pause before a retry (resistor cooling), ms
     "open_current_ma 0 1000000 * * "  # a vehicle open request waits while |I| above; derived 0.2 C
     "open_wait_ms 0 10000 2000 2000 "  # longest wait for the current to fall, ms
+    # CurrentLimitIgnored: the published current limits enforced (firmware/protection.py)
+    "limit_margin_ma 0 1000000 * * "  # current beyond a published limit by more, mA; derived C/10
+    "limit_ignored_ms 100 60000 5000 5000 "  # ... this long opens the contactors, ms
     # Thermal management (firmware/thermal.py)
     "cool_on_dc -500 1500 350 350 "  # cooling on above, 0.1 degC
     "thermal_hyst_dc 1 500 30 30 "  # cooling off below cool_on_dc minus this, preheating off
@@ -314,6 +317,7 @@ def load(overrides=None):
     _derive(values, "current2_delta_ma", cap // 5)
     _derive(values, "oc_charge_cold_ma", cap if chem == "NMC" else cap // 10)
     _derive(values, "open_current_ma", cap // 5)
+    _derive(values, "limit_margin_ma", cap // 10)
     if 4 * values["balance_sense_mohm"] > values["balance_bleed_mohm"]:
         # Keeps the sense-line correction well-conditioned and its products small (measurement).
         _fail("balance_sense_mohm", "must be at most balance_bleed_mohm / 4")

@@ -21,9 +21,10 @@ Both current limits are 0 while an open-tier fault is active. On top of the ramp
                        current every cell can take without leaving its voltage limits
 
 The over-current thresholds lie above max_charge_ma / max_discharge_ma (config ordering), so a
-vehicle respecting the limits never reaches them. Current limits are magnitudes in mA (>= 0),
-voltage limits are pack voltages in mV. update() reads the statistics of `meas`: call
-meas.update_stats() first.
+vehicle respecting the limits never reaches them; one that ignores them (beyond a limit by
+limit_margin_ma for limit_ignored_ms) is cut off by CurrentLimitIgnored (firmware/protection.py).
+Current limits are magnitudes in mA (>= 0), voltage limits are pack voltages in mV. update()
+reads the statistics of `meas`: call meas.update_stats() first.
 """
 
 from .compat import const

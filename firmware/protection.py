@@ -71,7 +71,8 @@ _TABLE = (
     "P1A18 O L i_qualify_ms "           # 24 OverCurrentChargeCold
     "P1A19 W S t_qualify_ms "           # 25 TempHighDerate
     "P1A1A W S t_qualify_ms "           # 26 TempLowDerate
-    "P1A1B W L ext"                     # 27 StorageFault
+    "P1A1B W L ext "                    # 27 StorageFault
+    "P1A1C O L limit_ignored_ms"        # 28 CurrentLimitIgnored
 )
 # fmt: on
 
@@ -103,7 +104,9 @@ _FAULT_OC_CHARGE_COLD = const(24)
 _FAULT_TEMP_HIGH_DERATE = const(25)
 _FAULT_TEMP_LOW_DERATE = const(26)
 FAULT_STORAGE = const(27)
-FAULT_BITS = const(28)
+_FAULT_LIMIT = const(28)
+# At most 30 bits: the active mask must stay a small int on MicroPython (no heap per cycle).
+FAULT_BITS = const(29)
 
 # Bits reported through set_fault(): precharge, loop overrun, watchdog, internal error, VCU
 # frame integrity, contactor feedback and weld, storage.
@@ -292,6 +295,16 @@ class Protection:
         w[3] = now_ms
         tr[:] = t
         vr[:] = v
+
+    def check_limits(self, current_ma, charge_ma, discharge_ma, now_ms):
+        """CurrentLimitIgnored: the current beyond the limits published last cycle (what the
+        vehicle could know) by more than limit_margin_ma. Call after check(); frozen like the
+        value rules while the measurements are not valid."""
+        if self.measurements_valid:
+            m = self._cfg.limit_margin_ma
+            self._rule(
+                _FAULT_LIMIT, current_ma > discharge_ma + m or -current_ma > charge_ma + m, now_ms
+            )
 
     def set_fault(self, bit, active):
         """Report the condition of a fault detected outside check(); latches when active."""

@@ -64,6 +64,7 @@ FAULT_NAMES = (
     "TempHighDerate",
     "TempLowDerate",
     "StorageFault",
+    "CurrentLimitIgnored",
 )
 BMS_STATES = ("INIT", "STANDBY", "PRECHARGE", "CLOSED", "FAULT", "OPENING", "RETRY_WAIT")
 # BMS_FaultMemory FmValue00..15 (dbc/cellguard.dbc): the key of each in read_fault_memory()'s dicts.
@@ -320,6 +321,12 @@ class Bench:
         self.step(0.0)
 
     # ---- the loop ----------------------------------------------------------------------------
+    def within_limits(self, load_current_a: float) -> float:
+        """`load_current_a` (A, + = discharge) clipped to the current limits the BMS published
+        last (BMS_Limits): the load of a vehicle that honours them."""
+        lim = self.status.limits
+        return min(max(load_current_a, -lim.charge_current_a), lim.discharge_current_a)
+
     def step(
         self,
         load_current_a: float,

@@ -35,7 +35,8 @@ def _close(bench: Bench) -> None:
 
 def test_tracks_the_plant_within_its_own_bound_from_a_wrong_start(bench_factory) -> None:  # type: ignore[no-untyped-def]
     """The firmware starts from a reading 60 mV high on every cell (a wrong OCV start, about 6 %
-    off near 80 %), then a 30-minute drive of current steps with regen: after the bound first
+    off near 80 %), then a 30-minute drive of current steps with regen (within the published
+    limits, as a vehicle drives): after the bound first
     covers the error it keeps covering it (|BMS SOC - plant mean SOC| <= published bound, plus
     the 0.01 % wire step), the error ends below 1 %, SOH is published with its confidence, and
     the power limits are published and positive."""
@@ -56,7 +57,7 @@ def test_tracks_the_plant_within_its_own_bound_from_a_wrong_start(bench_factory)
     loads = np.repeat(rng.choice([0.0, 2.5, 5.0, 10.0, -5.0], 60), 30)  # A, 30 s each
     errs, bounds = [], []
     for load in loads:
-        bench.step(float(load))
+        bench.step(bench.within_limits(float(load)))
         errs.append(abs(bench.status.soc_pct - 100 * bench.pack.mean_soc))
         bounds.append(bench.status.soc_bound_pct)
     err = np.array(errs)

@@ -255,3 +255,23 @@ def test_a_pack_sensor_reading_low_cannot_end_the_precharge_early(bench: Bench) 
     # voltage (at rest, precharging) is the truth they are judged against.
     link_v = records[-1].measurement.link_mv / 1000
     assert link_v >= 0.95 * bench.pack.pack_voltage_v - 0.1  # 0.1 V: sensor noise
+
+
+LIMIT_IGNORED_MS = 5000
+LIMIT_MARGIN_A = 0.5  # C / 10
+
+
+def test_a_load_that_ignores_the_published_limit_is_cut_off(bench: Bench) -> None:
+    """Safety rule: a load 1 A above the published discharge limit (below the over-current
+    threshold) opens the contactors once it has lasted limit_ignored_ms (CurrentLimitIgnored),
+    not earlier; the same load held within the published limits never does."""
+    close(bench)
+    for _ in range(2 * LIMIT_IGNORED_MS // CYCLE_MS):
+        bench.step(bench.within_limits(MAX_DISCHARGE_A + 5.0))
+        assert bench.status.closed, bench.status.faults
+    over = bench.status.limits.discharge_current_a + 2 * LIMIT_MARGIN_A
+    assert over < 25.0  # below oc_discharge (5 C): only the limit rule can act
+    n = steps_until_open(bench, 100, over)
+    # The current of step 1 is measured in step 2's cycle; qualified 50 cycles later.
+    assert n == 2 + LIMIT_IGNORED_MS // CYCLE_MS, n
+    assert bench.status.faults == {"CurrentLimitIgnored"}

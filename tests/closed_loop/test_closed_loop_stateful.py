@@ -13,7 +13,9 @@ lock-step cycles; after every cycle `Referee` checks:
     the plant crossing it. The referee decodes the SIM_ frames the firmware really received this
     cycle (after any CAN fault) into the same measurement store the firmware keeps and runs the
     firmware's rules on it: over/under-voltage, over/under-temperature (charge, discharge),
-    over-current, implausible values (immediate), stale measurements and stale vehicle requests.
+    over-current, implausible values (immediate), stale measurements and stale vehicle requests,
+    and a current beyond the limits published the cycle before (BMS_Limits) by more than
+    limit_margin_ma plus the frame's 0.1 A step (CurrentLimitIgnored).
     A condition first seen at sample s crossed in the plant after sample s-1; the rule qualifies
     at sample s + q / cycle, and in lock-step the command of that cycle reaches the plant before
     it advances, so the contactors must be open in that very cycle: no extra transport tick is
@@ -22,9 +24,8 @@ lock-step cycles; after every cycle `Referee` checks:
     only ever delays what it demands. Staleness counts from the first missing sample.
 (c) current above an over-current threshold never flows in the plant for longer than
     i_qualify_ms plus one cycle, checked while the current sensor, the measurement frames and
-    the contactors are healthy (with a lying sensor or a weld no BMS can know or act). Today's
-    firmware enforces only those thresholds, not the limits it publishes (BMS_Limits): the time
-    spent above the published limits is counted in the statistics, not asserted.
+    the contactors are healthy (with a lying sensor or a weld no BMS can know or act). The time
+    spent above the published limits is counted in the statistics.
 (d) no firmware exception: InternalError never set, the process alive, a BMS_CycleDiag for every
     tick (the bench raises otherwise) and the alive counter advancing by one per cycle.
 
@@ -73,6 +74,9 @@ OC_MARGIN_MA = 500  # plant current this far over a threshold reads over it desp
 SURE_FRESH = 3  # data delivered at most this many cycles ago is fresh for the firmware too
 SURE_STALE = 1 + CFG.meas_stale_ms // CYCLE  # cycles since the last delivery: stale for both
 SURE_VCU_STALE = 1 + CFG.vcu_stale_ms // CYCLE
+# BMS_Limits carries 0.1 A steps (floored): beyond the published value by this much is beyond
+# the firmware's own limit by more than limit_margin_ma for sure
+SURE_LIMIT_MA = CFG.limit_margin_ma + 100
 
 # name, qualification (ms), condition on (view, charging)
 RULES = (
@@ -84,6 +88,14 @@ RULES = (
     ("UnderTempDischarge", CFG.t_qualify_ms, lambda v, ch: min(v.temps) < CFG.ut_discharge_dc),
     ("OverCurrentCharge", CFG.i_qualify_ms, lambda v, ch: -v.current > CFG.oc_charge_ma),
     ("OverCurrentDischarge", CFG.i_qualify_ms, lambda v, ch: v.current > CFG.oc_discharge_ma),
+    (
+        "CurrentLimitIgnored",
+        CFG.limit_ignored_ms,
+        lambda v, ch: (
+            v.current > v.limits_ma[1] + SURE_LIMIT_MA
+            or -v.current > v.limits_ma[0] + SURE_LIMIT_MA
+        ),
+    ),
 )
 
 KINDS = (
@@ -117,6 +129,7 @@ class View:
         self.cells = [0] * CELLS
         self.temps = [0] * CELLS
         self.current = self.pack = self.link = 0
+        self.limits_ma = (0, 0)  # charge, discharge: BMS_Limits of the cycle before
         self.last = [-1] * (2 * GROUPS + 1)  # cycle of the last delivery per freshness slot
         self._out = [0] * 5
 
@@ -240,6 +253,12 @@ class StatefulBench(RuleBasedStateMachine):
         rec = bench.step(load_a, vcu_close=self.close, fault_reset=fault_reset)
         s = bench.status
         STATS["cycles"] += 1
+        # The firmware judges this cycle's current against the limits it published last cycle.
+        lim = self.prev.limits
+        self.referee.view.limits_ma = (
+            round(1000 * lim.charge_current_a),
+            round(1000 * lim.discharge_current_a),
+        )
         must = self.referee.cycle(self.k, self._delivered)
         kinds = {i.kind for i in self.inject.active}
         # (a) open while an open-tier fault is reported; pos only after a completed precharge

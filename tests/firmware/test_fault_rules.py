@@ -1,4 +1,4 @@
-"""The fault catalogue's newer rules (bits 15..27), their qualification, tiers and recovery.
+"""The fault catalogue's newer rules (bits 15..28), their qualification, tiers and recovery.
 
 Runs under CPython and MicroPython. Times are board ms; each rule is driven right up to its
 qualification boundary and across it.
@@ -254,3 +254,58 @@ def test_worst_tier_wins():
     assert prot.tier == p.TIER_DERATE
     prot.set_fault(p.FAULT_WELDED, True)
     assert prot.tier == p.TIER_OPEN and prot.count == 3
+
+
+def _limit_run(cfg, m, prot, current_ma, t0, t1, charge_ma=5000, discharge_ma=15000):
+    for t in range(t0, t1 + 1, 100):
+        feed(m, cfg, current_ma=current_ma, now_ms=t)
+        prot.check(m, t, False, False)
+        prot.check_limits(m.current_ma, charge_ma, discharge_ma, t)
+
+
+def test_a_current_beyond_the_published_limit_opens_after_limit_ignored_ms():
+    """Safety rule: a vehicle (or charger) that draws more than the published limit plus
+    limit_margin_ma for limit_ignored_ms gets the contactors opened; latched."""
+    cfg, m = fresh()
+    prot = p.Protection(cfg)
+    over = 15000 + cfg.limit_margin_ma + 1
+    _limit_run(cfg, m, prot, over, 0, cfg.limit_ignored_ms - 100)
+    assert prot.active == 0
+    _limit_run(cfg, m, prot, over, cfg.limit_ignored_ms, cfg.limit_ignored_ms)
+    assert prot.active == _bit(f.FAULT_LIMIT) and prot.open_required
+    _limit_run(cfg, m, prot, 0, cfg.limit_ignored_ms + 100, cfg.limit_ignored_ms + 500)
+    assert prot.active == _bit(f.FAULT_LIMIT)  # latched
+    prot.request_reset()
+    assert prot.active == 0
+
+
+def test_charging_beyond_the_charge_limit_counts_too_and_the_margin_is_allowed():
+    cfg, m = fresh()
+    prot = p.Protection(cfg)
+    _limit_run(cfg, m, prot, -(5000 + cfg.limit_margin_ma), 0, 2 * cfg.limit_ignored_ms)
+    assert prot.active == 0  # at the margin: allowed
+    _limit_run(cfg, m, prot, -(5000 + cfg.limit_margin_ma + 1), 0, cfg.limit_ignored_ms)
+    assert prot.active == _bit(f.FAULT_LIMIT)
+
+
+def test_an_interrupted_violation_restarts_the_qualification():
+    cfg, m = fresh()
+    prot = p.Protection(cfg)
+    over = 15000 + cfg.limit_margin_ma + 1
+    half = cfg.limit_ignored_ms // 2
+    _limit_run(cfg, m, prot, over, 0, half)
+    _limit_run(cfg, m, prot, 15000, half + 100, half + 100)  # back within the limit once
+    _limit_run(cfg, m, prot, over, half + 200, half + 200 + cfg.limit_ignored_ms - 100)
+    assert prot.active == 0
+
+
+def test_no_limit_verdict_on_invalid_measurements():
+    """Fail-safe freezing: an implausible reading neither raises nor clears the rule."""
+    cfg, m = fresh()
+    prot = p.Protection(cfg)
+    m.cell_mv[0] = 9000  # implausible
+    m.update_stats()
+    for t in range(0, 2 * cfg.limit_ignored_ms, 100):
+        prot.check(m, t, False, False)
+        prot.check_limits(10**6, 0, 0, t)
+    assert not prot.active & _bit(f.FAULT_LIMIT)
