@@ -11,16 +11,20 @@ Strategy (balance_strategy, the one in use is `strategy`):
   bleeding until within balance_stop_delta_mv of it.
 
 Duty cycle: every resistor is off for a measurement window of balance_measure_ms, then the
-selected cells bleed for balance_bleed_ms, and so on. Cells are selected only at the end of the
-window, from that cycle's voltages: the cycles before had every resistor off, so bleed current
-through the shared sense lines cannot bias the voltages the decision reads.
+selected cells bleed for balance_bleed_ms (balance_soc_bleed_ms while the SOC strategy decides:
+it reads booked charge, not the window's voltages), and so on. Cells are selected only at the end
+of the window, from that cycle's voltages: the cycles before had every resistor off, so bleed
+current through the shared sense lines cannot bias the voltages the decision reads.
 
 Anchoring (SOC strategy only): once the pack has rested balance_rest_ms, a window's end
 re-anchors every cell's SOC from OCV (estimator.anchor), and again after every
 balance_reanchor_ms of bleeding in the same rest: the booked charge cannot see self-discharge,
 which over a day of balancing is as large as the stop threshold. When resistors bled since the
 last anchor, that window lasts balance_relax_ms so the polarisation the bleed current left has
-decayed before OCV is read.
+decayed before OCV is read. Between those anchors, every window's end also anchors each cell whose
+resistor has been off for balance_relax_ms, filtered (estimator.anchor_cell with
+balance_track_shift): the cells that do not bleed, the lowest among them, are the reference the
+others bleed toward, and their self-discharge would otherwise go unseen for the whole rest.
 
 Safety, checked every cycle; the first blocking condition in this order switches every resistor off,
 restarts the window and sets `reason`: balancing disabled, stale data, open-tier fault, neither at
@@ -56,6 +60,8 @@ MEASURING = const(8)
 STRATEGY_SOC = const(0)
 STRATEGY_VOLTAGE = const(1)
 
+_BLED = const(0xFFFF)  # rested-time mark: the cell bled since the last decision
+
 
 def _bit(mask, i):
     return mask[i >> 3] & (1 << (i & 7))
@@ -89,6 +95,9 @@ class Balancer:
         self._calm_ms = 0  # time at rest or charging without a block, saturating
         self._anchored = False  # anchored during this rest
         self._bled_ms = 0  # bleeding since the last anchor, ms, saturating at balance_reanchor_ms
+        self._rested = array("H", [0] * self._n)  # s since each cell's resistor was on, saturating
+        self._clock_ms = 0  # since the last decision, saturating at _full_s
+        self._full_s = (cfg.balance_relax_ms + 999) // 1000  # rested this long: relaxed, s
         self._last_ms = None
         self.count = 0
         self.changed = False
@@ -115,6 +124,7 @@ class Balancer:
         self._last_ms = now_ms
         self._book(meas.cell_mv, dt)
         c = self._cfg
+        self._clock_ms = min(self._clock_ms + dt, 1000 * self._full_s)
         if self.count:
             self._bled_ms = min(self._bled_ms + dt, c.balance_reanchor_ms or 1)
         if self._est.rest_ms < c.balance_rest_ms:
@@ -143,7 +153,9 @@ class Balancer:
             self._decide(meas)
             self._measuring = False
             self._elapsed_ms = 0
-        elif self._elapsed_ms >= c.balance_bleed_ms:
+        elif self._elapsed_ms >= (
+            c.balance_soc_bleed_ms if self.strategy == STRATEGY_SOC else c.balance_bleed_ms
+        ):
             self._measuring = True
             self._elapsed_ms = 0
             self._apply(False, MEASURING)
@@ -196,6 +208,7 @@ class Balancer:
             while bits:
                 if bits & 1:
                     est.bleed(i, cells[i], dt, mohm)
+                    self._rested[i] = _BLED
                 bits >>= 1
                 i += 1
 
@@ -208,6 +221,9 @@ class Balancer:
             est.anchor(cells)
             self._anchored = True
             self._bled_ms = 0
+            self._age(None)
+        else:
+            self._age(cells)
         if meas.vmax_mv < c.balance_min_mv:
             k = 0
             self._decision = BELOW_MIN_VOLTAGE
@@ -229,6 +245,32 @@ class Balancer:
             sel[i >> 3] |= 1 << (i & 7)
             count += 1
         self._sel_count = count
+
+    def _age(self, cells):
+        # Adds the seconds since the last decision to every cell's rested time (a cell that bled
+        # in them starts again from 0); with `cells` (the window's voltages) and the pack relaxed,
+        # tracks the OCV of the cells rested balance_relax_ms.
+        c = self._cfg
+        est = self._est
+        s = self._clock_ms // 1000
+        self._clock_ms -= s * 1000
+        full = self._full_s
+        if cells is not None and not (
+            c.balance_strategy == STRATEGY_SOC
+            and est.initialised
+            and est.rest_ms >= c.balance_rest_ms
+        ):
+            cells = None
+        shift = c.balance_track_shift
+        rested = self._rested
+        for i in range(self._n):
+            r = rested[i]
+            r = 0 if r == _BLED else r + s
+            if r >= full:
+                r = full
+                if cells is not None:
+                    est.anchor_cell(i, cells[i], shift)
+            rested[i] = r
 
     def _trim(self):
         # SOC strategy while bleeding: the booked charge says when a cell's surplus is gone, so it

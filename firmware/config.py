@@ -92,6 +92,15 @@ _SCHEMA = (
     "balance_reanchor_ms 0 86400000 0 0 "
     "balance_relax_ms 0 3600000 600000 600000 "  # that window, ms (RC relaxation after bleeding)
     "balance_anchor_rise_mv 0 1000 15 15 "  # re-anchor SOC from OCV on a 5 % step rising >= this
+    # SOC strategy (bal-tune, issue #5). It decides from booked charge, not from each window's
+    # voltages, so its bleed phase may be longer than the voltage strategy's: protection reads
+    # sense-line compensated voltages while resistors bleed (balance_sense_mohm) and a clean
+    # sample after every phase, so at most this long apart, ms
+    "balance_soc_bleed_ms 100 600000 30000 30000 "
+    # At rest, a cell whose resistor has been off for balance_relax_ms reads its OCV in every
+    # window: its charge moves 1/2**this of the way to that OCV's, so the reference cells' self-
+    # discharge is seen while others bleed, and single readings' noise averages out
+    "balance_track_shift 0 8 3 3 "
     # ---- fault catalogue (firmware/protection.py _TABLE, docs/faults.md), contactors, thermal ----
     # Spread of a balanced pack is tens of mV; LFP's steep ends turn small SOC spreads into large
     # voltage spreads near full or empty, so its warning sits higher to stay quiet there.
@@ -200,6 +209,7 @@ _ORDER = (
     "balance_stop_soc < balance_start_soc;"
     "cycle_ms < balance_measure_ms < balance_bleed_ms;"
     "balance_measure_ms < balance_relax_ms;"
+    "balance_measure_ms < balance_soc_bleed_ms;"
     "cycle_ms < meas_stale_ms;"
     "cycle_ms < vcu_stale_ms;"
     "open_wire_mv < plaus_cell_min_mv"
