@@ -1,10 +1,15 @@
 """Passive balancing: which cells bleed, toward equal SOC or by cell voltage difference.
 
 Strategy (balance_strategy, the one in use is `strategy`):
-- SOC: a cell's surplus is its charge above the emptiest cell's (the estimator's `cell_mas`, which
-  counts what every bleed resistor removed). A cell starts bleeding at balance_start_soc of
-  capacity above the lowest and bleeds until within balance_stop_soc (hysteresis; checked every
-  cycle from the booked charge, so a cell stops mid-phase). Used only while
+- SOC: a cell's surplus is its charge above the reference cell's (the estimator's `cell_mas`,
+  which counts what every bleed resistor removed). The reference is the emptiest cell until a
+  discharge has shown the weakest one (the cell reading lowest, below discharge_taper_mv, while
+  discharging). Toward the emptiest, a cell starts bleeding at balance_start_soc of capacity above
+  it and bleeds until within balance_stop_soc (hysteresis); toward the weakest, a cell more than
+  balance_stop_soc fuller bleeds down to its charge (top balancing): the weakest cell ends every
+  discharge, so usable capacity is greatest when it also ends the charge, and a cell emptier than
+  it in rated units holds more in its own (else it would have ended the discharge), so it is left
+  alone. The booked charge is checked every cycle, so a cell stops mid-phase. Used only while
   every cell's SOC is known (anchored from OCV where the curve is steep, see estimation); until
   then the voltage strategy stands in, since LFP's flat OCV curve says little about SOC.
 - VOLTAGE: a cell starts bleeding at balance_start_delta_mv above the lowest cell and keeps
@@ -33,7 +38,7 @@ After any block the first window ends only once the pack has been at rest or cha
 balance_settle_ms (reason NOT_AT_REST_OR_CHARGING meanwhile), so the idle seconds of a drive
 never start bleeding.
 At the decision, BELOW_MIN_VOLTAGE blocks while every cell is below balance_min_mv and a cell below
-it never bleeds. The lowest cell never bleeds (its surplus is 0, stop thresholds are >= 0).
+it never bleeds. The lowest cell never bleeds (its surplus is at most 0, stop thresholds are >= 0).
 
 Heat and AFE rules: at most balance_max_cells bleed at once, highest surplus (or voltage) first,
 chosen by insertion into preallocated top-k arrays; with balance_no_adjacent a chosen cell next to a
@@ -98,6 +103,7 @@ class Balancer:
         self._rested = array("H", [0] * self._n)  # s since each cell's resistor was on, saturating
         self._clock_ms = 0  # since the last decision, saturating at _full_s
         self._full_s = (cfg.balance_relax_ms + 999) // 1000  # rested this long: relaxed, s
+        self._weak = -1  # the weakest cell (0-based), -1 until a discharge has shown it
         self._last_ms = None
         self.count = 0
         self.changed = False
@@ -130,6 +136,8 @@ class Balancer:
         if self._est.rest_ms < c.balance_rest_ms:
             self._anchored = False
         reason = self._blocked(meas, fault_active, now_ms)
+        if reason == NOT_AT_REST_OR_CHARGING and meas.vmin_mv < c.discharge_taper_mv:
+            self._weak = meas.vmin_cell - 1  # 1-based
         if reason != ACTIVE:
             self._sel_count = 0
             _zero(self._sel)
@@ -276,7 +284,7 @@ class Balancer:
         # SOC strategy while bleeding: the booked charge says when a cell's surplus is gone, so it
         # stops then rather than at the end of the phase.
         cell_mas = self._est.cell_mas
-        keep = self._lowest(cell_mas) + self._stop_mas
+        keep = self._reference(cell_mas) + (0 if self._weak >= 0 else self._stop_mas)
         sel = self._sel
         for i in range(self._n):
             if _bit(sel, i) and cell_mas[i] <= keep:
@@ -285,7 +293,10 @@ class Balancer:
         if not self._sel_count:
             self._decision = BALANCED
 
-    def _lowest(self, cell_mas):
+    def _reference(self, cell_mas):
+        # The charge the others bleed toward: the weakest cell's once known, else the lowest.
+        if self._weak >= 0:
+            return cell_mas[self._weak]
         lo = cell_mas[0]
         for i in range(1, self._n):
             if cell_mas[i] < lo:
@@ -302,8 +313,10 @@ class Balancer:
         )
 
     def _select_soc(self, cells, cell_mas):
-        lo = self._lowest(cell_mas)
-        return self._select(cells, cell_mas, lo + self._start_mas, lo + self._stop_mas)
+        ref = self._reference(cell_mas)
+        if self._weak >= 0:  # top balancing: no cell more than balance_stop_soc fuller than it
+            return self._select(cells, cell_mas, ref + self._stop_mas, ref)
+        return self._select(cells, cell_mas, ref + self._start_mas, ref + self._stop_mas)
 
     def _select(self, cells, prio, start, keep):
         # Fills the top-k arrays (highest priority first) from the cells allowed to bleed: at or

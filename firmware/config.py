@@ -68,8 +68,8 @@ _SCHEMA = (
     "balance_min_mv 0 6000 3800 3300 "  # a cell below never bleeds; none while all are, mV
     "balance_start_delta_mv 1 1000 15 15 "  # voltage: start bleeding this far above vmin, mV
     "balance_stop_delta_mv 0 1000 5 5 "  # voltage: stop bleeding this close to vmin, mV
-    "balance_start_soc 1 10000 50 50 "  # SOC: start bleeding this far above the lowest, 0.01 %
-    "balance_stop_soc 0 10000 10 10 "  # SOC: stop bleeding this close to the lowest, 0.01 %
+    "balance_start_soc 1 10000 50 20 "  # SOC: start bleeding this far above the lowest, 0.01 %
+    "balance_stop_soc 0 10000 10 5 "  # SOC: stop bleeding this close to the lowest, 0.01 %
     "balance_max_cells 1 192 8 8 "  # cells bleeding at once (heat budget)
     "balance_no_adjacent 0 1 0 0 "  # 1 = two neighbouring cells never bleed at once (AFE rule)
     "balance_max_temp_dc -500 1500 500 500 "  # no balancing at or above, 0.1 degC
