@@ -4,14 +4,15 @@ Strategy (balance_strategy, the one in use is `strategy`):
 - SOC: a cell's surplus is its charge above the reference cell's (the estimator's `cell_mas`,
   which counts what every bleed resistor removed). The reference is the emptiest cell until a
   discharge has shown the weakest one (the cell reading lowest, below discharge_taper_mv, while
-  discharging). Toward the emptiest, a cell starts bleeding at balance_start_soc of capacity above
-  it and bleeds until within balance_stop_soc (hysteresis); toward the weakest, a cell more than
-  balance_stop_soc fuller bleeds down to its charge (top balancing): the weakest cell ends every
-  discharge, so usable capacity is greatest when it also ends the charge, and a cell emptier than
-  it in rated units holds more in its own (else it would have ended the discharge), so it is left
-  alone. The booked charge is checked every cycle, so a cell stops mid-phase. Used only while
-  every cell's SOC is known (anchored from OCV where the curve is steep, see estimation); until
-  then the voltage strategy stands in, since LFP's flat OCV curve says little about SOC.
+  discharging below balance_weak_soc). Toward the emptiest, a cell starts bleeding at
+  balance_start_soc of capacity above it and bleeds until within balance_stop_soc (hysteresis);
+  toward the weakest, a cell more than balance_stop_soc fuller bleeds down to its charge (top
+  balancing): the weakest cell ends every discharge, so usable capacity is greatest when it also
+  ends the charge, and a cell emptier than it in rated units holds more in its own (else it would
+  have ended the discharge), so it is left alone. The booked charge is checked every cycle, so a
+  cell stops mid-phase. Used only while every cell's SOC is known (anchored from OCV where the
+  curve is steep, see estimation); until then the voltage strategy stands in, since LFP's flat OCV
+  curve says little about SOC.
 - VOLTAGE: a cell starts bleeding at balance_start_delta_mv above the lowest cell and keeps
   bleeding until within balance_stop_delta_mv of it.
 
@@ -136,7 +137,11 @@ class Balancer:
         if self._est.rest_ms < c.balance_rest_ms:
             self._anchored = False
         reason = self._blocked(meas, fault_active, now_ms)
-        if reason == NOT_AT_REST_OR_CHARGING and meas.vmin_mv < c.discharge_taper_mv:
+        if (
+            reason == NOT_AT_REST_OR_CHARGING
+            and meas.vmin_mv < c.discharge_taper_mv
+            and self._est.soc < c.balance_weak_soc
+        ):
             self._weak = meas.vmin_cell - 1  # 1-based
         if reason != ACTIVE:
             self._sel_count = 0

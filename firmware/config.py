@@ -101,6 +101,10 @@ _SCHEMA = (
     # window: its charge moves 1/2**this of the way to that OCV's, so the reference cells' self-
     # discharge is seen while others bleed, and single readings' noise averages out
     "balance_track_shift 0 8 3 3 "
+    # The SOC strategy learns the weakest cell (the one reading lowest below discharge_taper_mv
+    # while discharging) only below this pack SOC: near empty, what is left in each cell, not its
+    # resistance, decides which reads lowest under load, 0.01 %
+    "balance_weak_soc 0 10000 1500 1500 "
     # ---- fault catalogue (firmware/protection.py _TABLE, docs/faults.md), contactors, thermal ----
     # Spread of a balanced pack is tens of mV; LFP's steep ends turn small SOC spreads into large
     # voltage spreads near full or empty, so its warning sits higher to stay quiet there.
