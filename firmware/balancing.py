@@ -1,26 +1,36 @@
 """Passive balancing: which cells bleed, toward equal SOC or by cell voltage difference.
 
 Strategy (balance_strategy, the one in use is `strategy`):
-- SOC: a cell's surplus is its charge above the emptiest cell's (the estimator's `cell_mas`, which
-  counts what every bleed resistor removed). A cell starts bleeding at balance_start_soc of
-  capacity above the lowest and bleeds until within balance_stop_soc (hysteresis; checked every
-  cycle from the booked charge, so a cell stops mid-phase). Used only while
-  every cell's SOC is known (anchored from OCV where the curve is steep, see estimation); until
-  then the voltage strategy stands in, since LFP's flat OCV curve says little about SOC.
+- SOC: a cell's surplus is its charge above the reference cell's (the estimator's `cell_mas`,
+  which counts what every bleed resistor removed). The reference is the emptiest cell until a
+  discharge has shown the weakest one (the cell reading lowest, below discharge_taper_mv, while
+  discharging below balance_weak_soc). Toward the emptiest, a cell starts bleeding at
+  balance_start_soc of capacity above it and bleeds until within balance_stop_soc (hysteresis);
+  toward the weakest, a cell more than balance_stop_soc fuller bleeds down to its charge (top
+  balancing): the weakest cell ends every discharge, so usable capacity is greatest when it also
+  ends the charge, and a cell emptier than it in rated units holds more in its own (else it would
+  have ended the discharge), so it is left alone. The booked charge is checked every cycle, so a
+  cell stops mid-phase. Used only while every cell's SOC is known (anchored from OCV where the
+  curve is steep, see estimation); until then the voltage strategy stands in, since LFP's flat OCV
+  curve says little about SOC.
 - VOLTAGE: a cell starts bleeding at balance_start_delta_mv above the lowest cell and keeps
   bleeding until within balance_stop_delta_mv of it.
 
 Duty cycle: every resistor is off for a measurement window of balance_measure_ms, then the
-selected cells bleed for balance_bleed_ms, and so on. Cells are selected only at the end of the
-window, from that cycle's voltages: the cycles before had every resistor off, so bleed current
-through the shared sense lines cannot bias the voltages the decision reads.
+selected cells bleed for balance_bleed_ms (balance_soc_bleed_ms while the SOC strategy decides:
+it reads booked charge, not the window's voltages), and so on. Cells are selected only at the end
+of the window, from that cycle's voltages: the cycles before had every resistor off, so bleed
+current through the shared sense lines cannot bias the voltages the decision reads.
 
 Anchoring (SOC strategy only): once the pack has rested balance_rest_ms, a window's end
 re-anchors every cell's SOC from OCV (estimator.anchor), and again after every
 balance_reanchor_ms of bleeding in the same rest: the booked charge cannot see self-discharge,
 which over a day of balancing is as large as the stop threshold. When resistors bled since the
 last anchor, that window lasts balance_relax_ms so the polarisation the bleed current left has
-decayed before OCV is read.
+decayed before OCV is read. Between those anchors, every window's end also anchors each cell whose
+resistor has been off for balance_relax_ms, filtered (estimator.anchor_cell with
+balance_track_shift): the cells that do not bleed, the lowest among them, are the reference the
+others bleed toward, and their self-discharge would otherwise go unseen for the whole rest.
 
 Safety, checked every cycle; the first blocking condition in this order switches every resistor off,
 restarts the window and sets `reason`: balancing disabled, stale data, open-tier fault, neither at
@@ -29,7 +39,7 @@ After any block the first window ends only once the pack has been at rest or cha
 balance_settle_ms (reason NOT_AT_REST_OR_CHARGING meanwhile), so the idle seconds of a drive
 never start bleeding.
 At the decision, BELOW_MIN_VOLTAGE blocks while every cell is below balance_min_mv and a cell below
-it never bleeds. The lowest cell never bleeds (its surplus is 0, stop thresholds are >= 0).
+it never bleeds. The lowest cell never bleeds (its surplus is at most 0, stop thresholds are >= 0).
 
 Heat and AFE rules: at most balance_max_cells bleed at once, highest surplus (or voltage) first,
 chosen by insertion into preallocated top-k arrays; with balance_no_adjacent a chosen cell next to a
@@ -55,6 +65,8 @@ MEASURING = const(8)
 
 STRATEGY_SOC = const(0)
 STRATEGY_VOLTAGE = const(1)
+
+_BLED = const(0xFFFF)  # rested-time mark: the cell bled since the last decision
 
 
 def _bit(mask, i):
@@ -89,6 +101,10 @@ class Balancer:
         self._calm_ms = 0  # time at rest or charging without a block, saturating
         self._anchored = False  # anchored during this rest
         self._bled_ms = 0  # bleeding since the last anchor, ms, saturating at balance_reanchor_ms
+        self._rested = array("H", [0] * self._n)  # s since each cell's resistor was on, saturating
+        self._clock_ms = 0  # since the last decision, saturating at _full_s
+        self._full_s = (cfg.balance_relax_ms + 999) // 1000  # rested this long: relaxed, s
+        self._weak = -1  # the weakest cell (0-based), -1 until a discharge has shown it
         self._last_ms = None
         self.count = 0
         self.changed = False
@@ -115,11 +131,18 @@ class Balancer:
         self._last_ms = now_ms
         self._book(meas.cell_mv, dt)
         c = self._cfg
+        self._clock_ms = min(self._clock_ms + dt, 1000 * self._full_s)
         if self.count:
             self._bled_ms = min(self._bled_ms + dt, c.balance_reanchor_ms or 1)
         if self._est.rest_ms < c.balance_rest_ms:
             self._anchored = False
         reason = self._blocked(meas, fault_active, now_ms)
+        if (
+            reason == NOT_AT_REST_OR_CHARGING
+            and meas.vmin_mv < c.discharge_taper_mv
+            and self._est.soc < c.balance_weak_soc
+        ):
+            self._weak = meas.vmin_cell - 1  # 1-based
         if reason != ACTIVE:
             self._sel_count = 0
             _zero(self._sel)
@@ -143,7 +166,9 @@ class Balancer:
             self._decide(meas)
             self._measuring = False
             self._elapsed_ms = 0
-        elif self._elapsed_ms >= c.balance_bleed_ms:
+        elif self._elapsed_ms >= (
+            c.balance_soc_bleed_ms if self.strategy == STRATEGY_SOC else c.balance_bleed_ms
+        ):
             self._measuring = True
             self._elapsed_ms = 0
             self._apply(False, MEASURING)
@@ -196,6 +221,7 @@ class Balancer:
             while bits:
                 if bits & 1:
                     est.bleed(i, cells[i], dt, mohm)
+                    self._rested[i] = _BLED
                 bits >>= 1
                 i += 1
 
@@ -208,6 +234,9 @@ class Balancer:
             est.anchor(cells)
             self._anchored = True
             self._bled_ms = 0
+            self._age(None)
+        else:
+            self._age(cells)
         if meas.vmax_mv < c.balance_min_mv:
             k = 0
             self._decision = BELOW_MIN_VOLTAGE
@@ -230,11 +259,37 @@ class Balancer:
             count += 1
         self._sel_count = count
 
+    def _age(self, cells):
+        # Adds the seconds since the last decision to every cell's rested time (a cell that bled
+        # in them starts again from 0); with `cells` (the window's voltages) and the pack relaxed,
+        # tracks the OCV of the cells rested balance_relax_ms.
+        c = self._cfg
+        est = self._est
+        s = self._clock_ms // 1000
+        self._clock_ms -= s * 1000
+        full = self._full_s
+        if cells is not None and not (
+            c.balance_strategy == STRATEGY_SOC
+            and est.initialised
+            and est.rest_ms >= c.balance_rest_ms
+        ):
+            cells = None
+        shift = c.balance_track_shift
+        rested = self._rested
+        for i in range(self._n):
+            r = rested[i]
+            r = 0 if r == _BLED else r + s
+            if r >= full:
+                r = full
+                if cells is not None:
+                    est.anchor_cell(i, cells[i], shift)
+            rested[i] = r
+
     def _trim(self):
         # SOC strategy while bleeding: the booked charge says when a cell's surplus is gone, so it
         # stops then rather than at the end of the phase.
         cell_mas = self._est.cell_mas
-        keep = self._lowest(cell_mas) + self._stop_mas
+        keep = self._reference(cell_mas) + (0 if self._weak >= 0 else self._stop_mas)
         sel = self._sel
         for i in range(self._n):
             if _bit(sel, i) and cell_mas[i] <= keep:
@@ -243,7 +298,10 @@ class Balancer:
         if not self._sel_count:
             self._decision = BALANCED
 
-    def _lowest(self, cell_mas):
+    def _reference(self, cell_mas):
+        # The charge the others bleed toward: the weakest cell's once known, else the lowest.
+        if self._weak >= 0:
+            return cell_mas[self._weak]
         lo = cell_mas[0]
         for i in range(1, self._n):
             if cell_mas[i] < lo:
@@ -260,8 +318,10 @@ class Balancer:
         )
 
     def _select_soc(self, cells, cell_mas):
-        lo = self._lowest(cell_mas)
-        return self._select(cells, cell_mas, lo + self._start_mas, lo + self._stop_mas)
+        ref = self._reference(cell_mas)
+        if self._weak >= 0:  # top balancing: no cell more than balance_stop_soc fuller than it
+            return self._select(cells, cell_mas, ref + self._stop_mas, ref)
+        return self._select(cells, cell_mas, ref + self._start_mas, ref + self._stop_mas)
 
     def _select(self, cells, prio, start, keep):
         # Fills the top-k arrays (highest priority first) from the cells allowed to bleed: at or

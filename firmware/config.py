@@ -69,8 +69,8 @@ _SCHEMA = (
     "balance_min_mv 0 6000 3800 3300 "  # a cell below never bleeds; none while all are, mV
     "balance_start_delta_mv 1 1000 15 15 "  # voltage: start bleeding this far above vmin, mV
     "balance_stop_delta_mv 0 1000 5 5 "  # voltage: stop bleeding this close to vmin, mV
-    "balance_start_soc 1 10000 50 50 "  # SOC: start bleeding this far above the lowest, 0.01 %
-    "balance_stop_soc 0 10000 10 10 "  # SOC: stop bleeding this close to the lowest, 0.01 %
+    "balance_start_soc 1 10000 50 20 "  # SOC: start bleeding this far above the lowest, 0.01 %
+    "balance_stop_soc 0 10000 10 5 "  # SOC: stop bleeding this close to the lowest, 0.01 %
     "balance_max_cells 1 192 8 8 "  # cells bleeding at once (heat budget)
     "balance_no_adjacent 0 1 0 0 "  # 1 = two neighbouring cells never bleed at once (AFE rule)
     "balance_max_temp_dc -500 1500 500 500 "  # no balancing at or above, 0.1 degC
@@ -93,6 +93,19 @@ _SCHEMA = (
     "balance_reanchor_ms 0 86400000 0 0 "
     "balance_relax_ms 0 3600000 600000 600000 "  # that window, ms (RC relaxation after bleeding)
     "balance_anchor_rise_mv 0 1000 15 15 "  # re-anchor SOC from OCV on a 5 % step rising >= this
+    # SOC strategy (bal-tune, issue #5). It decides from booked charge, not from each window's
+    # voltages, so its bleed phase may be longer than the voltage strategy's: protection reads
+    # sense-line compensated voltages while resistors bleed (balance_sense_mohm) and a clean
+    # sample after every phase, so at most this long apart, ms
+    "balance_soc_bleed_ms 100 600000 30000 30000 "
+    # At rest, a cell whose resistor has been off for balance_relax_ms reads its OCV in every
+    # window: its charge moves 1/2**this of the way to that OCV's, so the reference cells' self-
+    # discharge is seen while others bleed, and single readings' noise averages out
+    "balance_track_shift 0 8 3 3 "
+    # The SOC strategy learns the weakest cell (the one reading lowest below discharge_taper_mv
+    # while discharging) only below this pack SOC: near empty, what is left in each cell, not its
+    # resistance, decides which reads lowest under load, 0.01 %
+    "balance_weak_soc 0 10000 1500 1500 "
     # ---- fault catalogue (firmware/protection.py _TABLE, docs/faults.md), contactors, thermal ----
     # Spread of a balanced pack is tens of mV; LFP's steep ends turn small SOC spreads into large
     # voltage spreads near full or empty, so its warning sits higher to stay quiet there.
@@ -204,6 +217,7 @@ _ORDER = (
     "balance_stop_soc < balance_start_soc;"
     "cycle_ms < balance_measure_ms < balance_bleed_ms;"
     "balance_measure_ms < balance_relax_ms;"
+    "balance_measure_ms < balance_soc_bleed_ms;"
     "cycle_ms < meas_stale_ms;"
     "cycle_ms < vcu_stale_ms;"
     "open_wire_mv < plaus_cell_min_mv"

@@ -522,20 +522,24 @@ class SocEstimator:
     def anchor(self, cells):
         """Set each cell's charge from its OCV `cells[i]` (mV, taken at rest with no bleeding)
         where the table is steep enough there (balance_anchor_rise_mv); other cells keep theirs."""
+        for i in range(len(self.cell_mas)):
+            self.anchor_cell(i, cells[i], 0)
+
+    def anchor_cell(self, i, mv, shift):
+        """Anchor cell `i` to its OCV `mv` (as `anchor`); a cell already known moves only
+        1/2**`shift` of the way, so repeated anchors average out single readings' noise."""
         table = self._table
-        rise = self._cfg.balance_anchor_rise_mv
-        cell_mas = self.cell_mas
-        known = self._known
-        q = self.discharged_mas
-        for i in range(len(cell_mas)):
-            mv = cells[i]
-            if ocv_rise(mv, table) < rise:
-                continue
-            cell_mas[i] = _soc_to_mas(ocv_to_soc(mv, table), self._mas_per_pct) + q
-            self._bleed_rem[i] = 0
-            if not known[i]:
-                known[i] = 1
-                self.known_count += 1
+        if ocv_rise(mv, table) < self._cfg.balance_anchor_rise_mv:
+            return
+        q = _soc_to_mas(ocv_to_soc(mv, table), self._mas_per_pct) + self.discharged_mas
+        if shift and self._known[i]:
+            self.cell_mas[i] += (q - self.cell_mas[i]) >> shift
+            return
+        self.cell_mas[i] = q
+        self._bleed_rem[i] = 0
+        if not self._known[i]:
+            self._known[i] = 1
+            self.known_count += 1
 
     def bleed(self, i, mv, dt_ms, mohm):
         """Account `dt_ms` of cell `i`'s bleed resistor (`mohm`) on at cell voltage `mv`."""

@@ -55,6 +55,7 @@ BALANCE = {
     "balance_measure_ms": 300,
     "balance_relax_ms": 600,
     "balance_bleed_ms": 1000,
+    "balance_soc_bleed_ms": 1000,
     "balance_settle_ms": 0,
     "meas_stale_ms": 10000,
 }
@@ -74,6 +75,7 @@ class Rig:
         o.update(BALANCE)
         o.update(overrides or {})
         self.cfg, self.m = fresh(o, mv=3900, dc=dc, current_ma=current_ma)
+        self._dc = dc
         self.set(cells)
         self.est = SocEstimator(self.cfg)
         self.est.update(self.m, 100, 0)
@@ -86,6 +88,13 @@ class Rig:
         for i, v in enumerate(cells):
             self.m.cell_mv[i] = v
         self.m.update_stats()
+
+    def refresh(self):
+        """Take every reading again, unchanged, at the current board time (for runs longer than
+        meas_stale_ms)."""
+        cells = list(self.m.cell_mv[: self.cfg.cell_count])
+        feed(self.m, self.cfg, 3900, self._dc, self.m.current_ma, self.now)
+        self.set(cells)
 
     def cycle(self, n=1):
         """Run `n` control cycles."""

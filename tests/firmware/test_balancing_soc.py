@@ -123,3 +123,106 @@ def test_long_rest_reanchors_after_bleeding_from_a_relaxed_window():
     assert windows[:-1] == [300] * (len(windows) - 1) and len(windows) == 3
     assert windows[-1] >= r.cfg.balance_relax_ms
     assert bled(r.bal, 4) == [0, 1, 3]  # the leaked cell is now the lowest: the others bleed
+
+
+def _phase(r):
+    """Run to the next bleeding cycle, then through the phase; returns its length, ms."""
+    while not r.bal.count:
+        r.cycle()
+    ms = 0
+    while r.bal.count:
+        ms += 100
+        r.cycle()
+    return ms
+
+
+def test_each_strategy_bleeds_for_its_own_phase_length():
+    # The SOC strategy decides from booked charge, so it may bleed longer between measurement
+    # windows (balance_soc_bleed_ms); the voltage strategy reads every window's voltages and keeps
+    # balance_bleed_ms. Surpluses here last far longer than both phases.
+    o = {"balance_bleed_ms": 1000, "balance_soc_bleed_ms": 2500}
+    r = Rig(_nmc(6000, 6300, 6000, 6000), o)
+    assert _phase(r) == 2500 and r.bal.strategy == b.STRATEGY_SOC
+    o["balance_strategy"] = b.STRATEGY_VOLTAGE
+    r = Rig(_nmc(6000, 6300, 6000, 6000), o)
+    assert _phase(r) == 1000 and r.bal.strategy == b.STRATEGY_VOLTAGE
+
+
+def test_anchor_cell_filters_a_known_cell_and_sets_a_new_one():
+    # A repeated anchor of a known cell moves it 1/2**shift of the way to what its OCV says (so a
+    # single noisy reading cannot move it far); an unknown cell takes its OCV's charge at once, and
+    # OCV on a flat stretch of the curve (LFP's plateau) says nothing: the charge stays.
+    r = Rig(_nmc(6000, 6000))
+    est = r.est
+    mas_per_pct = r.cfg.capacity_mah * 36
+    before = est.cell_mas[0]
+    target = _soc_to_mas(ocv_to_soc(soc_to_ocv(5800, NMC), NMC), mas_per_pct) + est.discharged_mas
+    est.anchor_cell(0, soc_to_ocv(5800, NMC), 2)
+    assert est.cell_mas[0] == before + ((target - before) >> 2)
+    est.anchor_cell(0, soc_to_ocv(5800, NMC), 0)
+    assert est.cell_mas[0] == target
+    r = Rig([3300, 3300], {"chemistry": "LFP"})
+    assert r.est.known_count == 0
+    r.est.anchor_cell(0, 3300, 2)  # plateau
+    assert r.est.known_count == 0
+    r.est.anchor_cell(0, 3420, 2)  # steep top
+    top = _soc_to_mas(ocv_to_soc(3420, LFP), r.cfg.capacity_mah * 36) + r.est.discharged_mas
+    assert r.est.known_count == 1 and r.est.cell_mas[0] == top
+
+
+def test_rested_cells_track_their_ocv_while_others_bleed():
+    # Self-discharge of a cell that is not bleeding is invisible to the booked charge, and the
+    # lowest such cell is what the others bleed toward: at rest, every window re-reads the OCV of
+    # each cell whose resistor has been off for balance_relax_ms. A cell that bled more recently
+    # still carries the bleed current's polarisation, so its reading is not taken as OCV.
+    o = {
+        "balance_rest_ms": 1000,
+        "balance_relax_ms": 2000,
+        "balance_track_shift": 1,
+    }
+    r = Rig(_nmc(6000, 6300, 6000, 6000), o)
+    r.cycle(r.cfg.balance_rest_ms // 100)
+    assert _window(r) >= 2000  # the rest's first anchor, after a relaxed window
+    assert bled(r.bal, 4) == [1]
+    mas_per_pct = r.cfg.capacity_mah * 36
+
+    def charge(mv):
+        return _soc_to_mas(ocv_to_soc(mv, NMC), mas_per_pct) + r.est.discharged_mas
+
+    bled_cell = r.est.cell_mas[1]
+    r.set(_nmc(6000, 6100, 5800, 6000))  # cell 3 (index 2) leaks 2 %; cell 2 reads polarised
+    gaps = [charge(r.m.cell_mv[2]) - r.est.cell_mas[2]]
+    assert gaps[0] < -350000  # about 2 % of 5000 mAh
+    for _ in range(6):
+        r.refresh()  # this runs past meas_stale_ms
+        _window(r)
+        gaps.append(charge(r.m.cell_mv[2]) - r.est.cell_mas[2])
+    # balance_track_shift 1: every window halves the gap between its charge and its OCV's.
+    assert all(gaps[k + 1] == gaps[k] - (gaps[k] >> 1) for k in range(6))
+    # Cell 2 kept its booked charge (bleeding since: well under 1 % gone), 2 % above its reading.
+    assert bled_cell - mas_per_pct < r.est.cell_mas[1]
+    assert r.est.cell_mas[1] > charge(r.m.cell_mv[1]) + mas_per_pct
+    assert bled(r.bal, 4) == [0, 1, 3]  # the leaked cell is now the lowest: the others bleed
+
+
+def test_the_weakest_cell_becomes_the_reference_after_a_discharge():
+    # The cell that reads lowest near empty while discharging ends every discharge, so usable
+    # capacity is greatest when it also ends the charge: a cell more than balance_stop_soc fuller
+    # than it bleeds (0.3 % here, under balance_start_soc), a cell emptier than it (in rated units;
+    # it did not end the discharge) is left alone, and the weakest cell itself never bleeds. A
+    # pack above balance_weak_soc teaches nothing: there a current pulse finds the cell with the
+    # highest resistance, not the emptiest.
+    cells = _nmc(6000, 6300, 5900, 6030)
+    for weak_soc, after in ((10000, [1, 3]), (5000, [0, 1, 3])):  # the pack is at 60 %
+        r = Rig(cells, {"balance_weak_soc": weak_soc})
+        assert r.decide() == [0, 1, 3]  # toward the emptiest, cell 3 (index 2)
+        taper = r.cfg.discharge_taper_mv
+        r.m.current_ma = 5000
+        r.set([taper + 20, taper + 30, taper + 10, taper + 40])  # still above: nothing learnt
+        r.cycle()
+        assert r.bal.reason == b.NOT_AT_REST_OR_CHARGING
+        r.set([taper - 20, taper + 30, taper + 10, taper + 40])  # cell 1 (index 0) falls first
+        r.cycle()
+        r.m.current_ma = 0
+        r.set(cells)
+        assert r.decide() == after
