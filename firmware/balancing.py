@@ -17,8 +17,9 @@ Strategy (balance_strategy, the one in use is `strategy`):
   bleeding until within balance_stop_delta_mv of it.
 
 Duty cycle: every resistor is off for a measurement window of balance_measure_ms, then the
-selected cells bleed for balance_bleed_ms (balance_soc_bleed_ms while the SOC strategy decides:
-it reads booked charge, not the window's voltages), and so on. Cells are selected only at the end
+selected cells bleed for balance_bleed_ms (balance_soc_bleed_ms while the SOC strategy decides
+at rest: it reads booked charge, not the window's voltages; while charging the short phase keeps
+the over-voltage rule on clean samples), and so on. Cells are selected only at the end
 of the window, from that cycle's voltages: the cycles before had every resistor off, so bleed
 current through the shared sense lines cannot bias the voltages the decision reads.
 
@@ -167,7 +168,11 @@ class Balancer:
             self._measuring = False
             self._elapsed_ms = 0
         elif self._elapsed_ms >= (
-            c.balance_soc_bleed_ms if self.strategy == STRATEGY_SOC else c.balance_bleed_ms
+            # Charging, protection needs clean samples often: a bleeding cell reads low through
+            # its sense lines and could hide an over-voltage for a whole phase.
+            c.balance_soc_bleed_ms
+            if self.strategy == STRATEGY_SOC and meas.current_ma >= -c.rest_current_ma
+            else c.balance_bleed_ms
         ):
             self._measuring = True
             self._elapsed_ms = 0

@@ -93,10 +93,11 @@ _SCHEMA = (
     "balance_reanchor_ms 0 86400000 0 0 "
     "balance_relax_ms 0 3600000 600000 600000 "  # that window, ms (RC relaxation after bleeding)
     "balance_anchor_rise_mv 0 1000 15 15 "  # re-anchor SOC from OCV on a 5 % step rising >= this
-    # SOC strategy (bal-tune, issue #5). It decides from booked charge, not from each window's
-    # voltages, so its bleed phase may be longer than the voltage strategy's: protection reads
+    # SOC strategy (issue #5). It decides from booked charge, not from each window's voltages,
+    # so at rest its bleed phase may be longer than the voltage strategy's: protection reads
     # sense-line compensated voltages while resistors bleed (balance_sense_mohm) and a clean
-    # sample after every phase, so at most this long apart, ms
+    # sample after every phase, so at most this long apart; while charging (over-voltage
+    # possible) it keeps balance_bleed_ms, ms
     "balance_soc_bleed_ms 100 600000 30000 30000 "
     # At rest, a cell whose resistor has been off for balance_relax_ms reads its OCV in every
     # window: its charge moves 1/2**this of the way to that OCV's, so the reference cells' self-

@@ -148,6 +148,18 @@ def test_each_strategy_bleeds_for_its_own_phase_length():
     assert _phase(r) == 1000 and r.bal.strategy == b.STRATEGY_VOLTAGE
 
 
+def test_the_soc_strategy_keeps_the_short_phase_while_charging():
+    # Safety rule: while charging a bleeding cell's reading (low by its sense-line drop) could hide
+    # an over-voltage, so clean samples come every balance_bleed_ms whatever the strategy.
+    o = {"balance_bleed_ms": 1000, "balance_soc_bleed_ms": 2500}
+    r = Rig(_nmc(6000, 6300, 6000, 6000), o)  # anchored at rest: the SOC strategy decides
+    assert r.bal.strategy == b.STRATEGY_SOC
+    r.m.current_ma = -2000
+    assert _phase(r) == 1000 and r.bal.strategy == b.STRATEGY_SOC
+    r.m.current_ma = 0
+    assert _phase(r) == 2500
+
+
 def test_anchor_cell_filters_a_known_cell_and_sets_a_new_one():
     # A repeated anchor of a known cell moves it 1/2**shift of the way to what its OCV says (so a
     # single noisy reading cannot move it far); an unknown cell takes its OCV's charge at once, and
