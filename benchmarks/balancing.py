@@ -21,7 +21,8 @@ Choices made to reach hours of simulated time (stated in the output): a 1000 ms 
 cycle_ms < balance_measure_ms < balance_bleed_ms holds); the bleed resistor `--bleed-ohm` set in
 both the plant (bleed_ohm) and the firmware (balance_bleed_mohm). Plant spreads: capacity sigma
 1.5 % and initial SOC sigma 2.5 % (about +-3 % and +-5 % at two sigma), self-discharge drawn
-uniformly from 0..1 mA per cell.
+uniformly from 0..1 mA per cell. The cycling discharge is a cycler's constant current to the
+cutoff, through the discharge limit's taper, so CurrentLimitIgnored is off (limit_ignored_ms 0).
 
 Usage: python benchmarks/balancing.py [--cycles 6] [--bleed-ohm 33] [--jobs 2]
 """
@@ -51,6 +52,9 @@ TIMING = {
     "vcu_stale_ms": 3000,
     "balance_measure_ms": 2000,
 }
+# The cycling discharge is a cycler's constant current down to the cutoff, through the discharge
+# limit's taper by design: the rule that opens on a load ignoring the limits is off.
+CYCLER = {"limit_ignored_ms": 0}
 STRATEGIES: dict[str, dict[str, int]] = {
     "soc": {"balance_strategy": 0},
     "voltage": {"balance_strategy": 1, "balance_start_delta_mv": 10},
@@ -75,7 +79,9 @@ class Job:
 
 
 def _open(job: Job) -> Any:
-    fw = dict(TIMING, balance_bleed_mohm=round(job.bleed_ohm * 1000), **STRATEGIES[job.strategy])
+    fw = dict(
+        TIMING, **CYCLER, balance_bleed_mohm=round(job.bleed_ohm * 1000), **STRATEGIES[job.strategy]
+    )
     pack = dict(PACK_SPREAD, bleed_ohm=job.bleed_ohm, soc_mean=job.soc_mean)
     return open_bench(
         cells=job.cells,
@@ -219,7 +225,7 @@ def main() -> None:
     )
     print(
         f"Firmware on the MicroPython unix port, lock-step, control period {CYCLE_MS} ms "
-        f"({', '.join(f'{k}={v}' for k, v in TIMING.items())}); bleed resistor "
+        f"({', '.join(f'{k}={v}' for k, v in {**TIMING, **CYCLER}.items())}); bleed resistor "
         f"{args.bleed_ohm:g} ohm in plant and firmware; plant spreads "
         f"{', '.join(f'{k}={v:g}' for k, v in PACK_SPREAD.items())}; seed {args.seed}; "
         "balance_max_cells and the other balance_* keys at their defaults."

@@ -143,7 +143,7 @@ _SCHEMA = (
     "open_wait_ms 0 10000 2000 2000 "  # longest wait for the current to fall, ms
     # CurrentLimitIgnored: the published current limits enforced (firmware/protection.py)
     "limit_margin_ma 0 1000000 * * "  # current beyond a published limit by more, mA; derived C/10
-    "limit_ignored_ms 100 60000 5000 5000 "  # ... this long opens the contactors, ms
+    "limit_ignored_ms 0 60000 5000 5000 "  # ... this long opens the contactors, ms; 0: rule off
     # Thermal management (firmware/thermal.py)
     "cool_on_dc -500 1500 350 350 "  # cooling on above, 0.1 degC
     "thermal_hyst_dc 1 500 30 30 "  # cooling off below cool_on_dc minus this, preheating off

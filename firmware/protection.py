@@ -299,8 +299,9 @@ class Protection:
     def check_limits(self, current_ma, charge_ma, discharge_ma, now_ms):
         """CurrentLimitIgnored: the current beyond the limits published last cycle (what the
         vehicle could know) by more than limit_margin_ma. Call after check(); frozen like the
-        value rules while the measurements are not valid."""
-        if self.measurements_valid:
+        value rules while the measurements are not valid; off with limit_ignored_ms 0 (a lab
+        cycler's constant-current test through the limits' taper)."""
+        if self.measurements_valid and self._cfg.limit_ignored_ms:
             m = self._cfg.limit_margin_ma
             self._rule(
                 _FAULT_LIMIT, current_ma > discharge_ma + m or -current_ma > charge_ma + m, now_ms

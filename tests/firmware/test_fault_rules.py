@@ -309,3 +309,10 @@ def test_no_limit_verdict_on_invalid_measurements():
         prot.check(m, t, False, False)
         prot.check_limits(10**6, 0, 0, t)
     assert not prot.active & _bit(f.FAULT_LIMIT)
+
+
+def test_limit_ignored_ms_zero_turns_the_rule_off():
+    cfg, m = fresh({"limit_ignored_ms": 0})
+    prot = p.Protection(cfg)
+    _limit_run(cfg, m, prot, 15000 + cfg.limit_margin_ma + 1, 0, 60000)
+    assert prot.active == 0
