@@ -7,10 +7,12 @@ cannot take charge once its fullest cell is full, nor deliver once its emptiest 
 
 Correction is an extended Kalman filter (EKF) on the average cell of the 2RC equivalent circuit
 of the cell profile (firmware/profile.py: OCV, hysteresis, R0, R1/tau1, R2/tau2 over SOC and
-temperature). State: [SOC correction, v_rc1, v_rc2, hysteresis h, current-sensor offset], measured
-by the mean cell voltage. The SOC correction the filter finds moves into an integer charge
-correction `_corr` at most est_rate_soc_s per second, so the reported SOC never jumps; SOC stays in
-0..100 %. `soc_bound` (0.01 %) = est_bound_floor + |pending correction| + 3 sigma of the filter.
+temperature). State: [SOC correction, v_rc1, v_rc2, hysteresis h, current-sensor offset, OCV
+table error], measured by the mean cell voltage, with the model's error in the measurement noise
+(knees, resistance as coloured noise) and a robust gate (docs/estimation.md, "Model error").
+The SOC correction the filter finds moves into an integer charge correction `_corr` at most
+est_rate_soc_s per second, so the reported SOC never jumps; SOC stays in 0..100 %. `soc_bound`
+(0.01 %) = est_bound_floor + |pending correction| + 3 sigma of the filter.
 The filter works in floats: covariances, gains and the pending correction are bounded quantities
 that are re-derived every cycle, unlike the charge, which lives in the integer counter.
 
@@ -237,12 +239,17 @@ class SocEstimator:
         ie = meas.current_ma * 0.001 - x[4]
         ah = exp(-pr.gamma_milli * 1e-3 * (ie if ie > 0 else -ie) * dt / 3600)
         # Predict. F = diag(d) + u e4': only the offset (state 4) feeds into other states.
-        x[0] += x[4] * dt / cap
+        # At an end of the counter no charge is counted (count() clamps it), so neither does the
+        # offset move SOC there: without that coupling a cell resting full above the table's
+        # last point would push the offset to its limit, as if it explained a SOC over 100 %.
+        q = self.discharged_mas - self._corr
+        u = 0.0 if q >= self._q_max or q <= self._q_min else dt / cap
+        x[0] += x[4] * u
         x[1] = a1 * x[1] + (1 - a1) * r1 * ie
         x[2] = a2 * x[2] + (1 - a2) * r2 * ie
         x[3] = ah * x[3] - (1 - ah) * (1 if ie > 0 else -1 if ie < 0 else 0)
         d = (1.0, a1, a2, ah, 1.0, 1.0)
-        w[0] = dt / cap
+        w[0] = u
         w[1] = -(1 - a1) * r1
         w[2] = -(1 - a2) * r2
         w[3] = w[4] = w[5] = 0.0
@@ -287,16 +294,20 @@ class SocEstimator:
             s += h[r] * v
         # An innovation beyond est_gate_x10 / 10 sigma is model error more likely than news
         # (the cell left the model's validity): weigh it as if its noise were that large, so one
-        # step moves the state by at most the gate's worth (Huber's robust update).
+        # step moves the state by at most the gate's worth (Huber's robust update), and learn no
+        # confidence from it: a model that does not explain the cell cannot make the filter
+        # surer (the bound stays wide while it lasts).
         g = c.est_gate_x10 * 0.1
-        if y * y > g * g * s:
+        gated = y * y > g * g * s
+        if gated:
             s = y * y / (g * g)
         s = 1 / s
         for r in range(_N):
             g = w[2 * _N + r] * s  # Kalman gain
             x[r] += g * y
-            for k in range(r, _N):
-                pp[r * _N + k] = pp[k * _N + r] = pp[r * _N + k] - g * w[2 * _N + k]
+            if not gated:
+                for k in range(r, _N):
+                    pp[r * _N + k] = pp[k * _N + r] = pp[r * _N + k] - g * w[2 * _N + k]
         # Floor on the SOC variance: one linearised update far from the truth on a steep, curved
         # OCV would otherwise leave the filter confident at the wrong SOC (EKF overconfidence).
         # And one update may shrink it by a fifth at most: far from the truth, the linearisation
@@ -339,6 +350,11 @@ class SocEstimator:
             return
         hy = pr.at(pr.hysteresis)
         ocv = pr.soc_at(meas.vavg_mv * 10 - int(hy * x[3]), meas.tavg_dc)
+        # Steep where the voltage says the cell is, too: a rest voltage a mV above a plateau
+        # lands on the knee past its end (LFP: 85 % read as 94 %), where OCV tells nothing.
+        pr.locate(ocv, meas.tavg_dc)
+        if pr.slope() <= 0 or pr.slope() * 5 < 10 * self._cfg.balance_anchor_rise_mv:
+            return
         sd = self._cfg.est_init_mv * 0.1 / pr.slope()  # sigma in SOC fraction
         x[0] = (ocv - self.soc) / 10000
         x[1] = x[2] = x[5] = 0.0
