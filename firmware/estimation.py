@@ -346,16 +346,18 @@ class SocEstimator:
         # measure the capacity from the exactly counted charge between them.
         pr = self._p
         x = self._x
-        if pr.slope() <= 0 or pr.slope() * 5 < 10 * self._cfg.balance_anchor_rise_mv:
+        v = meas.vavg_mv * 10 - int(pr.at(pr.hysteresis) * x[3])
+        ocv = pr.soc_at(v, meas.tavg_dc)
+        # What the voltage says within its error est_init_mv, on the whole table, not only on
+        # the segment of the estimate: a rest voltage a mV above LFP's plateau lands on the knee
+        # past its end (85 % read as 94 %), yet 10 mV less is anywhere on the plateau. The
+        # steepness rule (a 5 % step rising balance_anchor_rise_mv) over that whole range; its
+        # half-width is the anchor's sigma.
+        e = self._cfg.est_init_mv * 10
+        span = pr.soc_at(v + e, meas.tavg_dc) - pr.soc_at(v - e, meas.tavg_dc)
+        if span * self._cfg.balance_anchor_rise_mv > e * 100:
             return
-        hy = pr.at(pr.hysteresis)
-        ocv = pr.soc_at(meas.vavg_mv * 10 - int(hy * x[3]), meas.tavg_dc)
-        # Steep where the voltage says the cell is, too: a rest voltage a mV above a plateau
-        # lands on the knee past its end (LFP: 85 % read as 94 %), where OCV tells nothing.
-        pr.locate(ocv, meas.tavg_dc)
-        if pr.slope() <= 0 or pr.slope() * 5 < 10 * self._cfg.balance_anchor_rise_mv:
-            return
-        sd = self._cfg.est_init_mv * 0.1 / pr.slope()  # sigma in SOC fraction
+        sd = max(span, 1) * 0.00005  # sigma in SOC fraction
         x[0] = (ocv - self.soc) / 10000
         x[1] = x[2] = x[5] = 0.0
         self._reset_cov(sd)
