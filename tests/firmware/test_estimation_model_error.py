@@ -72,3 +72,26 @@ def test_on_a_steep_segment_the_voltage_still_corrects():
     for _ in range(3600):
         est.update(m, 1000, 0)
     assert est.soc >= 8500
+
+
+def _rested(soc, mv):
+    # Restored at `soc` (0.01 %), then 25 min at rest at `mv`: past balance_rest_ms (20 min).
+    # The plateau runs on to 90 % here (3.28 -> 3.283 V), then the knee: 16.7 mV/% to 100 %.
+    prof = dict(_PLATEAU, ocv_v=[[2.9, 3.2, 3.28, 3.282, 3.283, 3.45]])
+    cfg, m = fresh({"cell_count": 2, "profile": prof}, mv=mv)
+    est = SocEstimator(cfg)
+    _restored(est, soc, 300)
+    for _ in range(1500):
+        est.update(m, 1000, 0)
+    return est
+
+
+def test_a_rest_anchors_only_where_the_voltage_can_tell_soc():
+    """Law: a rest re-anchors the SOC from OCV only where the OCV, within its error
+    (est_init_mv), pins SOC down (the steepness rule over that whole range). A rest voltage
+    1 mV above the plateau's end reads 90.06 % on the knee's straight line, yet within 10 mV
+    it is anywhere on the plateau: no anchor (the rule used to look at one segment only and
+    anchored there). At the knee's 95 % it anchors."""
+    assert _rested(9500, 3283 + 1)._anchor_soc == -1
+    est = _rested(9300, 3366)  # the table's OCV at 95 %
+    assert abs(est._anchor_soc - 9500) <= 50
