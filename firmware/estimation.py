@@ -271,7 +271,7 @@ class SocEstimator:
         # table point to the next, so its variance est_ocv_mv**2 renews over one table step of
         # charge moved (a random walk in charge, not time: at rest it stays what it was).
         qo = c.est_ocv_mv * 1e-3
-        pp[_N * _N - 1] += qo * qo * abs(ie) * dt / (cap * 0.01 * (pr.soc[1] - pr.soc[0]))
+        pp[_N * _N - 1] += qo * qo * abs(ie) * dt / (cap * 1e-4 * (pr.soc[1] - pr.soc[0]))
         # Update with the mean cell voltage.
         hy = pr.at(pr.hysteresis) * 1e-4
         h = (pr.slope() * 0.01, -1.0, -1.0, hy, r0, 1.0)
