@@ -209,12 +209,19 @@ def _fmt(acc: dict[str, Any] | None, key: str) -> str:
     return f"{value:.2f} %"
 
 
+def _held(acc: dict[str, Any] | None) -> str:
+    # How often the truth stayed inside the estimator's reported error bound (replay's figure).
+    held = None if acc is None else acc.get("reported", {}).get("bound_held_pct")
+    return "n/a" if held is None else f"{held:.1f} %"
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
     """The per-run table: estimator and baseline side by side."""
     lines = [
         "| chemistry | cycle | temp | estimator RMSE / max (OCV start) | baseline RMSE / max "
-        "| estimator to 2 % (from -20 %) | baseline to 2 % (from -20 %) |",
-        "|---|---|---|---|---|---|---|",
+        "| estimator to 2 % (from -20 %) | baseline to 2 % (from -20 %) "
+        "| estimator bound held (OCV start / -20 %) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         est, base = r["estimator"], r["baseline"]
@@ -222,7 +229,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
             f"| {r['chemistry']} | {r['cycle']} | {r['temp_c']:g} degC "
             f"| {_fmt(est['start'], 'rmse_pct')} / {_fmt(est['start'], 'max_pct')} "
             f"| {_fmt(base['start'], 'rmse_pct')} / {_fmt(base['start'], 'max_pct')} "
-            f"| {_fmt(est['offset'], 'converge_s')} | {_fmt(base['offset'], 'converge_s')} |"
+            f"| {_fmt(est['offset'], 'converge_s')} | {_fmt(base['offset'], 'converge_s')} "
+            f"| {_held(est['start'])} / {_held(est['offset'])} |"
         )
     return "\n".join(lines)
 

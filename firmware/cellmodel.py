@@ -56,10 +56,12 @@ class Profile:
         b = table[i] + (((table[i + 1] - table[i]) * fs) >> 8)
         return a + (((b - a) * self._ft) >> 8)
 
-    def slope(self):
-        """dOCV/dSOC (0.1 mV per 1 % SOC) of the located SOC segment at the located temperature."""
+    def slope(self, k=-1):
+        """dOCV/dSOC (0.1 mV per 1 % SOC) of the located SOC segment (or segment `k`) at the
+        located temperature."""
         n = self.n
-        k = self._k
+        if k < 0:
+            k = self._k
         ocv = self.ocv
         i = self._j * n + k
         ds = self.soc[k + 1] - self.soc[k]
@@ -67,6 +69,17 @@ class Profile:
         if len(self.temp) > 1:
             rise += ((ocv[i + n + 1] - ocv[i + n] - rise) * self._ft) >> 8
         return rise * 100 // ds
+
+    def bend(self):
+        """How far OCV may depart from the located segment's straight line between its table
+        points: 0.1 mV, the larger slope change to a neighbouring segment times the segment width
+        (a curve bending by that much inside the segment misses its chord by a fraction of it)."""
+        k = self._k
+        s = self.slope()
+        b = abs(s - self.slope(k - 1)) if k else 0
+        if k < self.n - 2:
+            b = max(b, abs(self.slope(k + 1) - s))
+        return b * (self.soc[k + 1] - self.soc[k]) // 100
 
     def soc_at(self, ocv, dc):
         """SOC (0.01 %) whose OCV at `dc` is `ocv` (0.1 mV), clamped to the table."""

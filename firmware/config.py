@@ -150,7 +150,7 @@ _SCHEMA = (
     # at ut_charge_dc plus this, 0.1 degC
     # SOC/SOH estimation (estimation.py, docs/estimation.md); the cell model is the "profile" key
     "est_sigma_mv 1 100 4 4 "  # voltage error the filter assumes (sensor + model), mV
-    "est_sigma_r_pct 0 100 10 10 "  # resistance error the filter assumes, % of R0 + R1 + R2
+    "est_sigma_r_pct 0 100 5 20 "  # resistance error the filter assumes, % of R0 + R1 + R2
     "est_model_pct 0 100 2 2 "  # SOC model error after moving one full capacity, %
     "est_sigma_i_ma 1 100000 * * "  # current-sensor noise, mA; derived: C / 200
     "est_offset_max_ma 0 100000 * * "  # largest current-sensor offset learned, mA; derived: C/100
@@ -165,6 +165,10 @@ _SCHEMA = (
     "sop_rise_ma_s 1 1000000 * * "  # power limits rise at most this fast, mA/s; derived: C / 2
     "sop_charge_taper_soc 0 9999 9000 9500 "  # charge SOP falls linearly to 0 at 100 %, 0.01 %
     "sop_discharge_taper_soc 1 10000 1000 500 "  # discharge SOP falls linearly to 0 at 0 %, 0.01 %
+    # SOC filter: model error it assumes beyond est_sigma_mv (issue #3, docs/estimation.md)
+    "est_bend_pct 0 100 12 25 "  # OCV error at the knees, % of slope change x table step
+    "est_ocv_mv 0 100 2 5 "  # OCV table error (a bias along the curve, a filter state), mV
+    "est_gate_x10 10 1000 30 30 "  # innovations beyond this many sigma (x10) are de-weighted
     # Persistence (firmware/persistence.py): SOC, SOH, counters and fault memory in A/B records.
     # A changed state is written at most every persist_interval_ms (flash wear: 120 s while
     # driving is ~15 writes per slot per hour-long drive), a new fault record after persist_dirty_ms

@@ -7,10 +7,12 @@ cannot take charge once its fullest cell is full, nor deliver once its emptiest 
 
 Correction is an extended Kalman filter (EKF) on the average cell of the 2RC equivalent circuit
 of the cell profile (firmware/profile.py: OCV, hysteresis, R0, R1/tau1, R2/tau2 over SOC and
-temperature). State: [SOC correction, v_rc1, v_rc2, hysteresis h, current-sensor offset], measured
-by the mean cell voltage. The SOC correction the filter finds moves into an integer charge
-correction `_corr` at most est_rate_soc_s per second, so the reported SOC never jumps; SOC stays in
-0..100 %. `soc_bound` (0.01 %) = est_bound_floor + |pending correction| + 3 sigma of the filter.
+temperature). State: [SOC correction, v_rc1, v_rc2, hysteresis h, current-sensor offset, OCV
+table error], measured by the mean cell voltage, with the model's error in the measurement noise
+(knees, resistance as coloured noise) and a robust gate (docs/estimation.md, "Model error").
+The SOC correction the filter finds moves into an integer charge correction `_corr` at most
+est_rate_soc_s per second, so the reported SOC never jumps; SOC stays in 0..100 %. `soc_bound`
+(0.01 %) = est_bound_floor + |pending correction| + 3 sigma of the filter.
 The filter works in floats: covariances, gains and the pending correction are bounded quantities
 that are re-derived every cycle, unlike the charge, which lives in the integer counter.
 
@@ -46,6 +48,7 @@ _CELLS_PER_CYCLE = const(16)
 _STATE_FMT = "<HHHhiHBHBI"  # magic, SOC, bound, h, offset, SOH cap + conf, SOH res + conf, mAh
 _STATE_HEAD = const(22)
 _MAGIC = const(0xCE01)
+_N = const(6)  # filter states
 _RES_WEIGHT = const(16)  # SOH resistance: running mean over the first steps, then 1/16 per step
 
 
@@ -158,9 +161,10 @@ class SocEstimator:
         self._anchor_q = 0
         self._anchor_sd = 0.0
         self._next_cell = 0
-        self._x = array("f", [0.0] * 5)  # SOC correction (fraction), v_rc1, v_rc2 (V), h, offset A
-        self._pp = array("f", [0.0] * 25)  # covariance, row-major
-        self._w = array("f", [0.0] * 15)  # scratch: u, c, P H'
+        # SOC correction (fraction), v_rc1, v_rc2 (V), h, offset (A), OCV table error (V)
+        self._x = array("f", [0.0] * _N)
+        self._pp = array("f", [0.0] * (_N * _N))  # covariance, row-major
+        self._w = array("f", [0.0] * (3 * _N))  # scratch: u, c, P H'
 
     def update(self, meas, dt_ms, now_ms):
         """Advance by `dt_ms`; call only with fresh, plausible measurements."""
@@ -235,50 +239,75 @@ class SocEstimator:
         ie = meas.current_ma * 0.001 - x[4]
         ah = exp(-pr.gamma_milli * 1e-3 * (ie if ie > 0 else -ie) * dt / 3600)
         # Predict. F = diag(d) + u e4': only the offset (state 4) feeds into other states.
-        x[0] += x[4] * dt / cap
+        # At an end of the counter no charge is counted (count() clamps it), so neither does the
+        # offset move SOC there: without that coupling a cell resting full above the table's
+        # last point would push the offset to its limit, as if it explained a SOC over 100 %.
+        q = self.discharged_mas - self._corr
+        u = 0.0 if q >= self._q_max or q <= self._q_min else dt / cap
+        x[0] += x[4] * u
         x[1] = a1 * x[1] + (1 - a1) * r1 * ie
         x[2] = a2 * x[2] + (1 - a2) * r2 * ie
         x[3] = ah * x[3] - (1 - ah) * (1 if ie > 0 else -1 if ie < 0 else 0)
-        d = (1.0, a1, a2, ah, 1.0)
-        w[0] = dt / cap
+        d = (1.0, a1, a2, ah, 1.0, 1.0)
+        w[0] = u
         w[1] = -(1 - a1) * r1
         w[2] = -(1 - a2) * r2
-        w[3] = 0.0
-        w[4] = 0.0
-        p44 = pp[24]
-        for k in range(5):
-            w[5 + k] = d[k] * pp[k * 5 + 4]
-        for r in range(5):  # symmetric: the upper triangle, mirrored (fewer boxed floats)
-            for k in range(r, 5):
-                v = d[r] * d[k] * pp[r * 5 + k] + w[5 + r] * w[k] + w[r] * w[5 + k]
-                pp[r * 5 + k] = pp[k * 5 + r] = v + w[r] * w[k] * p44
+        w[3] = w[4] = w[5] = 0.0
+        p44 = pp[4 * _N + 4]
+        for k in range(_N):
+            w[_N + k] = d[k] * pp[k * _N + 4]
+        for r in range(_N):  # symmetric: the upper triangle, mirrored (fewer boxed floats)
+            for k in range(r, _N):
+                v = d[r] * d[k] * pp[r * _N + k] + w[_N + r] * w[k] + w[r] * w[_N + k]
+                pp[r * _N + k] = pp[k * _N + r] = v + w[r] * w[k] * p44
         # SOC: current-sensor noise, plus model error (capacity, efficiency) growing with the
         # charge moved: variance (est_model_pct / 100)**2 per full capacity moved.
         qs = c.est_sigma_i_ma * 0.001 * dt / cap
         pp[0] += qs * qs + c.est_model_pct * c.est_model_pct * 1e-4 * abs(ie) * dt / cap
-        pp[18] += 1e-6 * dt
+        pp[3 * _N + 3] += 1e-6 * dt
         qb = c.est_offset_max_ma * 1e-6
-        pp[24] += qb * qb * dt
+        pp[4 * _N + 4] += qb * qb * dt
+        # The OCV table's error is a bias that changes along the curve: independent from one
+        # table point to the next, so its variance est_ocv_mv**2 renews over one table step of
+        # charge moved (a random walk in charge, not time: at rest it stays what it was).
+        qo = c.est_ocv_mv * 1e-3
+        pp[_N * _N - 1] += qo * qo * abs(ie) * dt / (cap * 1e-4 * (pr.soc[1] - pr.soc[0]))
         # Update with the mean cell voltage.
         hy = pr.at(pr.hysteresis) * 1e-4
-        h = (pr.slope() * 0.01, -1.0, -1.0, hy, r0)
-        y = meas.vavg_mv * 0.001 - (pr.at(pr.ocv) * 1e-4 + hy * x[3] - x[1] - x[2] - r0 * ie)
-        # Model error grows with the current: a resistance known to est_sigma_r_pct.
+        h = (pr.slope() * 0.01, -1.0, -1.0, hy, r0, 1.0)
+        y = meas.vavg_mv * 0.001 - (pr.at(pr.ocv) * 1e-4 + x[5] + hy * x[3] - x[1] - x[2] - r0 * ie)
+        # Model error grows with the current: a resistance known to est_sigma_r_pct. That error
+        # persists for the slow RC pair's time constant, not one sample: as white noise its
+        # variance is tau2 / dt times larger, else the filter would count it tau2 / dt times.
         s = c.est_sigma_r_pct * 1e-5 * (r0 + r1 + r2) * meas.current_ma
-        s = s * s + c.est_sigma_mv * c.est_sigma_mv * 1e-6
+        s *= sqrt(pr.at(pr.tau2) * 0.1 / max(dt, 0.001))
+        # At the OCV knees the table's straight lines between points miss the curve: an error
+        # growing with how sharply the slope changes there (est_bend_pct, docs/estimation.md).
+        b = c.est_bend_pct * 1e-6 * pr.bend()
+        s = s * s + b * b + c.est_sigma_mv * c.est_sigma_mv * 1e-6
         p00 = pp[0]
-        for r in range(5):
+        for r in range(_N):
             v = 0.0
-            for k in range(5):
-                v += pp[r * 5 + k] * h[k]
-            w[10 + r] = v
+            for k in range(_N):
+                v += pp[r * _N + k] * h[k]
+            w[2 * _N + r] = v
             s += h[r] * v
+        # An innovation beyond est_gate_x10 / 10 sigma is model error more likely than news
+        # (the cell left the model's validity): weigh it as if its noise were that large, so one
+        # step moves the state by at most the gate's worth (Huber's robust update), and learn no
+        # confidence from it: a model that does not explain the cell cannot make the filter
+        # surer (the bound stays wide while it lasts).
+        g = c.est_gate_x10 * 0.1
+        gated = y * y > g * g * s
+        if gated:
+            s = y * y / (g * g)
         s = 1 / s
-        for r in range(5):
-            g = w[10 + r] * s  # Kalman gain
+        for r in range(_N):
+            g = w[2 * _N + r] * s  # Kalman gain
             x[r] += g * y
-            for k in range(r, 5):
-                pp[r * 5 + k] = pp[k * 5 + r] = pp[r * 5 + k] - g * w[10 + k]
+            if not gated:
+                for k in range(r, _N):
+                    pp[r * _N + k] = pp[k * _N + r] = pp[r * _N + k] - g * w[2 * _N + k]
         # Floor on the SOC variance: one linearised update far from the truth on a steep, curved
         # OCV would otherwise leave the filter confident at the wrong SOC (EKF overconfidence).
         # And one update may shrink it by a fifth at most: far from the truth, the linearisation
@@ -289,6 +318,10 @@ class SocEstimator:
         x[3] = _clampf(x[3], -1.0, 1.0)
         om = c.est_offset_max_ma * 0.001
         x[4] = _clampf(x[4], -om, om)
+        # The table error is a few est_ocv_mv, not more: what exceeds 3 sigma is SOC (a wrong
+        # start) or another state's error, which must not hide in this one.
+        om = c.est_ocv_mv * 0.003
+        x[5] = _clampf(x[5], -om, om)
         self.offset_ma = int(x[4] * 1000)
         # Move the correction into the integer charge at the rate limit, never past the ends.
         per = self._mas_per_pct * 100.0  # mAs per unit SOC
@@ -313,13 +346,20 @@ class SocEstimator:
         # measure the capacity from the exactly counted charge between them.
         pr = self._p
         x = self._x
-        if pr.slope() <= 0 or pr.slope() * 5 < 10 * self._cfg.balance_anchor_rise_mv:
+        v = meas.vavg_mv * 10 - int(pr.at(pr.hysteresis) * x[3])
+        ocv = pr.soc_at(v, meas.tavg_dc)
+        # What the voltage says within its error est_init_mv, on the whole table, not only on
+        # the segment of the estimate: a rest voltage a mV above LFP's plateau lands on the knee
+        # past its end (85 % read as 94 %), yet 10 mV less is anywhere on the plateau. The
+        # steepness rule (a 5 % step rising balance_anchor_rise_mv) over that whole range; its
+        # half-width is the anchor's sigma.
+        e = self._cfg.est_init_mv * 10
+        span = pr.soc_at(v + e, meas.tavg_dc) - pr.soc_at(v - e, meas.tavg_dc)
+        if span * self._cfg.balance_anchor_rise_mv > e * 100:
             return
-        hy = pr.at(pr.hysteresis)
-        ocv = pr.soc_at(meas.vavg_mv * 10 - int(hy * x[3]), meas.tavg_dc)
-        sd = self._cfg.est_init_mv * 0.1 / pr.slope()  # sigma in SOC fraction
+        sd = max(span, 1) * 0.00005  # sigma in SOC fraction
         x[0] = (ocv - self.soc) / 10000
-        x[1] = x[2] = 0.0
+        x[1] = x[2] = x[5] = 0.0
         self._reset_cov(sd)
         q = self.discharged_mas
         span = ocv - self._anchor_soc
@@ -338,13 +378,15 @@ class SocEstimator:
 
     def _reset_cov(self, sd):
         pp = self._pp
-        for k in range(25):
+        for k in range(_N * _N):
             pp[k] = 0.0
         pp[0] = sd * sd
-        pp[6] = pp[12] = 1e-6
-        pp[18] = 1.0 if self._p.gamma_milli else 0.0
+        pp[_N + 1] = pp[2 * _N + 2] = 1e-6
+        pp[3 * _N + 3] = 1.0 if self._p.gamma_milli else 0.0
         ob = self._cfg.est_offset_max_ma * 0.0005
-        pp[24] = ob * ob
+        pp[4 * _N + 4] = ob * ob
+        ob = self._cfg.est_ocv_mv * 1e-3
+        pp[_N * _N - 1] = ob * ob
 
     def _resistance(self, meas):
         # A current step between two cycles: dV/dI of the mean cell is R0 (the RC pairs barely
@@ -429,7 +471,7 @@ class SocEstimator:
             mv = self._cfg.est_init_mv + (i if i >= 0 else -i) * pr.at(pr.r0) * 1e-5
             sd = min(0.3, max(0.005, mv * 0.1 / max(1, pr.slope())))
         x = self._x
-        x[0] = x[1] = x[2] = 0.0
+        x[0] = x[1] = x[2] = x[5] = 0.0
         self._reset_cov(sd)
         self._prev_ma = meas.current_ma
         self._prev_mv = meas.vavg_mv

@@ -273,7 +273,9 @@ def write_estimates(path: Path, est: Estimates, single: bool) -> None:
 def accuracy(est: Estimates, truth_t: np.ndarray, truth: np.ndarray) -> dict[str, float | None]:
     """SOC RMSE, max error (percentage points) and the time (s from the first sample) after which
     the error stays within CONVERGE_PCT (None if it ends outside). With one truth column the pack
-    SOC is compared with it; with one per cell every cell's SOC with its own."""
+    SOC is compared with it; with one per cell every cell's SOC with its own. `bound_held_pct`:
+    how often (% of samples) the pack SOC's error stayed within its reported error bound (the
+    bound is the pack's: None when the truth is per cell)."""
     if truth_t[0] > est.time_s[0] + 1e-9 or truth_t[-1] < est.time_s[-1] - 1e-9:
         raise TraceError("the truth file does not cover the trace's time span")
     ref = np.column_stack([np.interp(est.time_s, truth_t, col) for col in truth.T])
@@ -290,6 +292,11 @@ def accuracy(est: Estimates, truth_t: np.ndarray, truth: np.ndarray) -> dict[str
         "soc_rmse_pct": float(np.sqrt(np.mean((got - ref) ** 2))),
         "soc_max_error_pct": float(np.abs(got - ref).max()),
         "converge_2pct_s": converge,
+        "bound_held_pct": (
+            float(100 * np.mean(np.abs(got[:, 0] - ref[:, 0]) <= est.soc_bound))
+            if truth.shape[1] == 1
+            else None
+        ),
     }
 
 

@@ -75,8 +75,10 @@ def test_accuracy_figures_by_hand() -> None:
     from hil.replay import Estimates
 
     t = np.arange(5.0)
-    est = Estimates(t, np.array([60.0, 55.0, 51.0, 50.5, 49.0]), np.zeros(5), np.zeros((5, 1)))
+    bound = np.array([5.0, 5.0, 1.0, 1.0, 1.0])
+    est = Estimates(t, np.array([60.0, 55.0, 51.0, 50.5, 49.0]), bound, np.zeros((5, 1)))
     fig = accuracy(est, t, np.full((5, 1), 50.0))
+    assert fig["bound_held_pct"] == pytest.approx(80.0)  # all but the first (10 > 5)
     assert fig["soc_max_error_pct"] == pytest.approx(10.0)
     assert fig["soc_rmse_pct"] == pytest.approx(np.sqrt((100 + 25 + 1 + 0.25 + 1) / 5))
     assert fig["converge_2pct_s"] == pytest.approx(2.0)
