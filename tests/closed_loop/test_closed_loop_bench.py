@@ -15,7 +15,7 @@ from hil.transport import PythonCanTransport, SlcanSocketTransport
 from sim.pack import Pack, PackConfig
 from sim.sensors import SensorModel
 
-# 96K of a 32-bit board in this binary's bytes (hil.dut.UNIX64_PER_BOARD32).
+# The smallest board budget (32-bit bytes) in this binary's bytes (hil.dut.UNIX64_PER_BOARD32).
 HEAP_BYTES = heap_bytes(DEFAULT_HEAP)
 
 
