@@ -271,16 +271,20 @@ class SocEstimator:
         # table point to the next, so its variance est_ocv_mv**2 renews over one table step of
         # charge moved (a random walk in charge, not time: at rest it stays what it was).
         qo = c.est_ocv_mv * 1e-3
-        pp[_N * _N - 1] += qo * qo * abs(ie) * dt / (cap * 1e-4 * (pr.soc[1] - pr.soc[0]))
+        step = cap * 1e-4 * (pr.soc[1] - pr.soc[0])  # charge of one table step, As
+        pp[_N * _N - 1] += qo * qo * abs(ie) * dt / step
         # Update with the mean cell voltage.
         hy = pr.at(pr.hysteresis) * 1e-4
         h = (pr.slope() * 0.01, -1.0, -1.0, hy, r0, 1.0)
         y = meas.vavg_mv * 0.001 - (pr.at(pr.ocv) * 1e-4 + x[5] + hy * x[3] - x[1] - x[2] - r0 * ie)
         # Model error grows with the current: a resistance known to est_sigma_r_pct. That error
-        # persists for the slow RC pair's time constant, not one sample: as white noise its
-        # variance is tau2 / dt times larger, else the filter would count it tau2 / dt times.
-        s = c.est_sigma_r_pct * 1e-5 * (r0 + r1 + r2) * meas.current_ma
-        s *= sqrt(pr.at(pr.tau2) * 0.1 / max(dt, 0.001))
+        # is the table's at this SOC (the HPPC's sustained 1C steps miss by a bias that lasts the
+        # whole step, docs/estimation.md): it persists for the slow RC pair's time constant, or
+        # longer, while the charge moved stays inside one table step. As white noise its variance
+        # is that time / dt times larger, else the filter would count it that many times.
+        a = abs(meas.current_ma) * 0.001
+        s = c.est_sigma_r_pct * 1e-2 * (r0 + r1 + r2) * a
+        s *= sqrt(max(pr.at(pr.tau2) * 0.1, step / max(a, 1e-3)) / max(dt, 0.001))
         # At the OCV knees the table's straight lines between points miss the curve: an error
         # growing with how sharply the slope changes there (est_bend_pct, docs/estimation.md).
         b = c.est_bend_pct * 1e-6 * pr.bend()
