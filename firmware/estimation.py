@@ -290,6 +290,7 @@ class SocEstimator:
         b = c.est_bend_pct * 1e-6 * pr.bend()
         s = s * s + b * b + c.est_sigma_mv * c.est_sigma_mv * 1e-6
         p00 = pp[0]
+        hf = self._flattest(pr, p00) * 0.01
         for r in range(_N):
             v = 0.0
             for k in range(_N):
@@ -301,6 +302,7 @@ class SocEstimator:
         # step moves the state by at most the gate's worth (Huber's robust update), and learn no
         # confidence from it: a model that does not explain the cell cannot make the filter
         # surer (the bound stays wide while it lasts).
+        sv = s
         g = c.est_gate_x10 * 0.1
         gated = y * y > g * g * s
         if gated:
@@ -317,6 +319,15 @@ class SocEstimator:
         # And one update may shrink it by a fifth at most: far from the truth, the linearisation
         # is not worth more than that, and the bound must still cover the error meanwhile.
         floor = max(c.est_sigma_min * c.est_sigma_min * 1e-8, 0.8 * p00)
+        # Nor below what the update would leave with the flattest slope within one sigma (the
+        # slope at the estimate is not the slope between the estimate and the truth): a SOC at
+        # LFP's steep 75-80 % next to the plateau, the truth possibly on it, is not known.
+        # (P h' and the innovation variance with that slope follow from the local ones.)
+        hf -= h[0]
+        v = w[2 * _N] + hf * p00
+        sf = sv + hf * (2 * w[2 * _N] + hf * p00)
+        if sf > 0:
+            floor = max(floor, p00 - v * v / sf)
         if pp[0] < floor:
             pp[0] = floor
         x[3] = _clampf(x[3], -1.0, 1.0)
@@ -344,6 +355,17 @@ class SocEstimator:
             self._anchor_pack(meas)
         b = (x[0] if x[0] > 0 else -x[0]) + 3 * sqrt(pp[0] if pp[0] > 0 else 0.0)
         self.soc_bound = min(_SOC_FULL, c.est_bound_floor + int(b * 10000))
+
+    def _flattest(self, pr, p00):
+        # The flattest OCV table segment within one sigma of the estimate (0.1 mV per %).
+        s = self.soc + int(self._x[0] * 10000)
+        d = int(sqrt(p00 if p00 > 0 else 0.0) * 10000)
+        soc = pr.soc
+        m = pr.slope()
+        for k in range(len(soc) - 1):
+            if soc[k + 1] > s - d and soc[k] < s + d:
+                m = min(m, pr.slope(k))
+        return m
 
     def _anchor_pack(self, meas):
         # Rested: where OCV is steep it wins over the filter, and pairs of such anchors far apart

@@ -151,3 +151,25 @@ def test_a_resistance_error_lasting_one_table_step_is_not_soc():
     assert _sustained_load(1.2) <= 150
     # ... and a cell that matches its profile stays on the truth (the rule costs no accuracy)
     assert _sustained_load(1.0) <= 30
+
+
+def _edge(truth_soc, mv, minutes):
+    # Restored at 72 % (on the steep 70-90 % segment, 2.4 mV/%) with a 25 % bound, the cell
+    # resting at `mv` on the plateau below; the largest error beyond the bound (0.01 %).
+    cfg, m = fresh({"cell_count": 2, "profile": _PLATEAU}, mv=mv)
+    est = SocEstimator(cfg)
+    _restored(est, 7200, 2500)
+    worst = -10000
+    for t in range(minutes * 60):
+        est.update(m, 1000, t * 1000)
+        worst = max(worst, abs(est.soc - truth_soc) - est.soc_bound)
+    return worst
+
+
+def test_next_to_a_plateau_the_slope_at_the_estimate_does_not_make_it_sure():
+    """Rule: the error bound must hold where the OCV's slope at the estimate is not the slope
+    between the estimate and the truth. Estimate at 72 % on a steep segment, truth at 50 % on
+    the plateau next to it (the voltage is the plateau's, 5 mV below the estimate's OCV and
+    inside the table error): in 20 min the filter must not shrink its bound below the error.
+    With the local slope (2.4 mV/%) its bound shrank to 5.4 % with the estimate 20 % off."""
+    assert _edge(5000, 3281, 20) <= 0
