@@ -271,21 +271,26 @@ class SocEstimator:
         # table point to the next, so its variance est_ocv_mv**2 renews over one table step of
         # charge moved (a random walk in charge, not time: at rest it stays what it was).
         qo = c.est_ocv_mv * 1e-3
-        pp[_N * _N - 1] += qo * qo * abs(ie) * dt / (cap * 1e-4 * (pr.soc[1] - pr.soc[0]))
+        step = cap * 1e-4 * (pr.soc[1] - pr.soc[0])  # charge of one table step, As
+        pp[_N * _N - 1] += qo * qo * abs(ie) * dt / step
         # Update with the mean cell voltage.
         hy = pr.at(pr.hysteresis) * 1e-4
         h = (pr.slope() * 0.01, -1.0, -1.0, hy, r0, 1.0)
         y = meas.vavg_mv * 0.001 - (pr.at(pr.ocv) * 1e-4 + x[5] + hy * x[3] - x[1] - x[2] - r0 * ie)
         # Model error grows with the current: a resistance known to est_sigma_r_pct. That error
-        # persists for the slow RC pair's time constant, not one sample: as white noise its
-        # variance is tau2 / dt times larger, else the filter would count it tau2 / dt times.
-        s = c.est_sigma_r_pct * 1e-5 * (r0 + r1 + r2) * meas.current_ma
-        s *= sqrt(pr.at(pr.tau2) * 0.1 / max(dt, 0.001))
+        # is the table's at this SOC (the HPPC's sustained 1C steps miss by a bias that lasts the
+        # whole step, docs/estimation.md): it persists for the slow RC pair's time constant, or
+        # longer, while the charge moved stays inside one table step. As white noise its variance
+        # is that time / dt times larger, else the filter would count it that many times.
+        a = abs(meas.current_ma) * 0.001
+        s = c.est_sigma_r_pct * 1e-2 * (r0 + r1 + r2) * a
+        s *= sqrt(max(pr.at(pr.tau2) * 0.1, step / max(a, 1e-3)) / max(dt, 0.001))
         # At the OCV knees the table's straight lines between points miss the curve: an error
         # growing with how sharply the slope changes there (est_bend_pct, docs/estimation.md).
         b = c.est_bend_pct * 1e-6 * pr.bend()
         s = s * s + b * b + c.est_sigma_mv * c.est_sigma_mv * 1e-6
         p00 = pp[0]
+        hf = self._flattest(pr, p00) * 0.01
         for r in range(_N):
             v = 0.0
             for k in range(_N):
@@ -297,6 +302,7 @@ class SocEstimator:
         # step moves the state by at most the gate's worth (Huber's robust update), and learn no
         # confidence from it: a model that does not explain the cell cannot make the filter
         # surer (the bound stays wide while it lasts).
+        sv = s
         g = c.est_gate_x10 * 0.1
         gated = y * y > g * g * s
         if gated:
@@ -313,6 +319,15 @@ class SocEstimator:
         # And one update may shrink it by a fifth at most: far from the truth, the linearisation
         # is not worth more than that, and the bound must still cover the error meanwhile.
         floor = max(c.est_sigma_min * c.est_sigma_min * 1e-8, 0.8 * p00)
+        # Nor below what the update would leave with the flattest slope within one sigma (the
+        # slope at the estimate is not the slope between the estimate and the truth): a SOC at
+        # LFP's steep 75-80 % next to the plateau, the truth possibly on it, is not known.
+        # (P h' and the innovation variance with that slope follow from the local ones.)
+        hf -= h[0]
+        v = w[2 * _N] + hf * p00
+        sf = sv + hf * (2 * w[2 * _N] + hf * p00)
+        if sf > 0:
+            floor = max(floor, p00 - v * v / sf)
         if pp[0] < floor:
             pp[0] = floor
         x[3] = _clampf(x[3], -1.0, 1.0)
@@ -340,6 +355,17 @@ class SocEstimator:
             self._anchor_pack(meas)
         b = (x[0] if x[0] > 0 else -x[0]) + 3 * sqrt(pp[0] if pp[0] > 0 else 0.0)
         self.soc_bound = min(_SOC_FULL, c.est_bound_floor + int(b * 10000))
+
+    def _flattest(self, pr, p00):
+        # The flattest OCV table segment within one sigma of the estimate (0.1 mV per %).
+        s = self.soc + int(self._x[0] * 10000)
+        d = int(sqrt(p00 if p00 > 0 else 0.0) * 10000)
+        soc = pr.soc
+        m = pr.slope()
+        for k in range(len(soc) - 1):
+            if soc[k + 1] > s - d and soc[k] < s + d:
+                m = min(m, pr.slope(k))
+        return m
 
     def _anchor_pack(self, meas):
         # Rested: where OCV is steep it wins over the filter, and pairs of such anchors far apart
