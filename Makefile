@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/cellguard codegen --check
 	$(BIN)/python -m pytest -q -n 2 $(ARGS)
 	# The closed-loop suite again on each board's flashed bundle, under that board's heap budget.
-	for board in $$($(BIN)/python -c "from hil.build import profiled_boards as p; print(*p())"); do \
+	for board in $$($(BIN)/python -c "from hil.toolchain.build import profiled_boards as p; print(*p())"); do \
 		$(BIN)/python -m pytest -q -n 2 tests/closed_loop --dut unix:$$board || exit 1; \
 	done
 

@@ -1,7 +1,7 @@
 """Balancing benchmark: the firmware's SOC strategy against a voltage-threshold strategy.
 
 Every balancing decision is made by the real firmware on the MicroPython unix port, in lock-step
-with the plant through `hil.runner.open_bench`; this script only drives the load and reads the
+with the plant through `hil.bench.runner.open_bench`; this script only drives the load and reads the
 plant's truth. Prints markdown tables for BENCHMARKS.md:
 
 1. rest: time until the plant's cell SOC spread (max - min) falls under 1 %-point, contactors
@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 
 from firmware import config as fw_config
-from hil.bench import Bench
-from hil.runner import open_bench
+from hil.bench.loop import Bench
+from hil.bench.runner import open_bench
 from sim.scenario import CCCVCharge
 
 CYCLE_MS = 1000

@@ -21,10 +21,10 @@ import time
 import can
 import numpy as np
 
-from hil.bench import Bench, BenchError
-from hil.dut import DutError, UnixPortDut
-from hil.runner import open_bench
-from hil.transport import PythonCanTransport
+from hil.bench.dut import DutError, UnixPortDut
+from hil.bench.loop import Bench, BenchError
+from hil.bench.runner import open_bench
+from hil.bench.transport import PythonCanTransport
 from sim.pack import Pack, PackConfig
 from sim.sensors import SensorModel
 

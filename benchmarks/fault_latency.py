@@ -35,9 +35,9 @@ import numpy as np
 from tqdm import tqdm
 
 from firmware import config as fw_config
-from hil.bench import Bench
-from hil.inject import SIM_IDS, VCU_ID, FaultInjector
-from hil.runner import open_bench
+from hil.bench.inject import SIM_IDS, VCU_ID, FaultInjector
+from hil.bench.loop import Bench
+from hil.bench.runner import open_bench
 
 CELLS = 16
 FIRMWARE = {"balance_enable": 0}

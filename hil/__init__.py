@@ -1,9 +1,13 @@
-"""The cellguard desktop bench: runs the firmware as a device under test and closes the loop.
+"""The cellguard desktop side, one package per concern.
 
-Modules: `dut` (start the firmware on the unix port), `transport` (CAN links to a DUT), `bench`
-(the closed loop: plant -> CAN -> BMS -> commands -> plant), `plugin` (pytest fixtures and options),
-`codegen` (DBC -> firmware codec), `busload`, `cli` and `commands/` (the `cellguard` command);
-cell profiles: `profiles` (format), `traces` (lab CSVs), `ecm` (re-simulator), `characterize`.
+- `hil.bench`: the bench runtime: DUTs (`dut`), CAN links (`transport`), the closed loop (`loop`),
+  fault injection (`inject`), the pytest plugin (`plugin`), the serial bridge (`pty_bridge`) and
+  run reports (`report`).
+- `hil.toolchain`: what turns the sources into a board's firmware: the DBC codec generator
+  (`codegen`), the bytecode bundles (`build`) and the bus-load calculator (`busload`).
+- `hil.cellmodel`: cell-model tools: lab traces (`traces`), cell profiles (`profiles`), the
+  equivalent-circuit re-simulator (`ecm`), `characterize` and `replay`.
+- `hil.cli`: the `cellguard` command, one module per subcommand.
 """
 
 from pathlib import Path

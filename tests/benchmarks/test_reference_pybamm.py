@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks import reference_pybamm as ref
-from hil.traces import read_trace
+from hil.cellmodel.traces import read_trace
 
 
 def test_resample_keeps_the_new_step_at_a_boundary() -> None:

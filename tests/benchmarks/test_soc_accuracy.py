@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from benchmarks import soc_accuracy as bench
-from hil.ecm import simulate
-from hil.profiles import SOC_GRID_PCT, CellProfile
-from hil.traces import Trace, read_trace, write_trace
+from hil.cellmodel.ecm import simulate
+from hil.cellmodel.profiles import SOC_GRID_PCT, CellProfile
+from hil.cellmodel.traces import Trace, read_trace, write_trace
 from sim.cells import NMC
 
 SOC = np.array(SOC_GRID_PCT, dtype=float)

@@ -19,8 +19,8 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from firmware import config as fw_config
-from hil.bench import Bench
-from hil.runner import open_bench
+from hil.bench.loop import Bench
+from hil.bench.runner import open_bench
 from sim.sensors import Measurement
 
 CYCLE_S = 1.0

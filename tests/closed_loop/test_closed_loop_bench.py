@@ -9,13 +9,14 @@ import can
 import cantools
 
 from hil import DBC_PATH
-from hil.bench import Bench
-from hil.dut import DEFAULT_HEAP, UnixPortDut, heap_bytes
-from hil.transport import PythonCanTransport, SlcanSocketTransport
+from hil.bench.dut import DEFAULT_HEAP, UnixPortDut, heap_bytes
+from hil.bench.loop import Bench
+from hil.bench.transport import PythonCanTransport, SlcanSocketTransport
 from sim.pack import Pack, PackConfig
 from sim.sensors import SensorModel
 
-# The smallest board budget (32-bit bytes) in this binary's bytes (hil.dut.UNIX64_PER_BOARD32).
+# The smallest board budget (32-bit bytes) in this binary's bytes
+# (hil.bench.dut.UNIX64_PER_BOARD32).
 HEAP_BYTES = heap_bytes(DEFAULT_HEAP)
 
 

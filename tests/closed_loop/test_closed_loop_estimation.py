@@ -13,7 +13,7 @@ import numpy as np
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from hil.bench import Bench
+from hil.bench.loop import Bench
 from sim.sensors import Measurement
 
 FAST = {"cycle_ms": 1000, "meas_stale_ms": 3000, "vcu_stale_ms": 3000, "balance_measure_ms": 2000}

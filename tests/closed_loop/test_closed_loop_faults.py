@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from hil.bench import Bench
+from hil.bench.loop import Bench
 from sim.sensors import Measurement
 
 CYCLE_MS = 100

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from hil.bench import Bench
-from hil.inject import BITRATE, FRAME_BITS, SIM_IDS, VCU_ID, FaultInjector
+from hil.bench.inject import BITRATE, FRAME_BITS, SIM_IDS, VCU_ID, FaultInjector
+from hil.bench.loop import Bench
 
 CYCLE_MS = 100
 V_QUALIFY = 300 // CYCLE_MS  # firmware defaults (firmware/config.py), in cycles

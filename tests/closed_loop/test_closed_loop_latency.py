@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks.fault_latency import CELLS, FIRMWARE, PLANT, TYPES, run_trial
 from firmware import config as fw_config
-from hil.inject import FaultInjector
+from hil.bench.inject import FaultInjector
 
 TRIALS = 3
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from hil.bench import Bench
+from hil.bench.loop import Bench
 from sim.sensors import Measurement
 
 CYCLE_MS = 100

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hil.bench import Bench
+from hil.bench.loop import Bench
 from sim.pack import Pack, PackConfig
 
 pytestmark = pytest.mark.unix_only  # lock-step: the truth of each step must match its reading

@@ -1,7 +1,7 @@
 """The hardware HIL path without hardware: `pytest --dut board:NAME@PORT --can slcan:PTY@500000`.
 
-The stm32f4 bundle runs on the unix port in real time; `hil.pty_bridge` gives it a serial SLCAN
-port and a serial console on pseudo-terminals, so an inner pytest session reaches it through
+The stm32f4 bundle runs on the unix port in real time; `hil.bench.pty_bridge` gives it a serial
+SLCAN port and a serial console on pseudo-terminals, so an inner pytest session reaches it through
 python-can's slcan interface and pyserial exactly as it reaches a USB-CAN adapter and a board's
 USB REPL port. The inner session runs two closed-loop checks and a lock-step-only test, which
 must be skipped with its reason; the board's console must land in each test's report.
@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from hil.dut import UnixPortDut
-from hil.pty_bridge import PtyBridge
+from hil.bench.dut import UnixPortDut
+from hil.bench.pty_bridge import PtyBridge
 
 pytest_plugins = ["pytester"]
 

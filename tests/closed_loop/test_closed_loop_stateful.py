@@ -57,10 +57,10 @@ from hypothesis.stateful import (
 
 from firmware import can_codec as codec
 from firmware import config as fw_config
-from hil.bench import Bench, BmsStatus
-from hil.inject import BITRATE, FRAME_BITS, SIM_IDS, VCU_ID, FaultInjector
-from hil.runner import open_bench
-from hil.transport import Frame
+from hil.bench.inject import BITRATE, FRAME_BITS, SIM_IDS, VCU_ID, FaultInjector
+from hil.bench.loop import Bench, BmsStatus
+from hil.bench.runner import open_bench
+from hil.bench.transport import Frame
 
 CELLS = 16
 FIRMWARE = {"balance_enable": 0}

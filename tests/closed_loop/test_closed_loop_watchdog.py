@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 from firmware import can_codec as codec
-from hil.bench import Bench
-from hil.dut import WDT_EXIT_CODE, UnixPortDut
-from hil.transport import SlcanSocketTransport
+from hil.bench.dut import WDT_EXIT_CODE, UnixPortDut
+from hil.bench.loop import Bench
+from hil.bench.transport import SlcanSocketTransport
 from sim.pack import Pack, PackConfig
 from sim.sensors import SensorModel
 

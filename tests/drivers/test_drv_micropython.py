@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from hil import REPO_ROOT
-from hil.dut import micropython_binary
+from hil.bench.dut import micropython_binary
 
 DRIVERS = sorted((REPO_ROOT / "firmware" / "drivers").glob("*.py"))
 

@@ -4,8 +4,8 @@
     micropython tests/firmware/mp_runner.py --list    # the modules it runs by default
 
 With --path the firmware is imported from that folder first: the mpy-cross bundle a board runs
-(`hil.build.build_bundle`), so the tests exercise exactly the flashed bytecode and the on-device
-compiler's RAM peak does not count against the heap.
+(`hil.toolchain.build.build_bundle`), so the tests exercise exactly the flashed bytecode and the
+on-device compiler's RAM peak does not count against the heap.
 
 Imports each named module (default: every test_*.py in this folder except the CPython-only ones),
 calls every test_* function, prints "N passed, M failed" and exits 1 on any failure. Each module

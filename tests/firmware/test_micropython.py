@@ -8,8 +8,8 @@ own source is compiled on the device, and that compiler peak must not pile up ac
 import subprocess
 
 from hil import REPO_ROOT
-from hil.build import build_bundle
-from hil.dut import DEFAULT_HEAP, micropython_binary
+from hil.bench.dut import DEFAULT_HEAP, micropython_binary
+from hil.toolchain.build import build_bundle
 
 RUNNER = "tests/firmware/mp_runner.py"
 

@@ -1,0 +1,85 @@
+"""Start a device under test and a bench around it, as one context manager.
+
+Shared by the pytest plugin and the `cellguard` commands so both build the loop the same way.
+
+Usage:
+    with open_bench(cells=16, chemistry="NMC", seed=1) as bench:
+        bench.step(0.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hil.bench.dut import DEFAULT_HEAP, UnixPortDut
+from hil.bench.loop import Bench
+from hil.bench.transport import SlcanSocketTransport, Transport, open_transport
+from hil.cellmodel.profiles import plant_profile
+from sim.pack import Pack, PackConfig
+from sim.sensors import SensorModel
+
+
+@contextmanager
+def open_bench(
+    *,
+    cells: int = 16,
+    chemistry: str = "NMC",
+    seed: int = 0,
+    firmware_config: dict[str, Any] | None = None,
+    pack_config: dict[str, Any] | None = None,
+    can: str | None = None,
+    heap: str = DEFAULT_HEAP,
+    log_path: Path | None = None,
+    workdir: Path | None = None,
+    bundle_board: str = "sim",
+) -> Iterator[Bench]:
+    """A bench around the unix-port firmware, or around whatever `can` reaches (a real board).
+
+    `firmware_config` overrides the firmware's configuration keys (its "profile" defaults to the
+    plant's own, `hil.cellmodel.profiles.plant_profile`); `pack_config` the plant's
+    PackConfig fields; the firmware's balance_sense_mohm follows the plant's sense-line
+    resistance unless `firmware_config` sets it. With `can` (a python-can description such as
+    `slcan:/dev/ttyACM0@500000`) no firmware is started and the bench runs in real time against
+    the bus. `bundle_board` runs that board's flashed bundle on the unix port (see
+    `hil.bench.dut.UnixPortDut`).
+    """
+    sensors = SensorModel(seed=seed)
+    # The plant's sense-line resistance is the one source: the firmware is told the same value
+    # unless `firmware_config` sets balance_sense_mohm itself (e.g. 0, to run it uncompensated).
+    fw: dict[str, Any] = {
+        "cell_count": cells,
+        "temp_count": cells,
+        "chemistry": chemistry,
+        "balance_sense_mohm": round(sensors.sense_line_ohm * 1000),
+    }
+    fw.update(firmware_config or {})
+    # The estimator runs on the model of the simulated cell unless the caller brings a profile.
+    fw.setdefault("profile", plant_profile(chemistry))
+    pack = Pack(PackConfig(chemistry=chemistry, n_cells=cells, seed=seed, **(pack_config or {})))
+    dut: UnixPortDut | None = None
+    transport: Transport
+    if can is None:
+        dut = UnixPortDut(fw, heap=heap, workdir=workdir, bundle_board=bundle_board)
+        dut.start()
+        transport = SlcanSocketTransport("127.0.0.1", dut.port)
+    else:
+        transport = open_transport(can)
+    bench = Bench(
+        transport,
+        pack,
+        sensors,
+        cycle_ms=int(fw.get("cycle_ms", 100)),
+        lockstep=can is None,
+        log_path=str(log_path) if log_path else None,
+    )
+    bench.dut = dut
+    try:
+        yield bench
+    finally:
+        bench.close()
+        if dut is not None:
+            dut.stop()
+            dut.cleanup()

@@ -1,0 +1,514 @@
+"""`cellguard characterize`: fit a cell profile from C/20 and HPPC lab traces.
+
+Per test temperature (each file's median temperature, rounded to 1 degC) it needs one C/20
+discharge from full to the minimum voltage, one C/20 charge from empty to the maximum voltage,
+and one HPPC test that starts full (see docs/profiles.md for the protocols):
+
+1. capacity: charge delivered by the C/20 discharge until the voltage first reaches the minimum;
+   that temperature's SOC axis runs over it (100 % at the start of the discharge). The profile's
+   `capacity_ah` is the one at the temperature closest to 25 degC.
+2. HPPC: SOC by coulomb counting from 100 %. The current splits into events (|i| > C/100) and
+   rests; an event longer than `PULSE_MAX_S` (a SOC step) opens a group that holds it, its rest
+   and the pulses and rests that follow. If the group has a rest of `LONG_REST_S` or more, the
+   relaxation of all its rests is fitted with two RC pairs: on a grid of time
+   constants, a linear least-squares fit of one rest voltage per rest plus R1 and R2 times the
+   RC pairs' unit responses to the whole current history. R0 is the instantaneous voltage step
+   over the current steps of the group's pulses, minus what the fitted RC pairs moved in that
+   sample. The group's values belong to its SOC at the first pulse.
+3. OCV: each C/20 branch corrected for its overpotential (the fitted R0 and RC pairs re-simulated
+   along it), then the increasing table values whose linear interpolation fits it best
+   (`_spline_fit`); OCV is the mean of the branches, hysteresis half the charge-minus-discharge
+   gap (>= 0; at 0 and 100 % the neighbouring point's). The measured OCV itself (local fits at
+   the table points) must increase.
+4. coulombic efficiency: C/20 discharge capacity over the charge the C/20 charge put in (capped at
+   1; a CC-only charge that stops at the maximum voltage therefore leaves it at 1).
+5. hysteresis rate: the value of `HYSTERESIS_RATES` whose re-simulation fits all files best.
+
+Every input file is then re-simulated with the profile (`hil.cellmodel.ecm`); the RMS voltage
+residual per file, over the whole file and between SOC 10 and 90 %, goes to the profile's "fit"
+block, and an interior residual above the limit refuses the fit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import lsq_linear
+
+from hil.cellmodel.ecm import (
+    SECONDS_PER_HOUR,
+    hysteresis_free,
+    hysteresis_state,
+    overpotential,
+    rc_unit_response,
+    rms_mv,
+    soc_trajectory,
+)
+from hil.cellmodel.profiles import SOC_GRID_PCT, CellProfile
+from hil.cellmodel.traces import Trace, read_trace
+
+LONG_REST_S = 300.0
+"""A rest at least this long lets a group's relaxation separate the slow RC pair."""
+MIN_REST_SAMPLES = 5
+"""Shortest rest whose relaxation enters the RC fit."""
+PULSE_MAX_S = 60.0
+"""Events up to this long are pulses: their current steps give R0."""
+LOCAL_WINDOW_PCT = 0.5
+"""Half-width (SOC %-points) of the local fit that checks the measured OCV rises."""
+MIN_OCV_STEP_V = 1e-4
+"""Smallest rise of a fitted OCV branch between table points (V): the table must increase."""
+SPLINE_SMOOTHING = 1.0
+"""Weight of the second-difference rows in the OCV table fit (one row weighs one sample)."""
+LIMIT_TOLERANCE_V = 0.005
+"""How close to the voltage limit a C/20 test must come to count as full (V)."""
+TAU1_GRID_S = np.geomspace(1.0, 60.0, 25)
+TAU2_GRID_S = np.geomspace(20.0, 3000.0, 25)
+"""Time-constant grids (s) of the RC fit: 19 % and 23 % per step."""
+HYSTERESIS_RATES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
+"""Candidate hysteresis rates (1/Ah), tried by re-simulation."""
+MIN_EFFICIENCY = 0.9
+DEFAULT_MAX_RESIDUAL_MV = 25.0
+"""Largest RMS residual (mV) between `INTERIOR_SOC_PCT` a fit may leave in any file."""
+INTERIOR_SOC_PCT = (10.0, 90.0)
+
+
+class CharacterizeError(ValueError):
+    """Lab data that cannot be fitted; the message names the file."""
+
+
+@dataclass(frozen=True)
+class TemperatureSet:
+    """The three tests at one temperature."""
+
+    temperature_c: float
+    discharge: Trace
+    charge: Trace
+    hppc: Trace
+
+
+@dataclass(frozen=True)
+class PulseFit:
+    """Fitted resistances of one HPPC group."""
+
+    soc_pct: float
+    r0_ohm: float
+    r1_ohm: float
+    tau1_s: float
+    r2_ohm: float
+    tau2_s: float
+
+
+def _runs(mask: NDArray[np.bool_]) -> list[tuple[int, int]]:
+    """[start, end) index ranges where `mask` is true."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(int), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def group_tests(
+    discharges: Sequence[Trace], charges: Sequence[Trace], hppcs: Sequence[Trace]
+) -> list[TemperatureSet]:
+    """Pair the tests by temperature; refuse missing or duplicate tests, naming the files."""
+    by_temp: dict[int, dict[str, list[Trace]]] = {}
+    for kind, traces in (("C/20 discharge", discharges), ("C/20 charge", charges), ("HPPC", hppcs)):
+        for trace in traces:
+            slot = by_temp.setdefault(round(trace.temperature), {})
+            slot.setdefault(kind, []).append(trace)
+    if not by_temp:
+        raise CharacterizeError("no input files")
+    sets = []
+    for temp in sorted(by_temp):
+        slot = by_temp[temp]
+        for kind in ("C/20 discharge", "C/20 charge", "HPPC"):
+            found = slot.get(kind, [])
+            others = ", ".join(str(t.path) for k in slot for t in slot[k])
+            if not found:
+                raise CharacterizeError(f"no {kind} file at {temp} degC (files there: {others})")
+            if len(found) > 1:
+                names = ", ".join(str(t.path) for t in found)
+                raise CharacterizeError(f"more than one {kind} file at {temp} degC: {names}")
+        sets.append(
+            TemperatureSet(
+                float(temp), slot["C/20 discharge"][0], slot["C/20 charge"][0], slot["HPPC"][0]
+            )
+        )
+    return sets
+
+
+def discharge_capacity_ah(trace: Trace, voltage_min_v: float) -> tuple[float, int]:
+    """Charge (Ah) the C/20 discharge delivers until the voltage first reaches the minimum.
+
+    Returns the capacity and the index of that sample.
+    """
+    if not np.any(trace.current_a > 0.0):
+        raise CharacterizeError(f"{trace.path}: no discharge current (positive current_a)")
+    low = np.flatnonzero(trace.voltage_v <= voltage_min_v + LIMIT_TOLERANCE_V)
+    if len(low) == 0:
+        raise CharacterizeError(
+            f"{trace.path}: not a full discharge: the voltage never reaches the minimum "
+            f"{voltage_min_v:g} V (lowest {trace.voltage_v.min():.4f} V)"
+        )
+    end = int(low[0])
+    moved = np.sum(trace.current_a[:end] * np.diff(trace.time_s[: end + 1]))
+    if moved <= 0.0:
+        raise CharacterizeError(f"{trace.path}: no charge delivered before the minimum voltage")
+    return float(moved / SECONDS_PER_HOUR), end
+
+
+def charged_ah(trace: Trace, voltage_max_v: float) -> float:
+    """Charge (Ah) the C/20 charge put in; refuses a charge that never reaches the maximum."""
+    if not np.any(trace.current_a < 0.0):
+        raise CharacterizeError(f"{trace.path}: no charge current (negative current_a)")
+    if trace.voltage_v.max() < voltage_max_v - LIMIT_TOLERANCE_V:
+        raise CharacterizeError(
+            f"{trace.path}: not a full charge: the voltage never reaches the maximum "
+            f"{voltage_max_v:g} V (highest {trace.voltage_v.max():.4f} V)"
+        )
+    put_in = -np.sum(np.minimum(trace.current_a[:-1], 0.0) * np.diff(trace.time_s))
+    return float(put_in / SECONDS_PER_HOUR)
+
+
+def fit_hppc(trace: Trace, capacity_ah: float, efficiency: float) -> list[PulseFit]:
+    """R0 and two RC pairs per HPPC group (module docstring, step 2)."""
+    t, i = trace.time_s, trace.current_a
+    soc = soc_trajectory(t, i, capacity_ah, 100.0, efficiency)
+    active = np.abs(i) > capacity_ah / 100.0
+    events = _runs(active)
+    rests = [(a, b) for a, b in _runs(~active) if a > 0]
+
+    def is_pulse(event: tuple[int, int]) -> bool:
+        return t[event[1] - 1] - t[event[0]] <= PULSE_MAX_S
+
+    # A longer event (a SOC step) opens a group: its relaxation and the pulses that follow all
+    # belong to the SOC it moved the cell to.
+    groups: list[list[tuple[tuple[int, int], tuple[int, int] | None]]] = []
+    for event in events:
+        rest = next((r for r in rests if r[0] == event[1]), None)
+        if not groups or not is_pulse(event):
+            groups.append([])
+        groups[-1].append((event, rest))
+    unit1 = {tau: rc_unit_response(t, i, tau) for tau in TAU1_GRID_S}
+    unit2 = {tau: rc_unit_response(t, i, tau) for tau in TAU2_GRID_S}
+    fits: list[PulseFit] = []
+    for group in groups:
+        pulses = [e for e, _ in group if is_pulse(e)]
+        relax = [r for _, r in group if r is not None and r[1] - r[0] >= MIN_REST_SAMPLES]
+        if not pulses or not relax:
+            continue
+        if any(t[r[1] - 1] - t[r[0]] >= LONG_REST_S for r in relax):
+            fit = _fit_group(trace, pulses, relax, unit1, unit2)
+        elif fits:
+            # No long rest in this group (a test that starts with pulses, or ends at the voltage
+            # limit): the short rests cannot separate the slow pair, so the previous group's RC
+            # pairs stand in and only R0 is fitted.
+            prev = fits[-1]
+            fit = _fit_r0(trace, pulses, prev, unit1[prev.tau1_s], unit2[prev.tau2_s])
+        else:
+            continue
+        fits.append(replace(fit, soc_pct=float(soc[pulses[0][0]])))
+    if not fits:
+        raise CharacterizeError(
+            f"{trace.path}: no pulses found (current steps above C/100 followed by a rest of "
+            f"{MIN_REST_SAMPLES} samples or more)"
+        )
+    return fits
+
+
+def _fit_group(
+    trace: Trace,
+    pulses: list[tuple[int, int]],
+    relax: list[tuple[int, int]],
+    unit1: dict[float, NDArray[np.float64]],
+    unit2: dict[float, NDArray[np.float64]],
+) -> PulseFit:
+    """RC pairs from the group's rests (v = rest voltage - R1 u1 - R2 u2), then R0.
+
+    Subtracting each rest's mean removes its unknown rest voltage, which leaves two unknowns per
+    pair of time constants: all pairs are solved at once from 2x2 normal equations.
+    """
+
+    def centred(values: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.concatenate([values[a:b] - values[a:b].mean(axis=0) for a, b in relax])
+
+    taus1, taus2 = list(unit1), list(unit2)
+    u1 = centred(np.column_stack([unit1[t] for t in taus1]))
+    u2 = centred(np.column_stack([unit2[t] for t in taus2]))
+    v = centred(trace.voltage_v)
+    a11 = np.sum(u1 * u1, axis=0)[:, None]
+    a22 = np.sum(u2 * u2, axis=0)[None, :]
+    a12 = u1.T @ u2
+    b1 = (u1.T @ v)[:, None]
+    b2 = (u2.T @ v)[None, :]
+    det = a11 * a22 - a12**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r1 = -(a22 * b1 - a12 * b2) / det
+        r2 = -(a11 * b2 - a12 * b1) / det
+    sse = float(v @ v) + r1 * b1 + r2 * b2
+    usable = (r1 > 0.0) & (r2 > 0.0) & (det > 0.0)
+    usable &= np.array(taus2)[None, :] >= 2.0 * np.array(taus1)[:, None]
+    if not usable.any():
+        raise CharacterizeError(
+            f"{trace.path}: no positive RC pairs fit the rests of the HPPC group starting at "
+            f"{trace.time_s[pulses[0][0]]:g} s"
+        )
+    k1, k2 = np.unravel_index(np.argmin(np.where(usable, sse, np.inf)), sse.shape)
+    tau1, tau2 = taus1[k1], taus2[k2]
+    rc = PulseFit(0.0, 0.0, float(r1[k1, k2]), tau1, float(r2[k1, k2]), tau2)
+    return _fit_r0(trace, pulses, rc, unit1[tau1], unit2[tau2])
+
+
+def _fit_r0(
+    trace: Trace,
+    pulses: list[tuple[int, int]],
+    rc: PulseFit,
+    u1: NDArray[np.float64],
+    u2: NDArray[np.float64],
+) -> PulseFit:
+    """R0 from the group's pulse current steps, given its RC pairs (least squares)."""
+    t = trace.time_s
+    edges = [k for a, b in pulses for k in (a, b)]
+    k = np.array([k for k in edges if 0 < k < len(t)])
+    d_i = trace.current_a[k] - trace.current_a[k - 1]
+    d_v = (
+        trace.voltage_v[k]
+        - trace.voltage_v[k - 1]
+        + rc.r1_ohm * (u1[k] - u1[k - 1])
+        + rc.r2_ohm * (u2[k] - u2[k - 1])
+    )
+    r0 = float(-np.sum(d_v * d_i) / np.sum(d_i**2))
+    if r0 <= 0.0:
+        raise CharacterizeError(
+            f"{trace.path}: the current steps of the HPPC group starting at "
+            f"{t[pulses[0][0]]:g} s give R0 <= 0"
+        )
+    return replace(rc, r0_ohm=r0)
+
+
+def _local_fit(soc: NDArray[np.float64], values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The data itself at every table SOC: a local linear fit over +-`LOCAL_WINDOW_PCT`
+    (nearest data where there is too little)."""
+    order = np.argsort(soc)
+    soc, values = soc[order], values[order]
+    out = np.empty(len(SOC_GRID_PCT))
+    for n, point in enumerate(SOC_GRID_PCT):
+        near = np.abs(soc - point) <= LOCAL_WINDOW_PCT
+        if np.count_nonzero(near) >= 10:
+            out[n] = np.polyfit(soc[near] - point, values[near], 1)[1]
+        else:
+            out[n] = np.interp(point, soc, values)
+    return out
+
+
+def _spline_fit(soc: NDArray[np.float64], values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Increasing table values on the SOC grid whose linear interpolation fits the data best.
+
+    Sampling the curve at the grid points would put the table's straight segments off the
+    curve wherever it bends (the knees near empty and full); fitting the knots by least squares
+    minimises the RMS error of the interpolated table itself. Unconstrained, a knee makes the
+    neighbouring knot overshoot (a dip before LFP's final rise), so each step between knots is
+    bounded below by `MIN_OCV_STEP_V` (scipy's bounded least squares). A light second-difference
+    penalty fixes knots without data (e.g. above the SOC a CC charge reaches).
+    """
+    grid = np.array(SOC_GRID_PCT, dtype=float)
+    pos = np.clip(np.searchsorted(grid, soc, side="right") - 1, 0, len(grid) - 2)
+    w = np.clip((soc - grid[pos]) / (grid[pos + 1] - grid[pos]), 0.0, 1.0)
+    design = np.zeros((len(soc), len(grid)))
+    rows = np.arange(len(soc))
+    design[rows, pos] = 1.0 - w
+    design[rows, pos + 1] = w
+    smooth = np.zeros((len(grid) - 2, len(grid)))
+    for k in range(len(grid) - 2):
+        smooth[k, k : k + 3] = (SPLINE_SMOOTHING, -2.0 * SPLINE_SMOOTHING, SPLINE_SMOOTHING)
+    # Unknowns: the first knot and the steps between knots (knots = cumulative sums).
+    cumulative = np.tril(np.ones((len(grid), len(grid))))
+    a = np.vstack([design, smooth]) @ cumulative
+    b = np.concatenate([values, np.zeros(len(grid) - 2)])
+    lower = np.full(len(grid), MIN_OCV_STEP_V)
+    lower[0] = -np.inf
+    steps = lsq_linear(a, b, bounds=(lower, np.inf), method="bvls").x
+    return cumulative @ steps
+
+
+def _resistance_rows(fits: list[PulseFit]) -> dict[str, list[float]]:
+    """Resistance tables on the SOC grid from the HPPC groups (clamped beyond the outer pulses)."""
+    fits = sorted(fits, key=lambda f: f.soc_pct)
+    soc = np.array([f.soc_pct for f in fits])
+    rows = {}
+    for key in ("r0_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s"):
+        values = np.array([getattr(f, key) for f in fits])
+        rows[key] = np.interp(SOC_GRID_PCT, soc, values).tolist()
+    return rows
+
+
+def _profile(
+    temps: list[float],
+    capacity_ah: float,
+    efficiency: float,
+    rows: dict[str, list[list[float]]],
+    hysteresis_rate: float = 0.0,
+    **meta: str | float,
+) -> CellProfile:
+    """A profile from fitted rows; OCV and hysteresis default to zero (overpotential only)."""
+    zero = [[0.0] * len(SOC_GRID_PCT) for _ in temps]
+    return CellProfile(
+        name=str(meta.get("name", "")),
+        chemistry=str(meta.get("chemistry", "")),
+        source=str(meta.get("source", "")),
+        capacity_ah=capacity_ah,
+        voltage_min_v=float(meta.get("voltage_min_v", 0.0)),
+        voltage_max_v=float(meta.get("voltage_max_v", 0.0)),
+        coulombic_efficiency=efficiency,
+        soc_pct=list(map(float, SOC_GRID_PCT)),
+        temperature_c=temps,
+        ocv_v=rows.get("ocv_v", zero),
+        hysteresis_v=rows.get("hysteresis_v", zero),
+        hysteresis_rate_per_ah=hysteresis_rate,
+        r0_ohm=rows["r0_ohm"],
+        r1_ohm=rows["r1_ohm"],
+        tau1_s=rows["tau1_s"],
+        r2_ohm=rows["r2_ohm"],
+        tau2_s=rows["tau2_s"],
+    )
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """Everything fitted at one temperature, plus what re-simulating its files needs."""
+
+    tests: TemperatureSet
+    capacity_ah: float
+    efficiency: float
+    rows: dict[str, list[float]]
+
+
+def _fit_temperature(tests: TemperatureSet, voltage_min_v: float, voltage_max_v: float) -> _Fitted:
+    capacity, end = discharge_capacity_ah(tests.discharge, voltage_min_v)
+    put_in = charged_ah(tests.charge, voltage_max_v)
+    efficiency = min(1.0, capacity / put_in)
+    if efficiency < MIN_EFFICIENCY:
+        raise CharacterizeError(
+            f"{tests.charge.path}: charged {put_in:.3f} Ah for {capacity:.3f} Ah discharged "
+            f"({tests.discharge.path}): coulombic efficiency {efficiency:.3f} below "
+            f"{MIN_EFFICIENCY}"
+        )
+    rows = _resistance_rows(fit_hppc(tests.hppc, capacity, efficiency))
+    model = _profile([tests.temperature_c], capacity, efficiency, {k: [r] for k, r in rows.items()})
+    measured, branches = [], []
+    for trace, soc0, stop in ((tests.discharge, 100.0, end + 1), (tests.charge, 0.0, None)):
+        t, i = trace.time_s[:stop], trace.current_a[:stop]
+        soc = soc_trajectory(t, i, capacity, soc0, efficiency)
+        ocv = trace.voltage_v[:stop] + overpotential(model, t, i, tests.temperature_c, soc)
+        loaded = np.abs(i) > capacity / 200.0
+        measured.append(_local_fit(soc[loaded], ocv[loaded]))
+        branches.append(_spline_fit(soc[loaded], ocv[loaded]))
+    # The table is increasing by construction; the data itself must be too.
+    mean = (measured[0] + measured[1]) / 2.0
+    bad = np.flatnonzero(np.diff(mean) <= 0.0)
+    if len(bad):
+        k = int(bad[0])
+        raise CharacterizeError(
+            f"{tests.discharge.path} + {tests.charge.path}: the OCV measured at "
+            f"{tests.temperature_c:g} degC does not increase between SOC {SOC_GRID_PCT[k]} % "
+            f"and {SOC_GRID_PCT[k + 1]} % ({mean[k]:.4f} V -> {mean[k + 1]:.4f} V)"
+        )
+    ocv_dis, ocv_chg = branches
+    ocv = (ocv_dis + ocv_chg) / 2.0
+    rows["ocv_v"] = ocv.tolist()
+    hysteresis = np.maximum((ocv_chg - ocv_dis) / 2.0, 0.0)
+    # At 0 and 100 % the branches end at the voltage limits under load, where the diffusion
+    # overpotential no RC pair captures opens the gap by tens of mV (over 100 mV on LFP): that
+    # is not hysteresis, so the end points keep their neighbours' values.
+    hysteresis[0], hysteresis[-1] = hysteresis[1], hysteresis[-2]
+    rows["hysteresis_v"] = hysteresis.tolist()
+    return _Fitted(tests, capacity, efficiency, rows)
+
+
+def _residuals(
+    profile: CellProfile, fitted: list[_Fitted], rates: Sequence[float]
+) -> list[dict[str, tuple[float, float]]]:
+    """RMS voltage residual (mV) of re-simulating every input file with `profile` at each
+    hysteresis rate: over the whole file and over the samples between `INTERIOR_SOC_PCT` (the
+    tables' 5 % steps cannot follow the knees near empty and full, which dominate the
+    whole-file figure)."""
+    out: list[dict[str, tuple[float, float]]] = [{} for _ in rates]
+    for fit in fitted:
+        # Each temperature's SOC axis spans its own C/20 capacity.
+        model = replace(profile, capacity_ah=fit.capacity_ah)
+        # Discharge and HPPC start from a full charge (charge branch), the charge from empty.
+        for trace, soc0, h0 in (
+            (fit.tests.discharge, 100.0, 1.0),
+            (fit.tests.charge, 0.0, -1.0),
+            (fit.tests.hppc, 100.0, 1.0),
+        ):
+            t, i = trace.time_s, trace.current_a
+            soc, volts, hyst = hysteresis_free(model, t, i, trace.temperature_c, soc0)
+            inside = (soc >= INTERIOR_SOC_PCT[0]) & (soc <= INTERIOR_SOC_PCT[1])
+            for n, rate in enumerate(rates):
+                model_v = volts + hyst * hysteresis_state(t, i, rate, h0)
+                out[n][str(trace.path)] = (
+                    rms_mv(model_v, trace.voltage_v),
+                    rms_mv(model_v[inside], trace.voltage_v[inside]),
+                )
+    return out
+
+
+def characterize(
+    discharges: Sequence[Path],
+    charges: Sequence[Path],
+    hppcs: Sequence[Path],
+    *,
+    name: str,
+    chemistry: str,
+    source: str,
+    voltage_min_v: float,
+    voltage_max_v: float,
+    max_residual_mv: float = DEFAULT_MAX_RESIDUAL_MV,
+) -> CellProfile:
+    """Fit a profile from the lab traces (module docstring); raises `CharacterizeError`."""
+    sets = group_tests(
+        [read_trace(p) for p in discharges],
+        [read_trace(p) for p in charges],
+        [read_trace(p) for p in hppcs],
+    )
+    fitted = [_fit_temperature(s, voltage_min_v, voltage_max_v) for s in sets]
+    temps = [f.tests.temperature_c for f in fitted]
+    reference = min(fitted, key=lambda f: abs(f.tests.temperature_c - 25.0))
+    rows = {key: [f.rows[key] for f in fitted] for key in fitted[0].rows}
+    meta = {
+        "name": name,
+        "chemistry": chemistry,
+        "source": source,
+        "voltage_min_v": voltage_min_v,
+        "voltage_max_v": voltage_max_v,
+    }
+    profile = _profile(temps, reference.capacity_ah, reference.efficiency, rows, 0.0, **meta)
+    by_rate = _residuals(profile, fitted, HYSTERESIS_RATES)
+    best = min(
+        range(len(HYSTERESIS_RATES)),
+        key=lambda n: math.fsum(r[1] ** 2 for r in by_rate[n].values()),
+    )
+    profile.hysteresis_rate_per_ah = HYSTERESIS_RATES[best]
+    residuals = by_rate[best]
+    worst = max(residuals, key=lambda k: residuals[k][1])
+    if residuals[worst][1] > max_residual_mv:
+        raise CharacterizeError(
+            f"{worst}: the fitted model misses this file by {residuals[worst][1]:.1f} mV RMS "
+            f"between SOC {INTERIOR_SOC_PCT[0]} and {INTERIOR_SOC_PCT[1]} % (limit "
+            f"{max_residual_mv:g} mV): the data does not fit a 2RC model with hysteresis"
+        )
+    profile.fit = {
+        "rms_residual_mv": {k: round(v[0], 2) for k, v in residuals.items()},
+        "rms_residual_mv_soc_10_90": {k: round(v[1], 2) for k, v in residuals.items()},
+        "capacity_ah_by_temperature": {
+            f"{f.tests.temperature_c:g}": round(f.capacity_ah, 4) for f in fitted
+        },
+        "notes": (
+            "cellguard characterize: OCV = mean of the C/20 branches corrected for the HPPC "
+            "overpotential; each temperature's SOC axis spans its own C/20 discharge capacity"
+        ),
+    }
+    return profile

@@ -1,0 +1,356 @@
+"""Replay a recorded measurement trace through the firmware's estimator (`cellguard replay`).
+
+The firmware runs on the MicroPython unix port from the `replay` board's bytecode bundle under a
+heap limit, exactly the code a board runs (boards/replay.py). This module validates and converts
+the CSV files, streams the trace to that process and collects its per-sample estimates.
+
+Trace CSV (header names exact, time strictly increasing, gaps <= 1 s, current positive =
+discharge):
+    time_s,current_a,voltage_v,temperature_c                                  (one cell)
+    time_s,current_a,voltage_v_1,...,voltage_v_N,temperature_c_1,...,temperature_c_M  (a string)
+Truth CSV: time_s,soc_true (percent, the mean cell) or time_s,soc_true_1,...,soc_true_N.
+Output CSV: time_s,soc for one cell; time_s,soc,soc_bound,soc_1,...,soc_N for a string (percent).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from hil.bench.dut import DEFAULT_HEAP, micropython_binary
+from hil.toolchain.build import build_bundle
+
+MAX_GAP_S = 1.0
+"""Largest step between trace samples (the issue's 1 Hz minimum rate)."""
+
+CONVERGE_PCT = 2.0
+"""Error band of the time-to-converge figure (percentage points)."""
+
+
+class TraceError(ValueError):
+    """A malformed trace, truth or profile file; the message names the file and line."""
+
+
+@dataclass
+class Trace:
+    """A validated trace: times (s), current (A, + = discharge), cell voltages (V), temps (degC)."""
+
+    time_s: np.ndarray
+    current_a: np.ndarray
+    voltage_v: np.ndarray
+    """Shape (samples, cells)."""
+    temperature_c: np.ndarray
+    """Shape (samples, sensors)."""
+    single: bool
+    """True for the one-cell format."""
+
+    @property
+    def cells(self) -> int:
+        """Cells in the trace."""
+        return int(self.voltage_v.shape[1])
+
+
+@dataclass
+class Estimates:
+    """The firmware's estimates per trace sample (percent)."""
+
+    time_s: np.ndarray
+    soc: np.ndarray
+    soc_bound: np.ndarray
+    cell_soc: np.ndarray
+    """Shape (samples, cells)."""
+
+
+def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    with path.open(newline="") as f:
+        for n, row in enumerate(csv.reader(f), start=1):
+            if row:
+                yield n, row
+
+
+def _numbered(header: list[str], stem: str) -> int:
+    """How many `stem_1..stem_K` columns follow in order; TraceError if the numbering breaks."""
+    names = [h for h in header if h.startswith(stem + "_")]
+    expected = [f"{stem}_{i}" for i in range(1, len(names) + 1)]
+    if names != expected:
+        raise TraceError(f"columns {', '.join(names)} must be numbered {stem}_1..{stem}_K")
+    return len(names)
+
+
+def _numbers(path: Path, expected: list[str]) -> np.ndarray:
+    """The rows of `path` under header `expected` as floats; TraceError names the line."""
+    rows = _rows(path)
+    next(rows)  # the header, checked by the caller
+    values: list[list[float]] = []
+    for n, row in rows:
+        if len(row) != len(expected):
+            what = "missing" if len(row) < len(expected) else "extra"
+            raise TraceError(
+                f"{path}: line {n}: {what} columns ({len(row)} values, header has {len(expected)})"
+            )
+        try:
+            floats = [float(x) for x in row]
+        except ValueError:
+            bad = next(x for x in row if not _is_float(x))
+            raise TraceError(f"{path}: line {n}: not a number: {bad!r}") from None
+        if not all(math.isfinite(x) for x in floats):
+            raise TraceError(f"{path}: line {n}: not a finite number")
+        if values and floats[0] <= values[-1][0]:
+            raise TraceError(f"{path}: line {n}: time_s does not increase")
+        values.append(floats)
+    if not values:
+        raise TraceError(f"{path}: no samples")
+    return np.array(values)
+
+
+def _is_float(x: str) -> bool:
+    try:
+        float(x)
+    except ValueError:
+        return False
+    return True
+
+
+def _header(path: Path) -> list[str]:
+    for _, row in _rows(path):
+        return [h.strip() for h in row]
+    raise TraceError(f"{path}: empty file")
+
+
+def read_trace(path: Path) -> Trace:
+    """Parse and check a trace CSV (see the module docstring)."""
+    header = _header(path)
+    single = ["time_s", "current_a", "voltage_v", "temperature_c"]
+    if header == single:
+        n, m = 1, 1
+    else:
+        if header[:2] != ["time_s", "current_a"]:
+            raise TraceError(f"{path}: line 1: header must start with time_s,current_a")
+        try:
+            n = _numbered(header, "voltage_v")
+            m = _numbered(header, "temperature_c")
+        except TraceError as e:
+            raise TraceError(f"{path}: line 1: {e}") from None
+        names = [f"voltage_v_{i}" for i in range(1, n + 1)]
+        names += [f"temperature_c_{i}" for i in range(1, m + 1)]
+        if n == 0 or m == 0 or header != ["time_s", "current_a", *names]:
+            raise TraceError(
+                f"{path}: line 1: expected {','.join(single)} or time_s,current_a,"
+                "voltage_v_1..N,temperature_c_1..M"
+            )
+    if n > 192 or m > 192:
+        raise TraceError(f"{path}: line 1: at most 192 cells and 192 sensors")
+    data = _numbers(path, header)
+    gaps = np.diff(data[:, 0])
+    if gaps.size and gaps.max() > MAX_GAP_S + 1e-9:
+        k = int(np.argmax(gaps > MAX_GAP_S + 1e-9))
+        raise TraceError(f"{path}: line {k + 3}: gap of {gaps[k]:g} s (at most {MAX_GAP_S:g})")
+    return Trace(data[:, 0], data[:, 1], data[:, 2 : 2 + n], data[:, 2 + n :], header == single)
+
+
+def read_truth(path: Path, cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Truth times (s) and SOC (percent), shape (samples, 1) for soc_true or (samples, cells)."""
+    header = _header(path)
+    if header == ["time_s", "soc_true"]:
+        data = _numbers(path, header)
+        return data[:, 0], data[:, 1:]
+    if header[:1] == ["time_s"] and _numbered(header, "soc_true") == cells == len(header) - 1:
+        data = _numbers(path, header)
+        return data[:, 0], data[:, 1:]
+    raise TraceError(f"{path}: line 1: expected time_s,soc_true or time_s,soc_true_1..{cells}")
+
+
+def firmware_config(
+    profile: dict[str, Any], trace: Trace, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The firmware configuration for replaying `trace` with `profile`.
+
+    A trace carries one current and no contactor feedback: the replay board has neither a second
+    current sensor nor feedback inputs, and says so (a configuration key, as a board would)."""
+    cfg: dict[str, Any] = {"current2_enable": 0, "contactor_feedback": 0}
+    cfg.update(overrides or {})
+    cfg.update(profile=profile, cell_count=trace.cells, temp_count=trace.temperature_c.shape[1])
+    return cfg
+
+
+def _stream(trace: Trace, sink: IO[str]) -> None:
+    t_ms = np.round((trace.time_s - trace.time_s[0]) * 1000).astype(np.int64)
+    i_ma = np.round(trace.current_a * 1000).astype(np.int64)
+    mv = np.clip(np.round(trace.voltage_v * 1000), 0, 65535).astype(np.int64)
+    dc = np.clip(np.round(trace.temperature_c * 10), -32768, 32767).astype(np.int64)
+    table = np.column_stack([t_ms, i_ma, mv, dc])
+    try:
+        for chunk in range(0, len(table), 1000):
+            sink.write(
+                "".join(" ".join(map(str, row)) + "\n" for row in table[chunk : chunk + 1000])
+            )
+        sink.close()
+    except BrokenPipeError:  # the firmware stopped early: its stderr says why
+        pass
+
+
+def replay(
+    trace: Trace,
+    config: dict[str, Any],
+    *,
+    initial_soc_pct: float | None = None,
+    heap: str = DEFAULT_HEAP,
+    progress: Callable[[int], None] | None = None,
+) -> Estimates:
+    """Run the firmware over `trace` with `config` (see `firmware_config`); `progress(k)` is called
+    with the number of samples done so far."""
+    bundle = build_bundle("replay")
+    with tempfile.TemporaryDirectory(prefix="cellguard-replay-") as tmp:
+        cfg_path = Path(tmp) / "config.json"
+        cfg_path.write_text(json.dumps(config))
+        code = (
+            f"import sys\nsys.path.insert(0, {str(bundle)!r})\n"
+            "import boards.replay as r\nr.main(sys.argv[1:])\n"
+        )
+        cmd = [micropython_binary(), "-X", f"heapsize={heap}", "-c", code, str(cfg_path)]
+        if initial_soc_pct is not None:
+            if not 0 <= initial_soc_pct <= 100:
+                raise TraceError("--initial-soc must be in 0..100")
+            cmd.append(str(round(initial_soc_pct * 100)))
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1 << 16,
+        )
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        feeder = threading.Thread(target=_stream, args=(trace, proc.stdin), daemon=True)
+        feeder.start()
+        out = np.zeros((len(trace.time_s), 2 + trace.cells))
+        k = 0
+        console = []  # anything but an estimate line: the firmware's own messages
+        for line in proc.stdout:
+            fields = line.split()
+            if k < len(out) and len(fields) == out.shape[1] and fields[0].isdigit():
+                out[k] = [float(x) for x in fields]
+                k += 1
+                if progress is not None and k % 1000 == 0:
+                    progress(k)
+            else:
+                console.append(line)
+        err = "".join(console[-40:]) + proc.stderr.read()
+        proc.wait()
+        feeder.join()
+    if proc.returncode != 0 or k != len(out):
+        raise RuntimeError(f"the firmware stopped after {k} of {len(out)} samples:\n{err}")
+    if progress is not None:
+        progress(k)
+    out /= 100.0
+    return Estimates(trace.time_s, out[:, 0], out[:, 1], out[:, 2:])
+
+
+def write_estimates(path: Path, est: Estimates, single: bool) -> None:
+    """The output CSV (see the module docstring)."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        if single:
+            w.writerow(["time_s", "soc"])
+            w.writerows(zip(est.time_s.tolist(), est.soc.tolist(), strict=True))
+            return
+        cells = est.cell_soc.shape[1]
+        w.writerow(["time_s", "soc", "soc_bound", *[f"soc_{i}" for i in range(1, cells + 1)]])
+        for row in np.column_stack([est.time_s, est.soc, est.soc_bound, est.cell_soc]):
+            w.writerow([f"{row[0]:g}", *[f"{v:.2f}" for v in row[1:]]])
+
+
+def accuracy(est: Estimates, truth_t: np.ndarray, truth: np.ndarray) -> dict[str, float | None]:
+    """SOC RMSE, max error (percentage points) and the time (s from the first sample) after which
+    the error stays within CONVERGE_PCT (None if it ends outside). With one truth column the pack
+    SOC is compared with it; with one per cell every cell's SOC with its own. `bound_held_pct`:
+    how often (% of samples) the pack SOC's error stayed within its reported error bound (the
+    bound is the pack's: None when the truth is per cell)."""
+    if truth_t[0] > est.time_s[0] + 1e-9 or truth_t[-1] < est.time_s[-1] - 1e-9:
+        raise TraceError("the truth file does not cover the trace's time span")
+    ref = np.column_stack([np.interp(est.time_s, truth_t, col) for col in truth.T])
+    got = est.soc[:, None] if truth.shape[1] == 1 else est.cell_soc
+    err = np.abs(got - ref).max(axis=1)
+    out = np.nonzero(err > CONVERGE_PCT)[0]
+    if out.size == 0:
+        converge: float | None = 0.0
+    elif out[-1] == len(err) - 1:
+        converge = None
+    else:
+        converge = float(est.time_s[out[-1] + 1] - est.time_s[0])
+    return {
+        "soc_rmse_pct": float(np.sqrt(np.mean((got - ref) ** 2))),
+        "soc_max_error_pct": float(np.abs(got - ref).max()),
+        "converge_2pct_s": converge,
+        "bound_held_pct": (
+            float(100 * np.mean(np.abs(got[:, 0] - ref[:, 0]) <= est.soc_bound))
+            if truth.shape[1] == 1
+            else None
+        ),
+    }
+
+
+def simulate_trace(
+    chemistry: str,
+    cells: int,
+    current_a: np.ndarray,
+    *,
+    soc: float = 0.9,
+    seed: int = 0,
+) -> tuple[Trace, np.ndarray]:
+    """A 1 Hz trace of the plant (sim.pack, sim.sensors: noise, offsets, quantisation) driven by
+    `current_a` (A per second, + = discharge), and the true cell SOCs (percent) per sample.
+
+    Like a logger, each row holds simultaneous readings: the plant runs the row's current for the
+    second before the row's time, then the sensors read voltage, current and temperature."""
+    from sim.pack import Pack, PackConfig
+    from sim.sensors import SensorModel
+
+    pack = Pack(PackConfig(chemistry=chemistry, n_cells=cells, soc_mean=soc, seed=seed))
+    pack.set_contactors(True, False, True)
+    sensors = SensorModel(seed=seed)
+    rng = np.random.default_rng(seed)
+    n = len(current_a)
+    volts = np.zeros((n, cells))
+    temps = np.zeros((n, cells))
+    truth = np.zeros((n, cells))
+    measured = current_a + sensors.current_offset_a + rng.normal(0, sensors.current_noise_a, n)
+    for k in range(n):
+        for _ in range(10):
+            pack.step(0.1, float(current_a[k]))
+        m = sensors.measure(pack)
+        volts[k] = m.cell_mv / 1000.0
+        temps[k] = m.temp_dc / 10.0
+        truth[k] = 100.0 * pack.soc
+    trace = Trace(np.arange(n, dtype=float), np.round(measured, 3), volts, temps, cells == 1)
+    return trace, truth
+
+
+def write_trace(path: Path, trace: Trace) -> None:
+    """Write `trace` in the trace CSV format (the inverse of `read_trace`)."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        if trace.single:
+            w.writerow(["time_s", "current_a", "voltage_v", "temperature_c"])
+        else:
+            w.writerow(
+                ["time_s", "current_a"]
+                + [f"voltage_v_{i}" for i in range(1, trace.cells + 1)]
+                + [f"temperature_c_{i}" for i in range(1, trace.temperature_c.shape[1] + 1)]
+            )
+        for k in range(len(trace.time_s)):
+            w.writerow(
+                [f"{trace.time_s[k]:g}", f"{trace.current_a[k]:g}"]
+                + [f"{v:.3f}" for v in trace.voltage_v[k]]
+                + [f"{t:.1f}" for t in trace.temperature_c[k]]
+            )

@@ -1,0 +1,7 @@
+"""`python -m hil.cli` runs the `cellguard` command."""
+
+import sys
+
+from hil.cli import main
+
+sys.exit(main())

@@ -1,1 +1,0 @@
-"""Subcommands of the `cellguard` CLI: one module each (NAME, HELP, add_arguments, run)."""

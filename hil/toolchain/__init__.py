@@ -1,0 +1,2 @@
+"""The toolchain: DBC -> firmware codec (`codegen`), sources -> board bundles (`build`), and the
+bus load of the message set (`busload`)."""
