@@ -75,6 +75,17 @@ class Bms:
         if self.persist.status in (FALLBACK, CORRUPT):
             self.protection.set_fault(FAULT_STORAGE, True)
         self._last_ms = None
+        # Work that runs between control cycles, never inside one (diagnostics, charging
+        # communication): objects with `service(now_ms)`, each bounding its own time per call.
+        self.services = []
+
+    def run_services(self, now_ms):
+        """Give every between-cycle service its turn; a service that raises fails safe."""
+        for s in self.services:
+            try:
+                s.service(now_ms)
+            except Exception as e:  # noqa: BLE001 - a service fault must not end the BMS
+                self.fail(e)
 
     def cycle(self, now_ms):
         """Run one control cycle at board time `now_ms`."""
@@ -222,6 +233,7 @@ def run(board, cfg=None):
                 gc.collect()
                 bms.heap_live = _heap_used()
                 bms.persist_service(now)
+            bms.run_services(board.ticks_ms())
             try:
                 if comm.tick_pending:
                     comm.tick_pending = False
