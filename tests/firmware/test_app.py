@@ -199,6 +199,32 @@ def test_exception_outside_the_cycle_does_not_end_the_loop():
     assert board.contactors == (0, 0, 0)
 
 
+class _RaisingService:
+    """A between-cycle service (diagnostics, charging) whose handler breaks."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def service(self, now_ms):
+        self.calls += 1
+        raise ValueError("malformed request")
+
+
+def test_a_failing_service_opens_contactors_and_the_cycles_go_on():
+    board = FakeBoard()
+    bms = app.build(board)
+    now = run_cycles(bms, board, 7)
+    assert board.contactors == (1, 0, 1)
+    broken = _RaisingService()
+    bms.services.append(broken)
+    bms.run_services(now)
+    assert broken.calls == 1
+    assert board.contactors == (0, 0, 0), "a service fault leaves the pack disconnected"
+    assert bms.protection.active & (1 << FAULT_INTERNAL_ERROR)
+    run_cycles(bms, board, 3, t0=now)
+    assert bms.alive, "control cycles still run after the service fault"
+
+
 def _one_cycle(bms, board, mv):
     inject(board, mv=mv)
     bms.comm.poll(0)
