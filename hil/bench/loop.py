@@ -225,6 +225,9 @@ class Bench:
         self.dut: UnixPortDut | None = None  # set when the bench started the firmware itself
         self._buf = bytearray(8)
         self._logger = can.Logger(log_path) if log_path else None
+        self.log_start = time.time()
+        """Wall-clock time (s since the epoch) of simulated time 0 in the CAN log: a log's
+        timestamps are this plus the simulated time, so BLF readers show when the run started."""
         self._decoders = {
             m.frame_id: m
             for m in self.db.messages
@@ -355,8 +358,13 @@ class Bench:
                 self._frame(codec.encode_sim_tick, codec.SIM_TICK_ID, self.seq, self.cycle_ms)
             )
         self._log(frames)
-        self.transport.send_many(frames)
-        self._receive()
+        try:
+            self.transport.send_many(frames)
+            self._receive()
+        except (OSError, BenchError):
+            if self.dut is not None:  # a firmware that stopped says why (DutError)
+                self.dut.raise_if_stopped()
+            raise
         self._apply()
         dt = self.cycle_ms / 1000.0
         if faults is not None:
@@ -502,7 +510,7 @@ class Bench:
         for can_id, data in frames:
             self._logger.on_message_received(
                 can.Message(
-                    timestamp=self.t_s,
+                    timestamp=self.log_start + self.t_s,
                     arbitration_id=can_id,
                     data=data,
                     is_extended_id=False,
@@ -516,7 +524,7 @@ class Bench:
             return
         self._logger.on_message_received(
             can.Message(
-                timestamp=self.t_s + self.cycle_ms / 1000.0,
+                timestamp=self.log_start + self.t_s + self.cycle_ms / 1000.0,
                 arbitration_id=frame[0],
                 data=frame[1],
                 is_extended_id=False,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import cantools
-
 from hil import DBC_PATH
+from hil.cli.errors import UsageError
+from hil.cli.options import load_dbc
 from hil.toolchain.busload import bus_load, format_table
 
 NAME = "busload"
@@ -33,8 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the bus load table; return the exit status."""
     temps = args.cells if args.temps is None else args.temps
-    db = cantools.database.load_file(args.dbc)
-    rows = bus_load(db, args.cells, temps, args.bitrate, args.control_period)
+    for option, value in (("--cells", args.cells), ("--temps", temps)):
+        if value < 1:
+            raise UsageError(f"{option} {value}: must be at least 1")
+    db = load_dbc(args.dbc)
+    try:
+        rows = bus_load(db, args.cells, temps, args.bitrate, args.control_period)
+    except ValueError as e:
+        raise UsageError(f"--cells {args.cells}: {e}") from None
     print(
         f"{args.dbc.name}: {args.cells} cells, {temps} temperature sensors, "
         f"{args.bitrate / 1000:g} kbit/s, control period {args.control_period} ms, "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import can
 import cantools
+import pytest
 
 from hil import DBC_PATH
 from hil.bench.dut import DEFAULT_HEAP, UnixPortDut, heap_bytes
@@ -56,7 +57,10 @@ def test_can_log_opens_in_python_can_and_decodes(tmp_path: Path, bench_factory) 
     assert {f"Cell{i:03d}_Voltage" for i in range(1, 17)} <= set(voltages)
     assert all(3.5 < voltages[f"Cell{i:03d}_Voltage"] < 4.3 for i in range(1, 17))
     times = [f.timestamp for f in frames]
-    assert times == sorted(times) and times[-1] > 1.5  # simulated time stamps
+    assert times == sorted(times) and times[-1] - times[0] > 1.5  # simulated time stamps
+    # ... from the wall-clock time the run started (not 1970): readers show a real start time
+    assert can.BLFReader(log).start_timestamp == pytest.approx(bench.log_start, abs=0.01)
+    assert abs(bench.log_start - time.time()) < 600
 
 
 def test_python_can_slcan_reaches_the_virtual_bms() -> None:
