@@ -135,6 +135,8 @@ class BmsStatus:
     pack_current_a: float = float("nan")
     cell_v_min: float = float("nan")
     cell_v_max: float = float("nan")
+    temp_min_c: float = float("nan")
+    temp_max_c: float = float("nan")
     limits: Limits = field(default_factory=lambda: Limits(0.0, 0.0, 0.0))
     faults: frozenset[str] = frozenset()
     balancing: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
@@ -223,6 +225,8 @@ class Bench:
         self.measurement_hook: MeasurementHook | None = None
         self.faults: FaultHooks | None = None  # set by hil.bench.inject.FaultInjector
         self.dut: UnixPortDut | None = None  # set when the bench started the firmware itself
+        self.listeners: list[Callable[[StepRecord], None]] = []
+        """Called with every step's record (a run recorder, the test-centre report)."""
         self._buf = bytearray(8)
         self._logger = can.Logger(log_path) if log_path else None
         self.log_start = time.time()
@@ -377,6 +381,8 @@ class Bench:
         )
         record = StepRecord(self.t_s, load_current_a, self.pack.current_a, snapshot, m)
         self.t_s += dt
+        for listener in self.listeners:
+            listener(record)
         return record
 
     def step_until(
@@ -444,6 +450,9 @@ class Bench:
         elif name == "BMS_CellVoltageStats":
             s.cell_v_min = float(v["CellVoltageMin"])
             s.cell_v_max = float(v["CellVoltageMax"])
+        elif name == "BMS_TempStats":
+            s.temp_min_c = float(v["TempMin"])
+            s.temp_max_c = float(v["TempMax"])
         elif name == "BMS_Limits":
             s.limits = Limits(
                 float(v["ChargeCurrentLimit"]),

@@ -90,16 +90,17 @@ _KEY = re.compile(r"^config key '([^']+)': (.*)$")
 
 def check_firmware_config(
     config: dict[str, Any], source: str, blame: dict[str, str] | None = None
-) -> None:
+) -> Any:
     """Validate `config` with the firmware's own loader (`firmware.config.load`, under CPython).
 
     A refusal raises UsageError with the firmware's message, put on what gave the value: `blame`
     maps a configuration key (or "profile") to the option that set it (e.g. "cell_count" to
-    "--cells 0"); any other key is put on `source` (e.g. "--config my.json")."""
+    "--cells 0"); any other key is put on `source` (e.g. "--config my.json"). Returns the
+    firmware's `Config` (every key resolved, defaults and derived values included)."""
     from firmware import config as fw_config
 
     try:
-        fw_config.load(config)
+        return fw_config.load(config)
     except ValueError as e:
         message = str(e)
         blame = blame or {}

@@ -15,9 +15,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from hil.bench.dut import DEFAULT_HEAP, DutError
+from hil.bench.dut import DEFAULT_HEAP, DutError, heap_bytes
 from hil.bench.loop import Bench
-from hil.bench.report import Recorder, write_report
+from hil.bench.report import THRESHOLD_KEYS, Recorder, RunInfo, write_report
 from hil.bench.runner import bench_firmware_config, open_bench
 from hil.cli.errors import Failure, Interrupted, PendingSignal, deferred_interrupts
 from hil.cli.options import check_firmware_config, config_file, heap_size, output_folder
@@ -52,7 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--heap", type=heap_size, default=DEFAULT_HEAP, help="MicroPython heap (-X heapsize)"
     )
-    parser.add_argument("--log-format", default="blf", choices=["blf", "asc"])
+    parser.add_argument(
+        "--log-format",
+        default="blf",
+        choices=["blf", "asc", "none"],
+        help="CAN log of every frame: blf (default, zlib-compressed), asc (text) or none",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -61,15 +66,23 @@ def run(args: argparse.Namespace) -> int:
     overrides = config_file(args.config, OWNED_KEYS)
     sensors = SensorModel(seed=args.seed)
     fw = bench_firmware_config(args.cells, args.chemistry, sensors, overrides)
-    check_firmware_config(
+    resolved = check_firmware_config(
         fw,
         source=f"--config {args.config}",
         blame={"cell_count": f"--cells {args.cells}", "temp_count": f"--cells {args.cells}"},
     )
+    info = RunInfo(
+        args.scenario,
+        args.cells,
+        args.chemistry,
+        args.seed,
+        thresholds={k: getattr(resolved, k) for k in THRESHOLD_KEYS},
+        heap_bytes=heap_bytes(args.heap),
+    )
     out = output_folder(args.out)
     chem = get_chemistry(args.chemistry)
     scenario = build_scenario(args.scenario, args.chemistry, chem.capacity_ah)
-    log_path = out / f"can.{args.log_format}"
+    log_path = None if args.log_format == "none" else out / f"can.{args.log_format}"
     rec = Recorder(cell_every=10)
     t0 = time.perf_counter()
     try:
@@ -95,10 +108,10 @@ def run(args: argparse.Namespace) -> int:
         hint = f" (--heap {args.heap} too small?)" if "MemoryError" in e.reason else ""
         raise Failure(f"{e.reason}{hint}; console in {out / 'console.log'}") from None
     if signal_received.signum is not None:
+        kept = f"; {log_path} holds every frame up to there" if log_path else ""
         raise Interrupted(
             signal_received.signum,
-            f"stopped at {bench.t_s / 3600:.2f} h simulated; {log_path} holds every frame up "
-            "to there (no report written)",
+            f"stopped at {bench.t_s / 3600:.2f} h simulated{kept} (no report written)",
         )
     wall = time.perf_counter() - t0
     summary = rec.summary(wall)
@@ -111,8 +124,9 @@ def run(args: argparse.Namespace) -> int:
             "heap": args.heap,
         }
     )
-    files = write_report(rec, out, summary)
-    _print_summary(summary, files + [log_path, out / "console.log"])
+    files = write_report(rec, out, summary, info)
+    logs = [log_path] if log_path else []
+    _print_summary(summary, files + logs + [out / "console.log"])
     return 0
 
 
@@ -121,11 +135,14 @@ def _run_scenario(
 ) -> None:
     with tqdm(total=100, unit="%", disable=quiet, bar_format=_BAR) as bar:
         shown = 0
+        segment = scenario.segment_name
         while not scenario.done and stop.signum is None:
             load = scenario.current_request(bench.t_s, bench.pack, bench.status.limits)
+            # the request may have ended the last segment: its step still belongs to it
+            segment = segment if scenario.done else scenario.segment_name
             step = bench.step(load)
-            rec.add(step, bench.pack, scenario.segment_name)
-            if len(rec.rows) % 100 == 0:
+            rec.add(step, bench.pack, segment)
+            if len(rec) % 100 == 0:
                 done = int(100 * scenario.progress(bench.t_s, bench.pack))
                 bar.update(done - shown)
                 shown = done
