@@ -138,7 +138,9 @@ class _Figure:
         end = t[-1] + (t[1] - t[0] if len(t) > 1 else 0)
         for a, b, code in _spans(codes):
             colour = PHASE_COLOURS.get(names[code], DRIVE_COLOUR)
-            ax.axvspan(t[a], t[b] if b < len(t) else end, color=colour, alpha=0.45, linewidth=0)
+            ax.axvspan(
+                t[a], t[b] if b < len(t) else end, color=colour, alpha=0.45, linewidth=0, zorder=0
+            )
 
     def markers(self, ax: Any) -> None:
         """A vertical line where the fault tier rose, coloured by the new tier."""
@@ -401,7 +403,7 @@ def _soh(rec: Recorder, info: RunInfo, path: Path) -> Path:
     _line(ax, f.x, rec.column("soh_resistance_pct"), "R0 / profile R0", color="C3")
     ax.axhline(100, color="0.3", linewidth=0.6)
     ax.set_ylabel("SOH [%]")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="center left")
     _line(ax2, f.x, rec.column("soh_capacity_confidence_pct"), "capacity", color="C0")
     _line(ax2, f.x, rec.column("soh_resistance_confidence_pct"), "resistance", color="C3")
     ax2.set_ylabel("confidence [%]")
@@ -481,8 +483,13 @@ def _balancing(rec: Recorder, info: RunInfo, path: Path) -> Path:
             vmin=0,
             vmax=100,
         )
-        cbar = f.fig.colorbar(image, ax=ax3, pad=0.01, fraction=0.03)
+        # an inset colour bar: the heat map keeps the width of the plots above, so their time
+        # axes line up
+        cbar = f.fig.colorbar(image, cax=ax3.inset_axes((1.005, 0.0, 0.012, 1.0)))
         cbar.set_label("bleed duty [%]", fontsize=8)
+        from matplotlib.ticker import MaxNLocator
+
+        ax3.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax2.set_ylabel("cells bleeding\n(mean per minute)")
     ax3.set_ylabel("cell")
     for a in (ax, ax2):
@@ -526,6 +533,7 @@ def _firmware(rec: Recorder, info: RunInfo, path: Path, heap_budget: int | None)
             free = heap_budget / 1024 - hi
             note += f" of a {heap_budget / 1024:.0f} KiB heap ({free:.0f} KiB free)"
         ax2.text(0.02, 0.95, note, transform=ax2.transAxes, fontsize=8, va="top")
+        ax2.set_yscale("log")
     ax2.set_xlabel("live heap after GC [KiB] (BMS_CycleDiag.HeapUsed)")
     ax2.set_ylabel("control cycles")
     for a in (ax, ax2):
