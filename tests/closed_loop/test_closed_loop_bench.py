@@ -22,7 +22,8 @@ HEAP_BYTES = heap_bytes(DEFAULT_HEAP)
 
 
 def test_192_cells_run_in_the_smallest_heap(bench_factory) -> None:  # type: ignore[no-untyped-def]
-    """The largest pack we claim runs on the smallest heap we claim (144K on a 32-bit board, the esp32 budget, scaled for the 64-bit port)."""
+    """The largest pack we claim runs on the smallest heap we claim (the esp32's 144K budget on
+    a 32-bit board, scaled for the 64-bit port)."""
     bench = bench_factory(cells=192)
     for _ in range(60):
         bench.step(0.0)
