@@ -29,7 +29,7 @@ from typing import Any
 
 import firmware
 from firmware import config as fw_config
-from hil.cli.errors import Failure, UsageError
+from hil.cli.errors import Failure
 from hil.cli.options import check_firmware_config, config_file
 from hil.toolchain.build import BUILD_DIR, bundle_files, profiled_boards, stage_flash_bundle
 
@@ -256,8 +256,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Flash (or print the steps); returns the exit status."""
-    if not args.dry_run and args.port.startswith("/dev/") and not Path(args.port).exists():
-        raise UsageError(f"--port {args.port}: no such device (is the board plugged in?)")
     config = None
     if args.config:  # checked with the firmware's own rules before anything is built or copied
         config = config_file(args.config)

@@ -220,7 +220,7 @@ def test_a_failing_service_opens_contactors_and_the_cycles_go_on():
     bms.run_services(now)
     assert broken.calls == 1
     assert board.contactors == (0, 0, 0), "a service fault leaves the pack disconnected"
-    assert bms.protection.active & (1 << FAULT_INTERNAL_ERROR)
+    assert bms.data.faults.active & (1 << FAULT_INTERNAL_ERROR)
     run_cycles(bms, board, 3, t0=now)
     assert bms.alive, "control cycles still run after the service fault"
 
