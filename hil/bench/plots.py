@@ -191,7 +191,7 @@ class _Figure:
 
 
 def _limit_lines(
-    ax: Any, data: Sequence[np.ndarray], lines: Sequence[tuple[float, str, str]], unit: str
+    ax: Any, data: Sequence[np.ndarray], lines: Sequence[tuple[float, str, str]]
 ) -> None:
     """Threshold lines: those near the data are drawn, the rest named in a note, so the data keeps
     the height of the plot."""
@@ -243,29 +243,60 @@ def _soc(rec: Recorder, info: RunInfo, path: Path) -> Path:
     return f.save(path)
 
 
+def _per_cell(
+    ax: Any,
+    f: _Figure,
+    plant: tuple[str, str, str],
+    bms: tuple[str, str, str],
+    colour: str,
+    limits: Sequence[tuple[float, str, str]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The plant's min/mean/max columns `plant` as an envelope, the BMS's published extremes
+    (`bms`: min and max column and the message name), threshold `limits`; returns the plant's
+    min and max and the BMS's."""
+    rec = f.rec
+    lo, mean, hi = (rec.column(c) for c in plant)
+    _envelope(ax, f.x, lo, mean, hi, "plant", colour)
+    bms_lo, bms_hi = rec.column(bms[0]), rec.column(bms[1])
+    _line(ax, f.x, bms_hi, f"BMS max ({bms[2]})", color="C3", linestyle=":")
+    _line(ax, f.x, bms_lo, "BMS min", color="C2", linestyle=":")
+    _limit_lines(ax, [lo, hi], limits)
+    ax.legend(fontsize=7, loc="upper right", ncol=2)
+    return lo, hi, bms_lo, bms_hi
+
+
+def _thresholds(
+    info: RunInfo, spec: Sequence[tuple[str, str, str]], scale: float, unit: str
+) -> list[tuple[float, str, str]]:
+    """(value, label, colour) of each threshold key of `spec` the run's config has."""
+    th = info.thresholds
+    return [
+        (th[key] * scale, f"{label} {th[key] * scale:g} {unit}", colour)
+        for key, label, colour in spec
+        if key in th
+    ]
+
+
 def _cell_voltages(rec: Recorder, info: RunInfo, path: Path) -> Path:
     f = _Figure(
         rec, info, f"Cell voltages ({info.cells} cells): plant envelope, BMS extremes", 2, 7
     )
     ax, ax2 = f.axes
-    lo, mean, hi = (rec.column(f"cell_v_{k}") for k in ("min", "mean", "max"))
-    _envelope(ax, f.x, lo, mean, hi, "plant", "C0")
-    bms_lo, bms_hi = rec.column("bms_cell_v_min"), rec.column("bms_cell_v_max")
-    _line(ax, f.x, bms_hi, "BMS max (BMS_CellVoltageStats)", color="C3", linestyle=":")
-    _line(ax, f.x, bms_lo, "BMS min", color="C2", linestyle=":")
-    th = info.thresholds
-    lines = []
-    for key, label, colour in (
+    spec = (
         ("cell_ov_mv", "over-voltage", "#c00000"),
         ("cell_charge_max_mv", "charge end (CV)", "0.4"),
         ("cell_discharge_min_mv", "discharge end", "0.4"),
         ("cell_uv_mv", "under-voltage", "#c00000"),
-    ):
-        if key in th:
-            lines.append((th[key] / 1000, f"{label} {th[key] / 1000:.3f} V", colour))
-    _limit_lines(ax, [lo, hi], lines, "V")
+    )
+    lo, hi, bms_lo, bms_hi = _per_cell(
+        ax,
+        f,
+        ("cell_v_min", "cell_v_mean", "cell_v_max"),
+        ("bms_cell_v_min", "bms_cell_v_max", "BMS_CellVoltageStats"),
+        "C0",
+        _thresholds(info, spec, 0.001, "V"),
+    )
     ax.set_ylabel("cell voltage [V]")
-    ax.legend(fontsize=7, loc="upper right", ncol=2)
     _line(ax2, f.x, 1000 * (hi - lo), "plant max - min", color="C0")
     _line(ax2, f.x, 1000 * (bms_hi - bms_lo), "BMS max - min", color="C3", linestyle=":")
     ax2.set_ylabel("cell spread [mV]")
@@ -279,25 +310,21 @@ def _temperatures(rec: Recorder, info: RunInfo, path: Path) -> Path:
         rec, info, f"Temperatures ({info.cells} sensors): plant envelope, BMS extremes", 1, 5
     )
     (ax,) = f.axes
-    lo, mean, hi = (rec.column(f"temp_{k}_c") for k in ("min", "mean", "max"))
-    _envelope(ax, f.x, lo, mean, hi, "plant", "C1")
-    _line(
-        ax, f.x, rec.column("bms_temp_max_c"), "BMS max (BMS_TempStats)", color="C3", linestyle=":"
-    )
-    _line(ax, f.x, rec.column("bms_temp_min_c"), "BMS min", color="C0", linestyle=":")
-    th = info.thresholds
-    lines = []
-    for key, label, colour in (
+    spec = (
         ("ot_discharge_dc", "over-temperature", "#c00000"),
         ("ot_charge_dc", "over-temperature charging", "#e07000"),
         ("ut_charge_dc", "under-temperature charging", "#3060c0"),
         ("ut_discharge_dc", "under-temperature", "#203080"),
-    ):
-        if key in th:
-            lines.append((th[key] / 10, f"{label} {th[key] / 10:g} °C", colour))
-    _limit_lines(ax, [lo, hi], lines, "°C")
+    )
+    _per_cell(
+        ax,
+        f,
+        ("temp_min_c", "temp_mean_c", "temp_max_c"),
+        ("bms_temp_min_c", "bms_temp_max_c", "BMS_TempStats"),
+        "C1",
+        _thresholds(info, spec, 0.1, "°C"),
+    )
     ax.set_ylabel("temperature [°C]")
-    ax.legend(fontsize=7, loc="upper right", ncol=2)
     f.decorate()
     return f.save(path)
 

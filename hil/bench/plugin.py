@@ -33,6 +33,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -212,26 +213,18 @@ def inject(bench: Bench) -> FaultInjector:
     return FaultInjector(bench)
 
 
+@dataclass
 class _BenchReport:
     """One bench's part of the test-centre report: records its steps, and before it closes
     writes its artifacts (`hil.bench.testcentre.collect_bench`) into `collected`."""
 
-    def __init__(
-        self,
-        folder: Path,
-        root: Path,
-        kwargs: dict[str, Any],
-        collected: list[dict[str, Any]],
-        board: tuple[str, BoardConsole] | None,
-        mark: int,
-    ) -> None:
-        self.folder = folder
-        self.root = root
-        self.kwargs = kwargs
-        self.collected = collected
-        self.board = board
-        self.mark = mark
-        self.recorder = Recorder(cell_every=10)
+    folder: Path
+    root: Path
+    kwargs: dict[str, Any]
+    collected: list[dict[str, Any]]
+    board: tuple[str, BoardConsole] | None
+    mark: int
+    recorder: Recorder = field(default_factory=lambda: Recorder(cell_every=10))
 
     def attach(self, bench: Bench) -> None:
         """Record every step of `bench`."""

@@ -83,18 +83,8 @@ FAULT_NAMES (bit = index, as BMS_Faults), `fault_tier` 0 none, 1 warning, 2 dera
 `state` is the BmsState name in the CSV and its number in `Recorder.column`."""
 
 _TEXT = {"segment"}  # columns stored as codes into a table of names
-_INTS = {
-    "state",
-    "contactor_neg",
-    "contactor_pre",
-    "contactor_pos",
-    "contactors_closed",
-    "fault_tier",
-    "faults",
-    "balancing_cells",
-    "cycle_time_us",
-    "heap_used",
-}
+_INTS = set(SERIES_COLUMNS[SERIES_COLUMNS.index("state") : SERIES_COLUMNS.index("heap_used") + 1])
+"""The integer columns (state .. heap_used, in a row in SERIES_COLUMNS)."""
 _DECIMALS = {"t_s": 1, "cell_v": 4, "pack_v": 2, "temp": 2, "soc": 3, "_a": 3, "_pct": 2}
 TIERS = ("none", "warning", "derate", "open")
 BALANCE_BUCKET_S = 60.0
