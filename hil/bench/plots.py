@@ -35,6 +35,8 @@ def _mpl() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
+    # Tick labels as values, never "1e-5+3.5237e1": a reader should not have to add them up.
+    matplotlib.rcParams["axes.formatter.useoffset"] = False
     import matplotlib.pyplot as plt
 
     return plt
@@ -99,6 +101,19 @@ def _envelope(
         bx, lo_min, hi_max, color=colour, alpha=0.3, linewidth=0, label=f"{label} min-max"
     )
     ax.plot(bx, mean_mean, color=colour, linewidth=1.0, label=f"{label} mean")
+
+
+def _legend(ax: Any, fontsize: int = 8, ncol: int = 1) -> None:
+    """The legend in the upper right, with headroom above the data so it covers none of it."""
+    handles, _ = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    rows = -(-len(handles) // ncol)
+    height_in = ax.get_position().height * ax.figure.get_figheight()
+    share = min(0.6, (rows * fontsize * 1.45 / 72 + 0.08) / max(height_in, 0.5))
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, lo + (hi - lo) / (1 - share))
+    ax.legend(fontsize=fontsize, loc="upper right", ncol=ncol)
 
 
 def _spans(codes: np.ndarray) -> list[tuple[int, int, int]]:
@@ -230,7 +245,7 @@ def _soc(rec: Recorder, info: RunInfo, path: Path) -> Path:
         linestyle="--",
     )
     ax.set_ylabel("SOC [%]")
-    ax.legend(fontsize=8, loc="upper right")
+    _legend(ax, fontsize=8)
     err = rec.column("soc_bms_pct") - rec.column("soc_true_pct")
     bound = rec.column("soc_bound_pct")
     bx, _, b, _ = _binned(f.x, bound)
@@ -238,7 +253,7 @@ def _soc(rec: Recorder, info: RunInfo, path: Path) -> Path:
     _line(ax2, f.x, err, "error, BMS - plant", color="C3")
     ax2.axhline(0, color="0.3", linewidth=0.6)
     ax2.set_ylabel("SOC error [%-points]")
-    ax2.legend(fontsize=8, loc="upper right")
+    _legend(ax2, fontsize=8)
     f.decorate()
     return f.save(path)
 
@@ -261,7 +276,7 @@ def _per_cell(
     _line(ax, f.x, bms_hi, f"BMS max ({bms[2]})", color="C3", linestyle=":")
     _line(ax, f.x, bms_lo, "BMS min", color="C2", linestyle=":")
     _limit_lines(ax, [lo, hi], limits)
-    ax.legend(fontsize=7, loc="upper right", ncol=2)
+    _legend(ax, fontsize=7, ncol=2)
     return lo, hi, bms_lo, bms_hi
 
 
@@ -300,7 +315,7 @@ def _cell_voltages(rec: Recorder, info: RunInfo, path: Path) -> Path:
     _line(ax2, f.x, 1000 * (hi - lo), "plant max - min", color="C0")
     _line(ax2, f.x, 1000 * (bms_hi - bms_lo), "BMS max - min", color="C3", linestyle=":")
     ax2.set_ylabel("cell spread [mV]")
-    ax2.legend(fontsize=8, loc="upper right")
+    _legend(ax2, fontsize=8)
     f.decorate()
     return f.save(path)
 
@@ -357,10 +372,10 @@ def _cell_soc(rec: Recorder, info: RunInfo, path: Path) -> Path:
         rms = np.sqrt(over_cells(err**2, np.mean))
         _line(ax2, t, rms, "RMS over the cells", color="k", linewidth=0.7)
     ax.set_ylabel("cell SOC [%]")
-    ax.legend(fontsize=7, loc="upper right", ncol=2)
+    _legend(ax, fontsize=7, ncol=2)
     ax2.axhline(0, color="0.3", linewidth=0.6)
     ax2.set_ylabel("cell SOC error,\nBMS - plant [%-points]")
-    ax2.legend(fontsize=7, loc="upper right")
+    _legend(ax2, fontsize=7)
     f.decorate()
     return f.save(path)
 
@@ -373,16 +388,16 @@ def _pack(rec: Recorder, info: RunInfo, path: Path) -> Path:
     _line(ax, f.x, v, "plant", color="C0")
     _line(ax, f.x, bms_v, "BMS", color="C1", linestyle="--")
     ax.set_ylabel("pack voltage [V]")
-    ax.legend(fontsize=8, loc="upper right")
+    _legend(ax, fontsize=8)
     _line(ax2, f.x, i, "plant", color="C0")
     _line(ax2, f.x, bms_i, "BMS", color="C1", linestyle="--")
     ax2.set_ylabel("pack current [A]\n(+ = discharge)")
-    ax2.legend(fontsize=8, loc="upper right")
+    _legend(ax2, fontsize=8)
     _line(ax3, f.x, bms_v - v, "voltage [V]", color="C0")
     _line(ax3, f.x, bms_i - i, "current [A]", color="C3")
     ax3.axhline(0, color="0.3", linewidth=0.6)
     ax3.set_ylabel("BMS - plant")
-    ax3.legend(fontsize=8, loc="upper right")
+    _legend(ax3, fontsize=8)
     f.decorate()
     return f.save(path)
 
@@ -418,7 +433,7 @@ def _current_limits(rec: Recorder, info: RunInfo, path: Path) -> Path:
         )
     ax.axhline(0, color="0.3", linewidth=0.6)
     ax.set_ylabel("current [A]")
-    ax.legend(fontsize=7, loc="upper right", ncol=2)
+    _legend(ax, fontsize=7, ncol=2)
     f.decorate()
     return f.save(path)
 
@@ -430,12 +445,12 @@ def _soh(rec: Recorder, info: RunInfo, path: Path) -> Path:
     _line(ax, f.x, rec.column("soh_resistance_pct"), "R0 / profile R0", color="C3")
     ax.axhline(100, color="0.3", linewidth=0.6)
     ax.set_ylabel("SOH [%]")
-    ax.legend(fontsize=8, loc="center left")
+    _legend(ax, fontsize=8)
     _line(ax2, f.x, rec.column("soh_capacity_confidence_pct"), "capacity", color="C0")
     _line(ax2, f.x, rec.column("soh_resistance_confidence_pct"), "resistance", color="C3")
     ax2.set_ylabel("confidence [%]")
     ax2.set_ylim(-5, 105)
-    ax2.legend(fontsize=8, loc="upper right")
+    _legend(ax2, fontsize=8)
     f.decorate()
     return f.save(path)
 
@@ -491,7 +506,7 @@ def _balancing(rec: Recorder, info: RunInfo, path: Path) -> Path:
     ax, ax2, ax3 = f.axes
     _line(ax, f.x, rec.column("soc_spread_pct"), "plant, max - min cell SOC", color="C2")
     ax.set_ylabel("SOC spread\n[%-points]")
-    ax.legend(fontsize=8, loc="upper right")
+    _legend(ax, fontsize=8)
     start_s, duty = rec.balancing_duty()
     if duty.size:
         from hil.bench.report import BALANCE_BUCKET_S
@@ -603,23 +618,23 @@ def overview_plot(rec: Recorder, info: RunInfo, path: Path) -> Path | None:
     _line(ax, f.x, rec.column("soc_true_pct"), "plant", color="C0")
     _line(ax, f.x, rec.column("soc_bms_pct"), "BMS", color="C1", linestyle="--")
     ax.set_ylabel("SOC [%]")
-    ax.legend(fontsize=7, loc="upper right")
+    _legend(ax, fontsize=7)
     lo, mean, hi = (rec.column(f"cell_v_{k}") for k in ("min", "mean", "max"))
     _envelope(ax2, f.x, lo, mean, hi, "plant", "C0")
     _line(ax2, f.x, rec.column("bms_cell_v_max"), "BMS max", color="C3", linestyle=":")
     _line(ax2, f.x, rec.column("bms_cell_v_min"), "BMS min", color="C2", linestyle=":")
     ax2.set_ylabel("cell voltage [V]")
-    ax2.legend(fontsize=7, loc="upper right", ncol=2)
+    _legend(ax2, fontsize=7, ncol=2)
     _line(ax3, f.x, rec.column("current_a"), "current (+ = discharge)", color="k")
     _line(ax3, f.x, rec.column("discharge_limit_a"), "discharge limit", color="C3")
     _line(ax3, f.x, -rec.column("charge_limit_a"), "charge limit (negated)", color="C2")
     ax3.set_ylabel("current [A]")
-    ax3.legend(fontsize=7, loc="upper right")
+    _legend(ax3, fontsize=7)
     ax4.step(
         f.x, rec.column("contactors_closed"), where="post", color="C4", label="contactors closed"
     )
     ax4.step(f.x, rec.column("fault_tier") / 3, where="post", color="C3", label="fault tier / 3")
     ax4.set_ylim(-0.1, 1.1)
-    ax4.legend(fontsize=7, loc="upper right")
+    _legend(ax4, fontsize=7)
     f.decorate()
     return f.save(path)

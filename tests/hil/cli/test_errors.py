@@ -296,3 +296,15 @@ def test_a_signal_ends_the_firmware_and_keeps_a_complete_can_log(
     ids = [m.arbitration_id for m in reader]
     ticks, acks = ids.count(0x20F), ids.count(0x1FF)
     assert ticks > 10 and acks == ticks
+
+
+def test_help_texts_print_percent_signs_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse formats option help with %, not the description: neither may show '%%'."""
+    for command in ("replay", "characterize", "sim", "serve", "busload", "flash", "codegen"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        out = capsys.readouterr().out
+        assert "%%" not in out, command
+    with pytest.raises(SystemExit):
+        main(["replay", "--help"])
+    assert "within 2 %" in " ".join(capsys.readouterr().out.split())
