@@ -168,13 +168,16 @@ def bench_factory(
     board = config.stash.get(_CONSOLE, None)
     mark = board[1].mark() if board else 0
     collected: list[dict[str, Any]] = []
+    opened = 0
 
     def factory(**kwargs: Any) -> Bench:
+        nonlocal opened
         for key, value in bench_options.items():
             kwargs.setdefault(key, value)
         folder = None
+        opened += 1
         if report_root is not None:
-            name = slug(request.node.nodeid) + (f"-{len(collected) + 1}" if collected else "")
+            name = slug(request.node.nodeid) + (f"-{opened}" if opened > 1 else "")
             folder = report_root / "tests" / name
             folder.mkdir(parents=True, exist_ok=True)
         if "log_path" not in kwargs:
@@ -231,8 +234,15 @@ class _BenchReport:
         bench.listeners.append(lambda step: self.recorder.add(step, bench.pack, "test"))
 
     def finish(self, bench: Bench, test_name: str) -> None:
-        """Stop recording and write the artifacts (the fault memory is read over CAN here)."""
+        """Stop recording and write the artifacts (the fault memory is read over CAN here); a
+        report that cannot be written says why on the page instead of failing the test."""
         bench.listeners.clear()
+        try:
+            self._collect(bench, test_name)
+        except Exception as e:  # noqa: BLE001 - the test's verdict must not depend on the report
+            self.collected.append({"report_error": f"{type(e).__name__}: {e}"})
+
+    def _collect(self, bench: Bench, test_name: str) -> None:
         if bench.dut is not None:
             console = bench.dut.console()
         elif self.board is not None:

@@ -249,6 +249,9 @@ class TestCentre:
             out.append(f"<pre>{html.escape(r.detail[-6000:])}</pre>")
         for k, bench in enumerate(r.benches, 1):
             title = f"bench {k}: " if len(r.benches) > 1 else "bench: "
+            if "report_error" in bench:
+                out.append(f"<p>{title}no report: {html.escape(bench['report_error'])}</p>")
+                continue
             out.append(
                 f"<h3>{title}{bench['cells']} × {html.escape(bench['chemistry'])}, "
                 f"seed {bench['seed']}, {bench['steps']} control periods "
