@@ -9,7 +9,7 @@ line:
     in:  t_ms current_ma cell_mv_1 .. cell_mv_N temp_dc_1 .. temp_dc_M
     out: soc soc_bound cell_soc_1 .. cell_soc_N          (0.01 %)
 
-Run: micropython -X heapsize=96K -c "import boards.replay as r; r.main()" CONFIG [INITIAL_SOC]
+Run: micropython -X heapsize=168K -c "import boards.replay as r; r.main()" CONFIG [INITIAL_SOC]
 with the bundle on sys.path; INITIAL_SOC (0.01 %) starts the estimator as if that SOC had been
 restored with a 30 % error bound, instead of from OCV.
 """

@@ -74,13 +74,16 @@ class Comm:
         self._v_next = 0
         self._t_next = 0
         self._b_next = 0
-        # Frames per cycle so that each full multiplexed set goes out once per its period.
-        self._v_per_cycle = _per_cycle(self._v_groups, cfg.tx_cells_ms, cfg.cycle_ms)
-        self._t_per_cycle = _per_cycle(self._t_groups, cfg.tx_cells_ms, cfg.cycle_ms)
-        self._b_per_cycle = _per_cycle(self._b_groups, cfg.tx_balancing_ms, cfg.cycle_ms)
+        # Each full multiplexed set goes out once per its period (GenMsgCycleTime in the DBC),
+        # its groups spread evenly over the cycles of that period (_due).
+        self._cells_every = max(1, cfg.tx_cells_ms // cfg.cycle_ms)
+        self._bal_every = max(1, cfg.tx_balancing_ms // cfg.cycle_ms)
         self._status_every = max(1, cfg.tx_status_ms // cfg.cycle_ms)
         self._s_next = 0  # BMS_CellSoc group
-        self._est_every = max(1, cfg.tx_cells_ms // cfg.cycle_ms)  # BMS_Estimation
+        self._b_sent = -1  # reason and strategy of the last BMS_Balancing sent
+        # The cycle counter wraps where every schedule above starts over, so it stays a small
+        # int however long the BMS runs (no big-int allocation after 2**30 cycles).
+        self._wrap = self._status_every * self._cells_every * self._bal_every
 
     # ---- receive -----------------------------------------------------------------------------
     def poll(self, now_ms):
@@ -166,11 +169,13 @@ class Comm:
     def transmit(self, bms):
         """Send the frames due in this control cycle."""
         cycle = self._cycle
-        self._cycle = cycle + 1
+        self._cycle = (cycle + 1) % self._wrap
         if cycle % self._status_every == 0:
             self._send_status(bms)
         m = self.meas
-        for _ in range(self._v_per_cycle):
+        k = cycle % self._cells_every
+        due = _due(self._v_groups, self._cells_every, k)
+        for _ in range(due):
             self._v_next = self._send_group(
                 m.cell_mv,
                 self._v_next,
@@ -179,7 +184,7 @@ class Comm:
                 c.BMS_CELL_VOLTAGES_ID,
                 c.BMS_CELL_VOLTAGES_DLC,
             )
-        for _ in range(self._t_per_cycle):
+        for _ in range(_due(self._t_groups, self._cells_every, k)):
             self._t_next = self._send_group(
                 m.temp_dc,
                 self._t_next,
@@ -188,10 +193,17 @@ class Comm:
                 c.BMS_CELL_TEMPS_ID,
                 c.BMS_CELL_TEMPS_DLC,
             )
-        self._send_estimation(bms, cycle)
+        self._send_estimation(bms, cycle, k, due)
         bal = self.data.balancing
-        # A changed mask goes out at once (every group), so the status never lags the resistors.
-        for _ in range(self._b_groups if bal.changed else self._b_per_cycle):
+        # Cyclic and on change: a changed mask, reason or strategy goes out at once (every
+        # group), so the status never lags the resistors.
+        sent = bal.reason << 2 | bal.strategy
+        if bal.changed or sent != self._b_sent:
+            self._b_sent = sent
+            n = self._b_groups
+        else:
+            n = _due(self._b_groups, self._bal_every, cycle % self._bal_every)
+        for _ in range(n):
             self._send_balancing(bal)
         b = self._fm_next
         if b >= 0:  # fault memory read-out: one stored entry (8 frames) per cycle, then the end
@@ -301,9 +313,10 @@ class Comm:
         c.encode_bms_thermal(tx, th.cooling, th.heating, th.reason)
         self._send(c.BMS_THERMAL_ID, c.BMS_THERMAL_DLC)
 
-    def _send_estimation(self, bms, cycle):
+    def _send_estimation(self, bms, cycle, k, due):
         # BMS_PowerLimits with the status frames; BMS_Estimation and BMS_CellSoc (every cell's
-        # SOC) at the cell-frame period.
+        # SOC) at the cell-frame period: `k` is the cycle within it, `due` the BMS_CellVoltages
+        # groups sent in this cycle (the same for SOC).
         est = self.data.soc
         tx = self.tx
         if cycle % self._status_every == 0:
@@ -316,7 +329,7 @@ class Comm:
                 s.discharge_ma_30s // 100,
             )
             self._send(c.BMS_POWER_LIMITS_ID, c.BMS_POWER_LIMITS_DLC)
-        if cycle % self._est_every == 0:
+        if k == 0:
             c.encode_bms_estimation(
                 tx,
                 est.soc_bound,
@@ -328,7 +341,7 @@ class Comm:
             )
             self._send(c.BMS_ESTIMATION_ID, c.BMS_ESTIMATION_DLC)
         n = len(est.soc0)
-        for _ in range(self._v_per_cycle):
+        for _ in range(due):
             g = self._s_next
             i = g * _GROUP_CELLS
             c.encode_bms_cell_soc(
@@ -372,9 +385,10 @@ class Comm:
         self._send(c.BMS_BALANCING_ID, c.BMS_BALANCING_DLC)
 
 
-def _per_cycle(groups, period_ms, cycle_ms):
-    cycles = max(1, period_ms // cycle_ms)
-    return (groups + cycles - 1) // cycles
+def _due(groups, cycles, k):
+    # Frames of a set of `groups` spread evenly over `cycles` cycles that fall in cycle k
+    # (0..cycles-1): ceil((k+1)g/c) - ceil(kg/c), so the set starts in cycle 0 and sums to g.
+    return ((k + 1) * groups + cycles - 1) // cycles - (k * groups + cycles - 1) // cycles
 
 
 def _div_round(a, b):

@@ -3,7 +3,7 @@
 On a board this file is copied to the filesystem root as `main.py` and the board name comes from
 `board.txt`; on the unix port the board and its arguments come from the command line:
 
-    micropython -X heapsize=96K firmware/main.py sim --port 29536 [--realtime] [--config cfg.json]
+    micropython -X heapsize=168K firmware/main.py sim --port 29536 [--realtime] [--config cfg.json]
 """
 
 import sys

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -41,8 +42,10 @@ heap here also fits the board. Runs on a 32-bit binary (CELLGUARD_MICROPYTHON) a
 
 
 def heap_bytes(size: str) -> int:
-    """`96K` -> 98304; plain numbers are bytes."""
-    return int(size[:-1]) * 1024 if size.upper().endswith("K") else int(size)
+    """`168K` -> 172032, `1M` -> 1048576; plain numbers are bytes (MicroPython's -X heapsize)."""
+    value = size.strip().upper()
+    scale = {"K": 1024, "M": 1024 * 1024}.get(value[-1:], 1)
+    return int(value[:-1] if scale > 1 else value) * scale
 
 
 def _smallest_budget() -> int:
@@ -56,7 +59,34 @@ WDT_EXIT_CODE = 75
 
 
 class DutError(RuntimeError):
-    """The device under test failed to start or died."""
+    """The device under test failed to start or died.
+
+    `reason` is one line (the firmware's own message where it printed one, see
+    `firmware_message`); `str()` adds the end of the console for test reports."""
+
+    def __init__(self, reason: str, console: str = "") -> None:
+        self.reason = reason
+        self.console = console
+        tail = console[-2000:]
+        super().__init__(f"{reason}\n{tail}" if tail else reason)
+
+
+_ERROR_LINE = re.compile(r"^[A-Za-z_.]*(Error|Exception|Interrupt|Exit)\b.*")
+
+
+def firmware_message(console: str) -> str:
+    """The one line of a firmware console that says why it stopped: its `halted:` line (a
+    configuration it refused, with the key at fault), else the last line naming an exception (the
+    end of a traceback, e.g. `MemoryError: memory allocation failed, allocating 96 bytes`), else
+    its last line."""
+    lines = [line.strip() for line in console.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "halted:" in line:
+            return line[line.index("halted:") :]
+    for line in reversed(lines):
+        if _ERROR_LINE.match(line):
+            return line
+    return lines[-1] if lines else "it printed nothing"
 
 
 MICROPYTHON_ENV = "CELLGUARD_MICROPYTHON"
@@ -195,25 +225,58 @@ class UnixPortDut:
         return cmd
 
     def start(self, timeout_s: float = 10.0) -> None:
-        """Start the firmware and wait until its CAN server accepts connections."""
+        """Start the firmware and wait until its CAN server accepts connections.
+
+        On failure the process is ended, the work folder removed (if this object made it) and
+        DutError says why in the firmware's own words."""
         self.storage.mkdir(parents=True, exist_ok=True)
         (self.workdir / "config.json").write_text(json.dumps(self.config))
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
-        )
-        log.close()
+        try:
+            # A session of its own: a Ctrl-C in the terminal reaches the bench, which stops the
+            # firmware in order (CAN log flushed first), not both at once.
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise DutError(f"firmware exited with {self.proc.returncode}:\n{self.console()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        self.stop()
-        raise DutError(f"firmware did not listen on port {self.port}:\n{self.console()}")
+        try:
+            while time.monotonic() < deadline:
+                self.raise_if_stopped(wait_s=0)
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                    return
+                except OSError:
+                    time.sleep(0.02)
+            console = self.console()
+            raise DutError(
+                f"the firmware did not listen on port {self.port} within {timeout_s:g} s: "
+                + firmware_message(console),
+                console,
+            )
+        except BaseException:
+            self.stop()
+            self.cleanup()
+            raise
+
+    def raise_if_stopped(self, wait_s: float = 2.0) -> None:
+        """Raise DutError with the firmware's own message if its process has ended (waiting up
+        to `wait_s` for it to end: a bench that lost the connection calls this)."""
+        if self.proc is None:
+            return
+        try:
+            code = self.proc.wait(timeout=wait_s) if wait_s > 0 else self.proc.poll()
+        except subprocess.TimeoutExpired:
+            return
+        if code is None:
+            return
+        console = self.console()
+        raise DutError(f"the firmware stopped (exit {code}): {firmware_message(console)}", console)
 
     def alive(self) -> bool:
         """True while the firmware process runs."""

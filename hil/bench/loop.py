@@ -135,6 +135,8 @@ class BmsStatus:
     pack_current_a: float = float("nan")
     cell_v_min: float = float("nan")
     cell_v_max: float = float("nan")
+    temp_min_c: float = float("nan")
+    temp_max_c: float = float("nan")
     limits: Limits = field(default_factory=lambda: Limits(0.0, 0.0, 0.0))
     faults: frozenset[str] = frozenset()
     balancing: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
@@ -223,8 +225,13 @@ class Bench:
         self.measurement_hook: MeasurementHook | None = None
         self.faults: FaultHooks | None = None  # set by hil.bench.inject.FaultInjector
         self.dut: UnixPortDut | None = None  # set when the bench started the firmware itself
+        self.listeners: list[Callable[[StepRecord], None]] = []
+        """Called with every step's record (a run recorder, the test-centre report)."""
         self._buf = bytearray(8)
         self._logger = can.Logger(log_path) if log_path else None
+        self.log_start = time.time()
+        """Wall-clock time (s since the epoch) of simulated time 0 in the CAN log: a log's
+        timestamps are this plus the simulated time, so BLF readers show when the run started."""
         self._decoders = {
             m.frame_id: m
             for m in self.db.messages
@@ -355,8 +362,13 @@ class Bench:
                 self._frame(codec.encode_sim_tick, codec.SIM_TICK_ID, self.seq, self.cycle_ms)
             )
         self._log(frames)
-        self.transport.send_many(frames)
-        self._receive()
+        try:
+            self.transport.send_many(frames)
+            self._receive()
+        except (OSError, BenchError):
+            if self.dut is not None:  # a firmware that stopped says why (DutError)
+                self.dut.raise_if_stopped()
+            raise
         self._apply()
         dt = self.cycle_ms / 1000.0
         if faults is not None:
@@ -369,6 +381,8 @@ class Bench:
         )
         record = StepRecord(self.t_s, load_current_a, self.pack.current_a, snapshot, m)
         self.t_s += dt
+        for listener in self.listeners:
+            listener(record)
         return record
 
     def step_until(
@@ -436,6 +450,9 @@ class Bench:
         elif name == "BMS_CellVoltageStats":
             s.cell_v_min = float(v["CellVoltageMin"])
             s.cell_v_max = float(v["CellVoltageMax"])
+        elif name == "BMS_TempStats":
+            s.temp_min_c = float(v["TempMin"])
+            s.temp_max_c = float(v["TempMax"])
         elif name == "BMS_Limits":
             s.limits = Limits(
                 float(v["ChargeCurrentLimit"]),
@@ -502,7 +519,7 @@ class Bench:
         for can_id, data in frames:
             self._logger.on_message_received(
                 can.Message(
-                    timestamp=self.t_s,
+                    timestamp=self.log_start + self.t_s,
                     arbitration_id=can_id,
                     data=data,
                     is_extended_id=False,
@@ -516,7 +533,7 @@ class Bench:
             return
         self._logger.on_message_received(
             can.Message(
-                timestamp=self.t_s + self.cycle_ms / 1000.0,
+                timestamp=self.log_start + self.t_s + self.cycle_ms / 1000.0,
                 arbitration_id=frame[0],
                 data=frame[1],
                 is_extended_id=False,

@@ -22,6 +22,26 @@ from sim.pack import Pack, PackConfig
 from sim.sensors import SensorModel
 
 
+def bench_firmware_config(
+    cells: int,
+    chemistry: str,
+    sensors: SensorModel | None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The firmware configuration a bench gives the BMS: the pack size and chemistry, the
+    sense-line resistance of `sensors` (None: a bench without a plant, nothing to compensate),
+    the caller's `overrides`, and the plant's own cell profile unless the overrides bring one."""
+    fw: dict[str, Any] = {"cell_count": cells, "temp_count": cells, "chemistry": chemistry}
+    if sensors is not None:
+        # The plant's sense-line resistance is the one source: the firmware is told the same
+        # value unless the overrides set it themselves (e.g. 0, to run it uncompensated).
+        fw["balance_sense_mohm"] = round(sensors.sense_line_ohm * 1000)
+    fw.update(overrides or {})
+    # The estimator runs on the model of the simulated cell unless the caller brings a profile.
+    fw.setdefault("profile", plant_profile(chemistry))
+    return fw
+
+
 @contextmanager
 def open_bench(
     *,
@@ -47,39 +67,49 @@ def open_bench(
     `hil.bench.dut.UnixPortDut`).
     """
     sensors = SensorModel(seed=seed)
-    # The plant's sense-line resistance is the one source: the firmware is told the same value
-    # unless `firmware_config` sets balance_sense_mohm itself (e.g. 0, to run it uncompensated).
-    fw: dict[str, Any] = {
-        "cell_count": cells,
-        "temp_count": cells,
-        "chemistry": chemistry,
-        "balance_sense_mohm": round(sensors.sense_line_ohm * 1000),
-    }
-    fw.update(firmware_config or {})
-    # The estimator runs on the model of the simulated cell unless the caller brings a profile.
-    fw.setdefault("profile", plant_profile(chemistry))
+    fw = bench_firmware_config(cells, chemistry, sensors, firmware_config)
     pack = Pack(PackConfig(chemistry=chemistry, n_cells=cells, seed=seed, **(pack_config or {})))
     dut: UnixPortDut | None = None
     transport: Transport
     if can is None:
         dut = UnixPortDut(fw, heap=heap, workdir=workdir, bundle_board=bundle_board)
-        dut.start()
-        transport = SlcanSocketTransport("127.0.0.1", dut.port)
+        dut.start()  # cleans up after itself when it fails
+        try:
+            transport = SlcanSocketTransport("127.0.0.1", dut.port)
+        except OSError:
+            _stop(dut, check=True)  # a firmware that stopped says why; else the OSError stands
+            raise
     else:
         transport = open_transport(can)
-    bench = Bench(
-        transport,
-        pack,
-        sensors,
-        cycle_ms=int(fw.get("cycle_ms", 100)),
-        lockstep=can is None,
-        log_path=str(log_path) if log_path else None,
-    )
+    try:
+        bench = Bench(
+            transport,
+            pack,
+            sensors,
+            cycle_ms=int(fw.get("cycle_ms", 100)),
+            lockstep=can is None,
+            log_path=str(log_path) if log_path else None,
+        )
+    except BaseException:
+        transport.close()
+        if dut is not None:
+            _stop(dut)
+        raise
     bench.dut = dut
     try:
         yield bench
     finally:
-        bench.close()
-        if dut is not None:
-            dut.stop()
-            dut.cleanup()
+        try:
+            bench.close()
+        finally:
+            if dut is not None:
+                _stop(dut)
+
+
+def _stop(dut: UnixPortDut, check: bool = False) -> None:
+    try:
+        if check:
+            dut.raise_if_stopped()
+    finally:
+        dut.stop()
+        dut.cleanup()

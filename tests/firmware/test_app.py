@@ -70,8 +70,8 @@ class FakeBoard:
 
 
 # The frames the bench would send, packed by hand as dbc/cellguard.dbc lays them out: the peer
-# codec (can_codec_peer) does not fit next to a whole BMS in a 96K heap. The firmware decodes
-# them with its generated decoders, so a wrong layout here fails the tests below.
+# codec (can_codec_peer) does not fit next to a whole BMS in the smallest board heap. The firmware
+# decodes them with its generated decoders, so a wrong layout here fails the tests below.
 
 
 def vcu_request(close, alive, reset=0, charge=0):
