@@ -33,6 +33,7 @@ _CR = const(13)
 _IPPROTO_TCP = const(6)
 _TCP_NODELAY = const(1)
 _WDT_EXIT = const(75)  # process exit code for "reset by watchdog": the host restarts us
+_RESET_EXIT = const(76)  # process exit code for a requested reset (UDS 0x11)
 # SIM_Stall (dbc/cellguard.dbc), decoded here: importing the codec would count it in the sim
 # board's I/O cost, which the bench adds on top of a hardware board's heap budget.
 _SIM_STALL_ID = const(0x20E)
@@ -168,6 +169,19 @@ class Board:
         import os
 
         os.rename(tmp, self._storage + "/" + name)
+
+    def storage_path(self, name):
+        """Filesystem path of storage `name` (firmware update slots), None without storage."""
+        return self._storage + "/" + name if self._storage else None
+
+    def reset(self, hard):
+        """ECU reset (UDS 0x11): outputs open, the process ends with _RESET_EXIT and the host
+        starts it again, as a board's reset starts main.py again."""
+        self.set_contactors(0, 0, 0)
+        self.flush()
+        self.storage_write("reset_cause", b"0" if hard else b"2")
+        print("cellguard sim board: reset (" + ("hard" if hard else "soft") + ")")
+        sys.exit(_RESET_EXIT)
 
     def config_overrides(self):
         if not self._config_path:

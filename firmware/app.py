@@ -14,6 +14,7 @@ from .balancing import Balancer
 from .comm import Comm
 from .compat import IS_MICROPYTHON, ticks_add, ticks_diff, ticks_us
 from .contactors import Contactors
+from .diag_port import DiagPort
 from .estimation import SocEstimator
 from .fault_memory import FaultMemory
 from .limits import Limits
@@ -77,7 +78,9 @@ class Bms:
         self._last_ms = None
         # Work that runs between control cycles, never inside one (diagnostics, charging
         # communication): objects with `service(now_ms)`, each bounding its own time per call.
-        self.services = []
+        self.diag = DiagPort(self)  # UDS, loaded while a tester talks (firmware/diag_port.py)
+        self.comm.diag = self.diag
+        self.services = [self.diag]
 
     def run_services(self, now_ms):
         """Give every between-cycle service its turn; a service that raises fails safe."""
@@ -115,9 +118,6 @@ class Bms:
         if comm.take_reset_request():
             prot.request_reset()
             cont.reset_retries()
-        if comm.diag_clear:
-            comm.diag_clear = False
-            self.fault_memory.clear()
         dt = self.cfg.cycle_ms if self._last_ms is None else ticks_diff(now_ms, self._last_ms)
         self._last_ms = now_ms
         if prot.measurements_valid:  # fresh and plausible: check() has just looked
@@ -146,7 +146,7 @@ class Bms:
         lim.cap(sop.charge_ma_30s, sop.discharge_ma_30s)
         self.balancer.update(meas, prot.open_required, now_ms)
         board.set_balancing(self.balancer.mask)
-        self.fault_memory.update(prot.active, meas, self.estimator.soc, dt)
+        self.fault_memory.update(prot.active, meas, self.estimator.soc, dt, prot.measurements_valid)
         comm.transmit(self)
         self.alive = (self.alive + 1) & 15
 

@@ -17,6 +17,20 @@ def _add_repo_root():
         sys.path.insert(0, root)
 
 
+def _boot_slot(board):
+    # Firmware updates (firmware/slots.py): the boot record names the slot to import the firmware
+    # from. This file and the factory image's slots module are the boot loader; nothing else of
+    # the factory image stays loaded when a slot boots.
+    from firmware import slots
+
+    path = slots.choose(board)
+    if path:
+        for name in list(sys.modules):
+            if name == "firmware" or name.startswith("firmware."):
+                del sys.modules[name]
+        sys.path.insert(0, path)
+
+
 def main(argv):
     _add_repo_root()
     if len(argv) > 1:
@@ -27,6 +41,7 @@ def main(argv):
     board_mod = __import__("boards." + name, None, None, ["from_args"])
     board = board_mod.from_args(args)
     try:
+        _boot_slot(board)
         # The configuration first (a cell profile is a large JSON object): its parse garbage is
         # gone before the rest of the firmware's bytecode takes the heap.
         from firmware import config
