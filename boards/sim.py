@@ -33,7 +33,6 @@ _CR = const(13)
 _IPPROTO_TCP = const(6)
 _TCP_NODELAY = const(1)
 _WDT_EXIT = const(75)  # process exit code for "reset by watchdog": the host restarts us
-_RESET_EXIT = const(76)  # process exit code for a requested reset (UDS 0x11)
 # SIM_Stall (dbc/cellguard.dbc), decoded here: importing the codec would count it in the sim
 # board's I/O cost, which the bench adds on top of a hardware board's heap budget.
 _SIM_STALL_ID = const(0x20E)
@@ -44,6 +43,10 @@ for _i in range(10):
 for _i in range(6):
     _HEX[65 + _i] = 10 + _i
     _HEX[97 + _i] = 10 + _i
+
+
+class Restart(BaseException):
+    """A requested reset (Board.reset); main.py catches it and starts the firmware again."""
 
 
 class _Client:
@@ -175,13 +178,15 @@ class Board:
         return self._storage + "/" + name if self._storage else None
 
     def reset(self, hard):
-        """ECU reset (UDS 0x11): outputs open, the process ends with _RESET_EXIT and the host
-        starts it again, as a board's reset starts main.py again."""
+        """ECU reset (UDS 0x11, or into the programming session): outputs open, then Restart,
+        on which main.py starts the firmware again in this process; the bus and its clients
+        stay connected, as a CAN bus stays when an ECU resets."""
         self.set_contactors(0, 0, 0)
         self.flush()
-        self.storage_write("reset_cause", b"0" if hard else b"2")
+        self._cause = 0 if hard else 2
+        self._last_feed = self.ticks_ms()
         print("cellguard sim board: reset (" + ("hard" if hard else "soft") + ")")
-        sys.exit(_RESET_EXIT)
+        raise Restart()
 
     def config_overrides(self):
         if not self._config_path:

@@ -78,17 +78,21 @@ class Bms:
         self._last_ms = None
         # Work that runs between control cycles, never inside one (diagnostics, charging
         # communication): objects with `service(now_ms)`, each bounding its own time per call.
-        self.diag = DiagPort(self)  # UDS, loaded while a tester talks (firmware/diag_port.py)
+        self.diag = DiagPort(self)  # UDS while a tester talks (firmware/diag_port.py)
         self.comm.diag = self.diag
         self.services = [self.diag]
 
     def run_services(self, now_ms):
-        """Give every between-cycle service its turn; a service that raises fails safe."""
+        """Give every between-cycle service its turn; a service that raises fails safe. True
+        when one has more to do at once (it returned a true value): the loop does not idle."""
+        busy = False
         for s in self.services:
             try:
-                s.service(now_ms)
+                if s.service(now_ms):
+                    busy = True
             except Exception as e:  # noqa: BLE001 - a service fault must not end the BMS
                 self.fail(e)
+        return busy
 
     def cycle(self, now_ms):
         """Run one control cycle at board time `now_ms`."""
@@ -233,13 +237,15 @@ def run(board, cfg=None):
                 gc.collect()
                 bms.heap_live = _heap_used()
                 bms.persist_service(now)
-            bms.run_services(board.ticks_ms())
+            busy = bms.run_services(board.ticks_ms())
             try:
                 if comm.tick_pending:
                     comm.tick_pending = False
                     comm.send_cycle_diag(comm.tick_seq, bms.cycle_us, bms.heap_live)
                 elif ran and board.realtime:
                     comm.send_cycle_diag(bms.alive, bms.cycle_us, bms.heap_live)
+                elif busy:
+                    board.wait(0)  # a service has frames to send: poll again at once
                 else:
                     board.wait(max(0, ticks_diff(next_due, now)) if board.realtime else 1000)
             except Exception as e:  # noqa: BLE001 - nor may a transmit or idle fault

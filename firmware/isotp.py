@@ -60,7 +60,7 @@ class IsoTp:
         phys_id,
         func_id,
         tx_id,
-        size=MAX_LEN,
+        buf=None,
         bs=8,
         stmin_ms=0,
         n_cr_ms=1000,
@@ -73,7 +73,7 @@ class IsoTp:
         self.phys_id = phys_id
         self.func_id = func_id
         self.tx_id = tx_id
-        self.buf = bytearray(min(size, MAX_LEN))
+        self.buf = buf if buf is not None else bytearray(MAX_LEN)  # at most MAX_LEN is used
         self._f = bytearray(8)
         self.bs = bs
         self.stmin_ms = stmin_ms
@@ -126,7 +126,7 @@ class IsoTp:
             n = (data[0] & 15) << 8 | data[1]
             if n < 8:
                 return  # would have fitted an SF: malformed
-            if n > len(self.buf):
+            if n > len(self.buf) or n > MAX_LEN:
                 self._send_fc(_FS_OVFLW)
                 self.state = IDLE
                 self.errors += 1

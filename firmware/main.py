@@ -17,18 +17,53 @@ def _add_repo_root():
         sys.path.insert(0, root)
 
 
-def _boot_slot(board):
-    # Firmware updates (firmware/slots.py): the boot record names the slot to import the firmware
-    # from. This file and the factory image's slots module are the boot loader; nothing else of
-    # the factory image stays loaded when a slot boots.
-    from firmware import slots
+def _purge():
+    for name in list(sys.modules):
+        if name == "firmware" or name.startswith("firmware."):
+            del sys.modules[name]
 
-    path = slots.choose(board)
+
+_slot_path = [None]
+
+
+def _boot_slot(board):
+    # Firmware updates (firmware/bootrec.py): the boot record names the slot to import the firmware
+    # from. This file and the factory image's bootrec module are the boot loader; nothing else of
+    # the factory image stays loaded when a slot boots.
+    from firmware import bootrec
+
+    path = bootrec.choose(board)
+    if _slot_path[0] in sys.path:
+        sys.path.remove(_slot_path[0])
+    _slot_path[0] = path
     if path:
-        for name in list(sys.modules):
-            if name == "firmware" or name.startswith("firmware."):
-                del sys.modules[name]
+        _purge()
         sys.path.insert(0, path)
+
+
+def _start(board):
+    _boot_slot(board)
+    if board.storage_read("progmode") == b"1":
+        # The application accepted UDS 0x10 02: this start serves the programming session
+        # (contactors open) and the next one is the application again, whatever happens.
+        board.storage_write("progmode", b"0")
+        from firmware import uds_prog
+
+        uds_prog.run(board)
+    # The configuration first (a cell profile is a large JSON object): its parse garbage is
+    # gone before the rest of the firmware's bytecode takes the heap.
+    from firmware import config
+
+    cfg = config.from_board(board)
+    import gc
+
+    gc.collect()
+    from firmware import diag_port
+
+    diag_port.reserve()  # contiguous heap for the diagnostic server, before the code fills it
+    from firmware import app
+
+    app.run(board, cfg)
 
 
 def main(argv):
@@ -40,16 +75,21 @@ def main(argv):
             name, args = f.read().strip(), []
     board_mod = __import__("boards." + name, None, None, ["from_args"])
     board = board_mod.from_args(args)
+    # The sim board's reset (UDS 0x11) restarts the firmware in this process, its bus kept, as a
+    # board's reset runs main.py again; a board's own reset never returns.
+    restart = getattr(board_mod, "Restart", None)
     try:
-        _boot_slot(board)
-        # The configuration first (a cell profile is a large JSON object): its parse garbage is
-        # gone before the rest of the firmware's bytecode takes the heap.
-        from firmware import config
+        while True:
+            try:
+                _start(board)
+                return
+            except BaseException as e:  # noqa: BLE001 - only the sim board's restart is caught
+                if restart is None or not isinstance(e, restart):
+                    raise
+                _purge()
+                import gc
 
-        cfg = config.from_board(board)
-        from firmware import app
-
-        app.run(board, cfg)
+                gc.collect()
     finally:
         # Whatever ends the loop (Ctrl-C from mpremote, a watchdog exit, a bug), the pack is left
         # disconnected: a BMS that stops running must not leave its contactors closed.

@@ -1,17 +1,9 @@
-"""Firmware images in A/B slots: which one boots, download into the other, verification, roll-back.
+"""Firmware images in A/B slots: download into the inactive slot and verification before a switch.
 
-Owns the boot record and the two slot folders on the board's filesystem (`board.storage_path`):
-"slot_a" and "slot_b", each a `firmware/` package of .mpy files plus its `manifest`. Slot 0 is the
-factory image (the firmware next to main.py), never written by an update: the last resort.
-
-Boot record "boot" (one storage_write, atomic), 12 bytes: b"CGB1", active slot, good slot (the
-last one that ran its first cycles), trial (1 while active has not yet proven itself), tries
-(starts of the trial slot so far), CRC-32 of bytes 0..8. Missing or damaged: the factory image.
-
-At every start main.py calls choose(): a trial slot gets one more try (counted and written
-before it runs, so a crash, a hang the watchdog ends or a power cut all count); after MAX_TRIES
-starts without confirm() the good slot boots again (rolled back). The diagnostic server calls
-confirm() once the new image has completed CONFIRM_CYCLES control cycles.
+Owns the content of the two slot folders on the board's filesystem (`board.storage_path`):
+"slot_a" and "slot_b", each a `firmware/` package of .mpy files plus its `manifest`; which one
+boots is the boot record's (firmware/bootrec.py). Used by the programming server only
+(firmware/uds_prog.py).
 
 Image (the byte stream UDS 0x36 delivers, little endian):
 
@@ -27,17 +19,14 @@ trial). A power loss at any byte before that leaves the record, and so the runni
 was; a loss after it boots the new image on trial.
 """
 
-import binascii
 import hashlib
 import os
 import struct
 
+from .bootrec import read, slot_path, write
 from .compat import const
 
-MAX_TRIES = const(2)
-CONFIRM_CYCLES = const(20)
 MAX_IMAGE = const(524288)
-_NAMES = ("", "slot_a", "slot_b")
 _HDR = const(16)
 _TRAILER = const(64)
 _CHUNK = const(512)
@@ -50,62 +39,6 @@ _S_DATA = const(4)
 _S_TRAILER = const(5)
 _S_DONE = const(6)
 _S_BAD = const(7)
-
-
-def read(board):
-    """[active, good, trial, tries] of the boot record (the factory image when there is none)."""
-    d = board.storage_read("boot")
-    if d is not None and len(d) == 12 and d[0:4] == b"CGB1":
-        crc = struct.unpack_from("<I", d, 8)[0]
-        if binascii.crc32(d[0:8]) == crc and d[4] < 3 and d[5] < 3:
-            return [d[4], d[5], d[6], d[7]]
-    return [0, 0, 0, 0]
-
-
-def _write(board, r):
-    d = bytearray(12)
-    d[0:4] = b"CGB1"
-    for i in range(4):
-        d[4 + i] = r[i]
-    struct.pack_into("<I", d, 8, binascii.crc32(d[0:8]))
-    board.storage_write("boot", d)
-
-
-def slot_path(board, slot):
-    """Folder of slot 1 or 2 (None: the board has no filesystem for slots)."""
-    fn = getattr(board, "storage_path", None)
-    return fn(_NAMES[slot]) if fn else None
-
-
-def choose(board):
-    """At start-up: the folder to import the firmware from (None: the factory image)."""
-    r = read(board)
-    if r[2]:
-        if r[3] >= MAX_TRIES:
-            print("cellguard: image in slot", r[0], "failed", r[3], "starts: back to slot", r[1])
-            r[0] = r[1]
-            r[2] = r[3] = 0
-        else:
-            r[3] += 1
-        _write(board, r)
-    return slot_path(board, r[0]) if r[0] else None
-
-
-def confirm(board):
-    """The running trial image completed its first cycles: it becomes the good one."""
-    r = read(board)
-    if r[2]:
-        r[1] = r[0]
-        r[2] = r[3] = 0
-        _write(board, r)
-
-
-def target(board):
-    """The slot a download goes to (neither active nor good), or 0 while a trial runs."""
-    r = read(board)
-    if r[2]:
-        return 0
-    return 2 if r[0] == 1 or r[1] == 1 else 1
 
 
 def _erase(path):
@@ -326,7 +259,7 @@ class Check:
                 r[0] = self.slot
                 r[2] = 1
                 r[3] = 0
-                _write(self.board, r)
+                write(self.board, r)
             return True
         except (OSError, IndexError):
             self._stop("slot unreadable or incomplete")

@@ -3,22 +3,25 @@
 Owns the diagnostic session and its S3 timer, the request dispatch, the positive and negative
 responses, and the rules of who may do what (docs/diagnostics.md). Data identifiers and routines
 come from firmware/uds_table.py, DTCs from the fault catalogue and the fault memory
-(firmware/fault_memory.py), security access from firmware/security.py, the image download from
-firmware/slots.py. A between-cycle service (`Bms.services`): `service(now_ms)` runs ISO-TP, takes
-at most one request per call and bounds its own work.
+(firmware/fault_memory.py), security access from firmware/security.py. A between-cycle service
+(firmware/diag_port.py): `service(now_ms)` runs ISO-TP, takes at most one request per call and
+bounds its own work.
 
 Sessions: 0x01 default, 0x03 extended, 0x02 programming (P2 50 ms, P2* 5000 ms, S3 5000 ms: with
 no request for S3 a non-default session falls back to default: security locked, DTC setting and
-communication back on, a download abandoned).
+communication back on). The programming session is the programming server's
+(firmware/uds_prog.py), as an ECU's bootloader's: entering it answers, then restarts the
+firmware into that server, which never closes a contactor and keeps the download code and its
+4 KB buffer off the application's heap.
 
 Services and where they are allowed (D default, E extended, P programming):
 0x10 DEP, 0x3E DEP (suppress bit honoured), 0x11 DEP (01 hard, 03 soft), 0x19 DE (01 02 04 06
 0A), 0x22 DEP, 0x14 E, 0x85 E, 0x2E E, 0x27 EP (01/02), 0x28 E, 0x31 EP, 0x34 0x36 0x37 P.
 What can move a contactor, clear or stop the fault memory, write configuration, stop
 communication or load software needs security access (NRC 0x33), and 0x11, 0x14, 0x28, 0x2E,
-0x34, a switch to the programming session and the contactor test are refused with NRC 0x22 while
-any contactor is closed (an ECU reset, a new image or a silent BMS under load would drop the pack
-without the vehicle's consent).
+a switch to the programming session and the contactor test are refused with NRC 0x22 while any
+contactor is closed (an ECU reset, a silent BMS or a restart into programming under load would
+drop the pack without the vehicle's consent).
 
 Slow work (a flash write, an erase, the hash of an image) answers 0x78 response pending first and
 finishes over later calls, renewing 0x78 every 2 s (within P2*). Requests arriving meanwhile are
@@ -27,14 +30,14 @@ dropped. A functional request gets no 0x11, 0x12, 0x31, 0x7E or 0x7F (ISO 14229-
 
 import struct
 
-from . import __version__, slots
+from . import __version__
 from . import can_codec as c
 from . import config as config_mod
 from . import uds_table as T
 from .compat import const, ticks_diff
 from .diag_config import store
 from .fault_memory import DTC_HIGH, FREEZE_SIZE, STATUS_MASK
-from .isotp import IsoTp
+from .isotp import TX_CF, IsoTp
 from .persistence import Persistence
 from .protection import FAULT_BITS
 from .security import KEY_LEN, SEED_LEN, Security
@@ -47,9 +50,6 @@ _P2X_MS = const(5000)
 S3_MS = const(5000)
 _PENDING_MS = const(2000)
 _MAX_DIDS = const(8)
-_BLOCK_LEN = const(4095)  # maxNumberOfBlockLength for 0x36: the ISO-TP buffer
-_WRITE_STEP = const(512)  # bytes of a 0x36 block written per service call
-_CHECK_STEPS = const(8)
 
 # Allowed sessions per service, bit = session number (1 default, 2 programming, 3 extended).
 _SESSIONS = (
@@ -58,9 +58,7 @@ _SESSIONS = (
 )
 # Continuations of slow requests
 _C_FLUSH = const(1)
-_C_ERASE = const(2)
-_C_WRITE = const(3)
-_C_CHECK = const(4)
+_INTO_PROG = const(4)  # _reset: into the programming server
 
 
 class _Record:
@@ -94,13 +92,13 @@ class _Record:
 class Uds:
     """The diagnostic server of one BMS; see the module docstring."""
 
-    def __init__(self, bms, port):
-        self.bms = bms
+    def __init__(self, bms, port, buf, board=None):
+        self.bms = bms  # None in the programming server
         self.port = port  # firmware/diag_port.py: what outlives this server
-        board = bms.board
+        board = bms.board if bms is not None else board
         self.board = board
         self.tp = IsoTp(
-            board, c.UDS_PHYSICAL_REQUEST_ID, c.UDS_FUNCTIONAL_REQUEST_ID, c.UDS_RESPONSE_ID
+            board, c.UDS_PHYSICAL_REQUEST_ID, c.UDS_FUNCTIONAL_REQUEST_ID, c.UDS_RESPONSE_ID, buf
         )
         self.sec = Security(board)
         self._vin = _Record(self.sec)
@@ -116,11 +114,6 @@ class Uds:
         self._cpos = 0
         self._cend = 0
         self._reset = 0
-        self._dl = None  # slots.Download in progress
-        self._image = 0  # slot of the last completed download
-        self._chk = None
-        self._check_result = -1
-        self._bsc = 1
         self._dids = bytearray(2 * _MAX_DIDS)
 
     # ---- between cycles ----------------------------------------------------------------------
@@ -140,16 +133,15 @@ class Uds:
             self._request(n, now_ms)
 
     @property
+    def busy(self):
+        """True while consecutive frames are due or slow work continues (no idling)."""
+        return self._cont != 0 or self.tp.state >= TX_CF or self._reset != 0
+
+    @property
     def idle(self):
-        """True when nothing would be lost by dropping the server (default session, no
-        transfer, no work pending)."""
-        return (
-            self.session == _DEFAULT
-            and not self._cont
-            and not self._reset
-            and self._dl is None
-            and not self.tp.busy
-        )
+        """True when nothing would be lost by dropping the server (default session, no work
+        pending, nothing in transit)."""
+        return self.session == _DEFAULT and not self._cont and not self._reset and not self.tp.busy
 
     def _to_default(self):
         self.session = _DEFAULT
@@ -157,12 +149,9 @@ class Uds:
         self.bms.fault_memory.frozen = False
         comm = self.bms.comm
         comm.tx_enabled = comm.rx_enabled = True
-        self._abort_download()
 
     def _abort_download(self):
-        if self._dl is not None:
-            self._dl.close()
-            self._dl = None
+        pass  # the programming server's (firmware/uds_prog.py)
 
     @property
     def closed(self):
@@ -227,11 +216,11 @@ class Uds:
             return self._comm_control(n)
         if sid == 0x31:
             return self._routine(n, now)
-        if sid == 0x34:
-            return self._request_download(n)
-        if sid == 0x36:
-            return self._transfer(n)
-        return self._exit_transfer(n)
+        return self._program(sid, n)
+
+    def _program(self, sid, n):
+        """0x34, 0x36, 0x37: the programming server's (firmware/uds_prog.py)."""
+        return -0x7F
 
     def _sub(self, n, first, last):
         """Length and sub-function checks shared by the services with one sub-function byte."""
@@ -257,8 +246,8 @@ class Uds:
             self._to_default()
         else:
             self.sec.lock()
-            if self.session == _PROG and sub != _PROG:
-                self._abort_download()
+        if sub == _PROG and self.session != _PROG:
+            self._reset = _INTO_PROG  # after the response: restart as the programming server
         self.session = sub
         buf = self.tp.buf
         buf[0] = 0x50
@@ -277,8 +266,10 @@ class Uds:
 
     def _do_reset(self, now):
         hard = self._reset == 1
+        if self._reset == _INTO_PROG:
+            self.board.storage_write("progmode", b"1")  # main.py reads and clears it
         self._reset = 0
-        self.bms.persist.flush(now)
+        self._flush(now)
         reset = getattr(self.board, "reset", None)
         if reset is None:
             import machine
@@ -568,82 +559,14 @@ class Uds:
         if len(f) > 3 and not self.sec.unlocked:
             return -0x33
         buf[0] = 0x71
-        if rid == T.RID_CHECK_IMAGE:
-            if sub == 3:
-                if self._check_result < 0:
-                    return -0x24
-                buf[4] = self._check_result
-                return 5
-            if not self._image:
-                return -0x24
-            self._chk = slots.Check(self.board, self._image)
-            return self._pending(_C_CHECK, 0x71, 4)
-        return -0x22  # the other routines: see the routines of Bms (not available here)
+        r = self._run_routine(rid, sub)
+        if r:
+            return r
+        return -0x22  # not available in this firmware yet (docs/diagnostics.md)
 
-    # ---- download (0x34 0x36 0x37) -----------------------------------------------------------
-    def _request_download(self, n):
-        buf = self.tp.buf
-        if n < 3:
-            return -0x13
-        alfid = buf[2]
-        al = alfid & 15
-        sl = alfid >> 4
-        if n != 3 + al + sl:
-            return -0x13
-        if buf[1] != 0 or not 1 <= al <= 4 or not 1 <= sl <= 4:
-            return -0x31
-        addr = 0
-        for i in range(al):
-            addr = addr << 8 | buf[3 + i]
-        size = 0
-        for i in range(sl):
-            size = size << 8 | buf[3 + al + i]
-        if addr != 0 or not 80 < size <= slots.MAX_IMAGE:
-            return -0x31
-        if not self.sec.unlocked:
-            return -0x33
-        if self.closed:
-            return -0x22
-        slot = slots.target(self.board)
-        if not slot or slots.slot_path(self.board, slot) is None or self._dl is not None:
-            return -0x70
-        self._cpos = slot
-        self._cend = size
-        return self._pending(_C_ERASE, 0x74, 1)
-
-    def _transfer(self, n):
-        buf = self.tp.buf
-        dl = self._dl
-        if dl is None:
-            return -0x24
-        if n < 2:
-            return -0x13
-        bsc = buf[1]
-        buf[0] = 0x76
-        if bsc == (self._bsc - 1) & 0xFF and dl.received:
-            return 2  # the last block again (its response was lost): already written
-        if bsc != self._bsc:
-            return -0x73
-        if dl.received + n - 2 > dl.size:
-            return -0x71
-        self._cpos = 2
-        self._cend = n
-        return self._pending(_C_WRITE, 0x76, 2)
-
-    def _exit_transfer(self, n):
-        dl = self._dl
-        if dl is None:
-            return -0x24
-        if n != 1:
-            return -0x13
-        if not dl.complete:
-            return -0x24
-        dl.close()
-        self._image = dl.slot
-        self._dl = None
-        self._check_result = -1
-        self.tp.buf[0] = 0x77
-        return 1
+    def _run_routine(self, rid, sub):
+        """The routines of the programming server (firmware/uds_prog.py); 0: not one of them."""
+        return 0
 
     # ---- response pending --------------------------------------------------------------------
     def _pending(self, kind, rsid, length):
@@ -653,39 +576,27 @@ class Uds:
         self._rlen = length
         return -0x78
 
+    def _flush(self, now):
+        self.bms.persist.flush(now)
+        self._store.flush(now)
+        if self._dc is not None:
+            self._dc[1].flush(now)
+
+    def _more(self, kind, now):
+        """Slow work of the programming server; 0 while it goes on, else the response length
+        or -NRC."""
+        return -0x10
+
     def _continue(self, now):
         kind = self._cont
         buf = self.tp.buf
         r = 0
         try:
             if kind == _C_FLUSH:
-                self.bms.persist.flush(now)
-                self._store.flush(now)
-                if self._dc is not None:
-                    self._dc[1].flush(now)
+                self._flush(now)
                 r = self._rlen
-            elif kind == _C_ERASE:
-                self._dl = slots.Download(self.board, self._cpos, self._cend)
-                self._bsc = 1
-                buf[1] = 0x20
-                struct.pack_into(">H", buf, 2, _BLOCK_LEN)
-                r = 4
-            elif kind == _C_WRITE:
-                end = min(self._cpos + _WRITE_STEP, self._cend)
-                if not self._dl.write(buf, self._cpos, end):
-                    r = -0x72
-                else:
-                    self._cpos = end
-                    if end >= self._cend:
-                        self._bsc = (self._bsc + 1) & 0xFF
-                        r = 2
-            elif kind == _C_CHECK:
-                for _ in range(_CHECK_STEPS):
-                    if self._chk.step(self.sec):
-                        self._check_result = 0 if self._chk.ok else 1
-                        buf[4] = self._check_result
-                        r = 5
-                        break
+            else:
+                r = self._more(kind, now)
         except OSError:
             r = -0x72
         if r == 0:
@@ -697,8 +608,7 @@ class Uds:
         self.tp.hold = False
         self.last_ms = now
         if r < 0:
-            if kind != _C_CHECK:
-                self._abort_download()
+            self._abort_download()
             buf[0] = 0x7F
             buf[1] = self._sid
             buf[2] = -r

@@ -241,6 +241,7 @@ class DiagClient:
         )
         self.client = Client(self.conn, config=config)
         self._tp_stop: threading.Event | None = None
+        self._programming = False  # the BMS runs its programming server
 
     # ---- lifetime ----------------------------------------------------------------------------
     def open(self) -> DiagClient:
@@ -298,8 +299,29 @@ class DiagClient:
         return seed_key(self.secret, seed)
 
     def session(self, name: str) -> None:
-        """Change to the default, extended or programming session."""
+        """Change to the default, extended or programming session. The BMS restarts into its
+        programming server to enter the programming session (and back out of it): wait until
+        it answers again."""
+        before = getattr(self, "_programming", False)
         self.client.change_session(SESSIONS[name])
+        self._programming = name == "programming"
+        if self._programming != before:
+            self.wait_ready()
+
+    def wait_ready(self, timeout_s: float = 10.0) -> None:
+        """Wait until the BMS answers tester present (after a reset)."""
+        deadline = time.monotonic() + timeout_s
+        time.sleep(0.05)
+        while True:
+            self.conn.empty_rxqueue()
+            self.conn.send(b"\x3e\x00")
+            try:
+                if self.conn.wait_frame(timeout=0.3, exception=True) == b"\x7e\x00":
+                    return
+            except udsoncan.exceptions.TimeoutException:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("the BMS did not answer after its restart")
 
     def unlock(self, session: str = "extended") -> None:
         """Enter `session` and unlock security access level 1 with the board's secret."""
@@ -402,8 +424,9 @@ class DiagClient:
         return bytes(resp.service_data.routine_status_record or b"")
 
     def reset(self, hard: bool = True) -> None:
-        """ECU reset (0x11 01 hard, 03 soft)."""
+        """ECU reset (0x11 01 hard, 03 soft); the next start is the application's."""
         self.client.ecu_reset(1 if hard else 3)
+        self._programming = False
 
     # ---- firmware update ---------------------------------------------------------------------
     def flash(self, image: bytes, progress: Callable[[int, int], None] | None = None) -> bool:

@@ -11,7 +11,8 @@ Options (each also settable in the ini file):
 
 Fixtures: `bench` (16-cell NMC pack, default firmware configuration) and `bench_factory`, which
 opens more benches with the keyword arguments of `hil.bench.runner.open_bench` (closed at teardown);
-`inject`, a `hil.bench.inject.FaultInjector` on `bench` (docs/fault_injection.md); `bench_options`,
+`inject`, a `hil.bench.inject.FaultInjector` on `bench` (docs/fault_injection.md); `diag`, a UDS
+tester (`hil.bench.diag.DiagClient`) on `bench`'s BMS with that board's key; `bench_options`,
 the `open_bench` keywords the options select (for tests that open and close benches themselves, such
 as hypothesis state machines that need a fresh firmware per example).
 
@@ -32,9 +33,11 @@ from typing import Any
 
 import pytest
 
+from hil.bench.diag import DiagClient
 from hil.bench.dut import DEFAULT_HEAP, BoardConsole, board_unix_heap
 from hil.bench.inject import FaultInjector
 from hil.bench.loop import Bench
+from hil.bench.provision import read_key_file
 from hil.bench.runner import open_bench
 from hil.toolchain.build import profiled_boards
 
@@ -53,6 +56,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--can", default=None, help="python-can bus INTERFACE:CHANNEL[@BITRATE]")
     group.addoption("--heap", default=None, help=f"unix-port heap size (default {DEFAULT_HEAP})")
     group.addoption("--can-log-dir", default=None, help="write each test's CAN log here (.blf)")
+
     parser.addini("cellguard_dut", "default --dut", default="unix")
     parser.addini("cellguard_heap", "default --heap", default=DEFAULT_HEAP)
 
@@ -156,6 +160,24 @@ def bench(bench_factory: BenchFactory) -> Bench:
 def inject(bench: Bench) -> FaultInjector:
     """A fault injector on `bench`: `inject.open_wire(4)`, `inject.can_drop(p=0.5)`, ..."""
     return FaultInjector(bench)
+
+
+@pytest.fixture
+def diag(bench: Bench) -> Iterator[DiagClient]:
+    """A UDS tester on `bench`'s BMS: a second python-can connection to the sim board's bus,
+    with the unix-port DUT's key."""
+    import can as pycan
+
+    if bench.dut is None:
+        pytest.skip("a --can adapter is the bench's alone: use `cellguard diag` beside the run")
+    bus = pycan.Bus(interface="slcan", channel=bench.dut.channel, sleep_after_open=0)
+    secret = read_key_file(bench.dut.key_file)
+    client = DiagClient(bus, secret=secret, cell_count=bench.pack.n_cells).open()
+    try:
+        yield client
+    finally:
+        client.close()
+        bus.shutdown()
 
 
 class _reporting(AbstractContextManager[Bench]):

@@ -23,6 +23,12 @@ class _Board:
     def config_overrides(self) -> dict[str, int]:
         return {}
 
+    def storage_read(self, name: str) -> bytes | None:
+        return None  # erased storage: factory image, no diagnostic configuration
+
+    def storage_write(self, name: str, data: bytes) -> None:
+        pass
+
 
 @pytest.mark.parametrize("ending", [KeyboardInterrupt, SystemExit, MemoryError])
 def test_contactors_open_when_the_loop_ends(

@@ -14,7 +14,7 @@ import udsoncan
 from uds_rig import Rig
 from udsoncan.exceptions import NegativeResponseException
 
-from firmware import config, slots
+from firmware import bootrec, config
 from firmware import uds_table as table
 from hil.bench.diag import DiagClient, dtc_id
 from hil.bench.provision import build_image, seed_key
@@ -61,13 +61,23 @@ def raw(diag: DiagClient, payload: bytes, timeout: float = 2.0) -> bytes | None:
 
 
 # ---- sessions, tester present, reset --------------------------------------------------------
-def test_sessions_report_p2_and_p2_star(diag):
+def test_sessions_report_p2_and_p2_star(rig, diag):
     resp = diag.client.change_session(3)
     assert resp.service_data.session_echo == 3
     assert resp.service_data.p2_server_max == pytest.approx(0.05)
     assert resp.service_data.p2_star_server_max == pytest.approx(5.0)
-    diag.client.change_session(2)
-    diag.client.change_session(1)
+    diag.session("programming")  # a restart into the programming server
+    assert rig.prog is not None and rig.board.resets == [False]
+    assert raw(diag, b"\x19\x0a") == b"\x7f\x19\x7f"  # DTCs are the application's
+    assert diag.read("version")  # identification works there too
+    diag.session("default")  # and back into the application
+    assert rig.prog is None and raw(diag, b"\x19\x01\xff")[:2] == b"\x59\x01"
+
+
+def test_no_programming_session_while_closed(rig, diag):
+    rig.bms.contactors.neg = rig.bms.contactors.pos = 1
+    assert raw(diag, b"\x10\x02") == b"\x7f\x10\x22"
+    assert rig.board.resets == []
 
 
 def test_session_negative_responses(diag):
@@ -359,8 +369,8 @@ def test_download_check_and_switch(rig, diag):
     progress = []
     assert diag.flash(img, lambda done, total: progress.append(done))
     assert progress[-1] == len(img)
-    assert slots.read(rig.board) == [1, 0, 1, 0]  # slot a on trial, factory still good
-    wait_for(lambda: rig.board.resets == [True])
+    assert bootrec.read(rig.board) == [1, 0, 1, 0]  # slot a on trial, factory still good
+    wait_for(lambda: rig.board.resets == [False, True])  # into programming, then the switch
     assert (rig.storage / "slot_a" / "firmware" / "app.mpy").read_bytes() == bytes(9000)
 
 
@@ -368,8 +378,8 @@ def test_download_check_and_switch(rig, diag):
 def test_a_forged_or_damaged_image_never_switches(rig, diag, kind):
     img = _image(rig, secret=b"\x55" * 32) if kind == "other key" else _image(rig, corrupt=True)
     assert not diag.flash(img)
-    assert slots.read(rig.board) == [0, 0, 0, 0]
-    assert rig.board.resets == []
+    assert bootrec.read(rig.board) == [0, 0, 0, 0]
+    assert rig.board.resets == [False]  # into programming only: no reset into a new image
 
 
 def test_download_sequence_errors(rig, diag):
@@ -377,9 +387,6 @@ def test_download_sequence_errors(rig, diag):
     diag.unlock("programming")
     assert nrc(diag.client.transfer_data, 1, b"x") == 0x24
     loc = udsoncan.MemoryLocation(0, 5000, address_format=32, memorysize_format=32)
-    rig.bms.contactors.neg = 1
-    assert nrc(diag.client.request_download, loc) == 0x22
-    rig.bms.contactors.neg = 0
     diag.client.request_download(loc)
     assert nrc(diag.client.transfer_data, 2, b"x") == 0x73  # wrong block sequence counter
     assert nrc(diag.client.request_transfer_exit) == 0x24  # incomplete

@@ -2,6 +2,9 @@
 thread (receive path and between-cycle services every millisecond), for tests that drive the
 diagnostic server with udsoncan and can-isotp as a workshop tester would.
 
+A reset (UDS 0x11, or the programming session) starts again as main.py would: the programming
+server (firmware/uds_prog.py) after 0x10 02, else a new BMS on the same storage.
+
 The board clock is the wall clock plus an offset the test moves (`advance`), so timers such as
 S3 and the security delay can be crossed without waiting; control cycles run only when the test
 asks (`cycles`), on measurements it chooses.
@@ -17,7 +20,7 @@ from pathlib import Path
 import can
 from fw_support import feed
 
-from firmware import app
+from firmware import app, uds_prog
 from firmware.can_codec import UDS_RESPONSE_ID
 from hil.bench.diag import DiagClient
 from hil.bench.provision import new_record, parse_record
@@ -122,6 +125,8 @@ class Rig:
         self.board = CanBoard(self.bms_bus, storage, overrides)
         self.lock = threading.Lock()
         self.bms = app.build(self.board)
+        self.prog = None  # the programming server while one runs (uds_prog)
+        self._resets = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._pump, daemon=True)
         self._thread.start()
@@ -130,10 +135,25 @@ class Rig:
     def _pump(self) -> None:
         while not self._stop.is_set():
             with self.lock:
-                now = self.board.now()
-                self.bms.comm.poll(now)
-                self.bms.run_services(self.board.now())
+                if self.prog is not None:
+                    uds_prog.step(self.board, self.prog)
+                else:
+                    now = self.board.now()
+                    self.bms.comm.poll(now)
+                    self.bms.run_services(self.board.now())
+                if len(self.board.resets) > self._resets:
+                    self._resets = len(self.board.resets)
+                    self._restart()
             time.sleep(0.0005)
+
+    def _restart(self) -> None:
+        # What main.py does at a start: the programming server once after 0x10 02, else the BMS.
+        if self.board.storage_read("progmode") == b"1":
+            self.board.storage_write("progmode", b"0")
+            self.prog = uds_prog.start(self.board)
+        else:
+            self.prog = None
+            self.bms = app.build(self.board)
 
     def tester(self, **kwargs) -> DiagClient:
         """A new tester (closing the previous ones: one notifier per bus)."""
