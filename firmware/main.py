@@ -50,6 +50,20 @@ def _start(board):
         from firmware import uds_prog
 
         uds_prog.run(board)
+    try:
+        _application(board, True)
+    except MemoryError:
+        # The application comes first: without the diagnostics' reserve (firmware/diag_port.py)
+        # this pack may fit the heap; diagnostics then load only if room is left.
+        print("cellguard: too little heap for the diagnostics' reserve: starting without it")
+        _purge()
+        import gc
+
+        gc.collect()
+        _application(board, False)
+
+
+def _application(board, reserve):
     # The configuration first (a cell profile is a large JSON object): its parse garbage is
     # gone before the rest of the firmware's bytecode takes the heap.
     from firmware import config
@@ -58,9 +72,10 @@ def _start(board):
     import gc
 
     gc.collect()
-    from firmware import diag_port
+    if reserve:
+        from firmware import diag_port
 
-    diag_port.reserve()  # contiguous heap for the diagnostic server, before the code fills it
+        diag_port.reserve()  # contiguous heap for the diagnostic server, before the code fills it
     from firmware import app
 
     app.run(board, cfg)

@@ -39,6 +39,7 @@ class ProgServer(Uds):
 
     def __init__(self, board, buf):
         Uds.__init__(self, None, self, buf, board)
+        self.tp.bs = 32  # fewer flow-control round trips for 4 KB blocks
         self.session = _PROG
         self.config_pending = 0
         self._dl = None  # slots.Download in progress

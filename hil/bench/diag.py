@@ -214,7 +214,15 @@ class DiagClient:
         self.names = fault_names()
         self.dids = did_table(cell_count, temp_count)
         self.by_name = {d.name: d for d in self.dids.values()}
-        params = {"stmin": 0, "blocksize": 8, "tx_padding": 0xCC, "rx_flowcontrol_timeout": 1000}
+        params = {
+            "stmin": 0,
+            "blocksize": 8,
+            "tx_padding": 0xCC,
+            "rx_flowcontrol_timeout": 1000,
+            # P2 starts when a request has gone out, not when it was queued (a 4 KB block takes
+            # hundreds of frames).
+            "blocking_send": True,
+        }
         params.update(isotp_params or {})
         address = isotp.Address(
             isotp.AddressingMode.Normal_11bits,
@@ -262,7 +270,7 @@ class DiagClient:
         self.close()
 
     def keep_alive(self, on: bool = True, period_s: float = 2.0) -> None:
-        """Send functional tester present (3E 80) every `period_s` so a session outlives S3."""
+        """Send tester present (3E 80, no response) every `period_s` so a session outlives S3."""
         if not on:
             if self._tp_stop is not None:
                 self._tp_stop.set()
@@ -273,8 +281,10 @@ class DiagClient:
         stop = self._tp_stop = threading.Event()
 
         def run() -> None:
+            # Through the ISO-TP stack, whose thread owns the bus writes: python-can backends
+            # such as slcan are not safe for writes from two threads.
             while not stop.wait(period_s):
-                self.functional(b"\x3e\x80")
+                self.stack.send(b"\x3e\x80")
 
         threading.Thread(target=run, name="tester-present", daemon=True).start()
 
@@ -433,7 +443,6 @@ class DiagClient:
         """Download `image` (hil.bench.provision.build_image) into the inactive slot, check it
         (routine check_image) and reset into it; True when the board accepted it."""
         self.unlock("programming")
-        self.keep_alive(True)
         try:
             loc = udsoncan.MemoryLocation(0, len(image), address_format=32, memorysize_format=32)
             resp = self.client.request_download(loc)
@@ -447,8 +456,12 @@ class DiagClient:
             self.client.request_transfer_exit()
             rid = routine_table()["check_image"][0]
             status = self.client.start_routine(rid).service_data.routine_status_record
-        finally:
-            self.keep_alive(False)
+        except Exception:
+            try:
+                self.session("default")  # leave the programming server: the application again
+            except Exception:  # noqa: BLE001 - the first error is the one to report
+                pass
+            raise
         if not status or status[0] != 0:
             return False
         self.reset(True)

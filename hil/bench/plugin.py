@@ -174,6 +174,12 @@ def diag(bench: Bench) -> Iterator[DiagClient]:
     secret = read_key_file(bench.dut.key_file)
     client = DiagClient(bus, secret=secret, cell_count=bench.pack.n_cells).open()
     try:
+        try:
+            client.wait_ready(3.0)
+        except TimeoutError:
+            if "too little heap" in bench.dut.console():
+                pytest.skip("this board's heap budget leaves no room for diagnostics")
+            raise
         yield client
     finally:
         client.close()
