@@ -27,7 +27,7 @@ idle meanwhile.
 import gc
 import sys
 
-from .compat import const, ticks_diff
+from .compat import IS_MICROPYTHON, const, ticks_diff
 
 UNLOAD_MS = const(30000)
 RESERVE = const(12288)
@@ -46,6 +46,11 @@ def reserve():
     """Take the RESERVE now: main.py calls this first, before the configuration and the
     firmware's code fill the heap (after them it has no RESERVE bytes in one piece)."""
     _held[0] = bytearray(RESERVE)
+
+
+def release():
+    """Give the reserve back (main.py, when the application does not fit beside it)."""
+    _held[0] = None
 
 
 class DiagPort:
@@ -134,6 +139,8 @@ class DiagPort:
 def _room():
     # LOAD_NEED free besides the reserve, and PROBE of it in one piece for what the application
     # allocates while it runs (a bus client's buffer, a storage record).
+    if not IS_MICROPYTHON:
+        return True  # CPython: no heap limit to speak of
     if gc.mem_free() < LOAD_NEED:
         return False
     try:

@@ -51,19 +51,23 @@ def _start(board):
 
         uds_prog.run(board)
     try:
-        _application(board, True)
+        bms = _build(board, True)
     except MemoryError:
-        # The application comes first: without the diagnostics' reserve (firmware/diag_port.py)
-        # this pack may fit the heap; diagnostics then load only if room is left.
+        # The application comes first: without the diagnostics' reserve this pack may fit the
+        # heap (everything loaded again, so the first attempt leaves no holes); diagnostics then
+        # load only if room is left (firmware/diag_port.py).
         print("cellguard: too little heap for the diagnostics' reserve: starting without it")
         _purge()
         import gc
 
         gc.collect()
-        _application(board, False)
+        bms = _build(board, False)
+    from firmware import app
+
+    app.run(board, bms.cfg, bms)
 
 
-def _application(board, reserve):
+def _build(board, reserve):
     # The configuration first (a cell profile is a large JSON object): its parse garbage is
     # gone before the rest of the firmware's bytecode takes the heap.
     from firmware import config
@@ -78,7 +82,7 @@ def _application(board, reserve):
         diag_port.reserve()  # contiguous heap for the diagnostic server, before the code fills it
     from firmware import app
 
-    app.run(board, cfg)
+    return app.build(board, cfg)
 
 
 def main(argv):

@@ -155,7 +155,7 @@ class Uds:
 
     @property
     def closed(self):
-        k = self.bms.contactors
+        k = self.bms.data.contactors
         return k.neg | k.pre | k.pos
 
     # ---- requests ----------------------------------------------------------------------------
@@ -494,8 +494,11 @@ class Uds:
         return None if i < 0 else T.row(T.DIDS, i)
 
     def _array(self, path):
-        obj, _, name = path.partition(".")
-        return getattr(self.port if obj == "diag" else getattr(self.bms, obj), name)
+        names = path.split(".")
+        o = self.port if names[0] == "diag" else getattr(self.bms, names[0])
+        for n in names[1:]:
+            o = getattr(o, n)
+        return o
 
     def _attr(self, path):
         return int(self._array(path))

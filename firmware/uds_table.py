@@ -8,8 +8,9 @@ DIDS, one row per DID, rows separated by ";", fields by spaces, the third field 
 
     DDDD S<n> <source> [W]   a fixed-length string of n bytes (ASCII, NUL padded); W: writable
     DDDD L <name> <fmt> <obj.attr>...  live data: struct format (little endian, like the CAN
-                             contract) and one attribute of the BMS per value; the attribute's
-                             name carries its unit (_mv mV, _ma mA, _dc 0.1 degC, soc and
+                             contract) and one attribute of the BMS per value (a path
+                             from firmware.app.Bms; "diag" is firmware/diag_port.py); the
+                             attribute's name carries its unit (_mv mV, _ma mA, _dc 0.1 degC, soc,
                              soc_bound 0.01 %, soh_cap and soh_res 0.01 %, _conf %, op_s s)
     DDDD A <name> <fmt> <obj.attr> <cells|temps>   an array in blocks: DID DDDD + k holds
                              elements 16k .. 16k+15 (fewer in the last block) of the pack's
@@ -40,15 +41,15 @@ DIDS = (
     "F195 S16 version;"
     "F187 S16 part;"
     "0100 L pack <IiI meas.pack_mv meas.current_ma meas.link_mv;"
-    "0101 L estimate <HHHHBB estimator.soc estimator.soc_bound estimator.soh_cap "
-    "estimator.soh_res estimator.soh_cap_conf estimator.soh_res_conf;"
+    "0101 L estimate <HHHHBB data.soc.soc data.soc.soc_bound data.soc.soh_cap "
+    "data.soc.soh_res data.soc.soh_cap_conf data.soc.soh_res_conf;"
     "0102 L cells <HHHBB meas.vmin_mv meas.vmax_mv meas.vavg_mv meas.vmin_cell meas.vmax_cell;"
     "0103 L temps <hhhBB meas.tmin_dc meas.tmax_dc meas.tavg_dc meas.tmin_sensor "
     "meas.tmax_sensor;"
-    "0104 L state <BBBBBI contactors.state contactors.neg contactors.pre contactors.pos "
-    "protection.tier protection.active;"
-    "0105 L limits <iiii limits.charge_ma limits.discharge_ma limits.charge_voltage_mv "
-    "limits.discharge_voltage_mv;"
+    "0104 L state <BBBBBI data.contactors.state data.contactors.neg data.contactors.pre "
+    "data.contactors.pos data.faults.tier data.faults.active;"
+    "0105 L limits <iiii data.limits.charge_ma data.limits.discharge_ma "
+    "data.limits.charge_voltage_mv data.limits.discharge_voltage_mv;"
     "0106 L counters <IB fault_memory.op_s diag.config_pending;"
     "0120 F freeze;"
     "0200 A cell_mv <H meas.cell_mv cells;"

@@ -140,7 +140,7 @@ def did_table(cell_count: int = 192, temp_count: int | None = None) -> dict[int,
         if kind[0] == "S":
             out[did] = Did(did, f[2], "S", f"{int(kind[1:])}s", (f[2],), f[-1] == "W")
         elif kind == "L":
-            names = tuple(a.split(".")[1] for a in f[4:])
+            names = tuple(a.split(".")[-1] for a in f[4:])
             out[did] = Did(did, f[2], "L", f[3], names)
         elif kind == "F":
             out[did] = Did(did, f[2], "F", FREEZE_FMT, FREEZE_FIELDS)

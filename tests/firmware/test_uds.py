@@ -75,7 +75,7 @@ def test_sessions_report_p2_and_p2_star(rig, diag):
 
 
 def test_no_programming_session_while_closed(rig, diag):
-    rig.bms.contactors.neg = rig.bms.contactors.pos = 1
+    rig.bms.data.contactors.neg = rig.bms.data.contactors.pos = 1
     assert raw(diag, b"\x10\x02") == b"\x7f\x10\x22"
     assert rig.board.resets == []
 
@@ -121,9 +121,9 @@ def test_functional_requests(rig, diag):
 
 
 def test_ecu_reset_after_the_response_and_never_while_closed(rig, diag):
-    rig.bms.contactors.neg = rig.bms.contactors.pos = 1
+    rig.bms.data.contactors.neg = rig.bms.data.contactors.pos = 1
     assert nrc(diag.reset, True) == 0x22
-    rig.bms.contactors.neg = rig.bms.contactors.pos = 0
+    rig.bms.data.contactors.neg = rig.bms.data.contactors.pos = 0
     assert raw(diag, b"\x11\x02") == b"\x7f\x11\x12"
     diag.reset(hard=False)
     wait_for(lambda: rig.board.resets == [False])
@@ -227,9 +227,9 @@ def test_clear_needs_security_keeps_active_faults_and_not_while_closed(rig, diag
     diag.session("extended")
     assert raw(diag, b"\x14\xff\xff\xff") == b"\x7f\x14\x33"  # locked
     diag.client.unlock_security_access(1)
-    rig.bms.contactors.pre = 1
+    rig.bms.data.contactors.pre = 1
     assert raw(diag, b"\x14\xff\xff\xff") == b"\x7f\x14\x22"
-    rig.bms.contactors.pre = 0
+    rig.bms.data.contactors.pre = 0
     diag.client.clear_dtc()
     left = {d.bit: d for d in diag.dtcs(mask=0x28)}
     assert OV in left and STALE not in left  # still active: never dropped
@@ -263,7 +263,7 @@ def test_live_data_and_cell_blocks(rig, diag):
     live = diag.live()
     assert live["pack_mv"] == 16 * 3650 and live["current_ma"] == -2500
     assert live["vmin_mv"] == 3650 and live["tmax_dc"] == 231
-    assert live["state"] == rig.bms.contactors.state
+    assert live["state"] == rig.bms.data.contactors.state
     assert diag.read("cell_mv[0]") == [3650] * 16
     assert raw(diag, b"\x22\x02\x01") == b"\x7f\x22\x31"  # 16 cells: one block only
 
@@ -294,9 +294,9 @@ def test_configuration_write_rules(rig, diag):
     assert nrc(diag.client.write_data_by_identifier, did, 4100) == 0x31  # below cell_charge_max
     assert raw(diag, b"\x2e" + struct.pack(">H", did) + b"\x01\x02") == b"\x7f\x2e\x13"
     assert nrc(diag.client.write_data_by_identifier, 0xF18C, "X") == 0x31  # read-only
-    rig.bms.contactors.neg = 1
+    rig.bms.data.contactors.neg = 1
     assert nrc(diag.client.write_data_by_identifier, did, 4300) == 0x22
-    rig.bms.contactors.neg = 0
+    rig.bms.data.contactors.neg = 0
     diag.client.write_data_by_identifier(did, 4300)
     assert diag.read("config_pending") if "config_pending" in diag.by_name else True
     assert diag.read("counters")["config_pending"] == 1
@@ -323,7 +323,7 @@ def test_communication_control_silences_the_bms(rig, diag):
     rig.cycles(2)
     assert can_codec.BMS_STATE_ID in rig.board.sent
     assert raw(diag, b"\x28\x00\x00") == b"\x7f\x28\x31"
-    rig.bms.contactors.pos = 1
+    rig.bms.data.contactors.pos = 1
     assert raw(diag, b"\x28\x01\x01") == b"\x7f\x28\x22"
 
 
