@@ -45,6 +45,10 @@ for _i in range(6):
     _HEX[97 + _i] = 10 + _i
 
 
+class Restart(BaseException):
+    """A requested reset (Board.reset); main.py catches it and starts the firmware again."""
+
+
 class _Client:
     def __init__(self, sock):
         self.sock = sock
@@ -168,6 +172,21 @@ class Board:
         import os
 
         os.rename(tmp, self._storage + "/" + name)
+
+    def storage_path(self, name):
+        """Filesystem path of storage `name` (firmware update slots), None without storage."""
+        return self._storage + "/" + name if self._storage else None
+
+    def reset(self, hard):
+        """ECU reset (UDS 0x11, or into the programming session): outputs open, then Restart,
+        on which main.py starts the firmware again in this process; the bus and its clients
+        stay connected, as a CAN bus stays when an ECU resets."""
+        self.set_contactors(0, 0, 0)
+        self.flush()
+        self._cause = 0 if hard else 2
+        self._last_feed = self.ticks_ms()
+        print("cellguard sim board: reset (" + ("hard" if hard else "soft") + ")")
+        raise Restart()
 
     def config_overrides(self):
         if not self._config_path:

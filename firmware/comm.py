@@ -1,8 +1,9 @@
 """CAN communication: what the BMS receives and when it transmits what.
 
-Owns the receive dispatch (bench measurement injection, lock-step ticks, vehicle requests,
-diagnostic requests) and the transmit schedule of every BMS message in dbc/cellguard.dbc. All
-packing goes through the codec generated from the DBC (`can_codec`); buffers are preallocated so a
+Owns the receive dispatch (bench measurement injection, lock-step ticks, vehicle requests; the
+frames of the two diagnostic request ids go to the diagnostic port, firmware/diag_port.py) and
+the transmit schedule of every BMS message in dbc/cellguard.dbc. All packing goes through the
+codec generated from the DBC (`can_codec`); buffers are preallocated so a
 cycle does not allocate.
 
 VCU_Request integrity (AUTOSAR E2E profile 1 style): byte 7 is a CRC-8 SAE J1850 over the data ID
@@ -17,12 +18,6 @@ rejected, the next one in sequence is accepted. The first frame after start sets
 from . import can_codec as c
 from .compat import const, ticks_diff
 from .data import cell_soc
-
-_DIAG_READ = const(1)
-_DIAG_CLEAR = const(2)
-_DIAG_KEY = const(0x3CA1EA5E)  # DIAG_Request CLEAR only with this key (dbc/cellguard.dbc)
-_FM_END = const(255)  # FmEntry of the frame closing a fault memory read-out
-_FM_PARTS = const(8)  # BMS_FaultMemory frames per entry
 
 
 def crc8_j1850(data, n, crc=0xFF):
@@ -61,9 +56,10 @@ class Comm:
         self.vcu_errors = 0
         self.vcu_bad = 0  # up/down counter of rejected frames (module docstring)
         self.vcu_charge = 0
-        self.diag_clear = False  # a keyed CLEAR arrived; the application clears and resets this
-        self._fm_next = -1  # fault memory read-out: next fault bit to look at, -1 = idle
-        self._fm_sent = 0
+        self.diag = None  # the ISO-TP layer of the diagnostic server (firmware/isotp.py)
+        # UDS 0x28 communication control: normal messages received / sent
+        self.rx_enabled = True
+        self.tx_enabled = True
         self.tick_pending = False
         self.tick_seq = 0
         self._reset_edge = False
@@ -96,8 +92,14 @@ class Comm:
             cid = board.can_recv(rx)
             if cid < 0:
                 return
+            if cid == c.UDS_PHYSICAL_REQUEST_ID or cid == c.UDS_FUNCTIONAL_REQUEST_ID:
+                if self.diag is not None:  # ISO-TP frames may be shorter than 8 bytes
+                    self.diag.on_frame(cid, rx, board.rx_dlc, now_ms)
+                continue
             if board.rx_dlc != 8:
                 meas.rx_errors += 1
+                continue
+            if not self.rx_enabled and cid != c.SIM_TICK_ID:
                 continue
             if cid == c.SIM_CELL_VOLTAGES_ID:
                 c.decode_sim_cell_voltages(rx, out)
@@ -113,13 +115,6 @@ class Comm:
             elif cid == c.SIM_AUX_ID:
                 c.decode_sim_aux(rx, out)
                 meas.set_aux(out[0] | out[1] << 1 | out[2] << 2, out[3], now_ms)
-            elif cid == c.DIAG_REQUEST_ID:
-                c.decode_diag_request(rx, out)
-                if out[0] == _DIAG_READ and self._fm_next < 0:
-                    self._fm_next = 0
-                    self._fm_sent = 0
-                elif out[0] == _DIAG_CLEAR and out[1] == _DIAG_KEY:
-                    self.diag_clear = True
             elif cid == c.SIM_TICK_ID:
                 c.decode_sim_tick(rx, out)
                 if board.advance(out[1]):
@@ -170,6 +165,8 @@ class Comm:
         """Send the frames due in this control cycle."""
         cycle = self._cycle
         self._cycle = (cycle + 1) % self._wrap
+        if not self.tx_enabled:
+            return
         if cycle % self._status_every == 0:
             self._send_status(bms)
         m = self.meas
@@ -205,23 +202,6 @@ class Comm:
             n = _due(self._b_groups, self._bal_every, cycle % self._bal_every)
         for _ in range(n):
             self._send_balancing(bal)
-        b = self._fm_next
-        if b >= 0:  # fault memory read-out: one stored entry (8 frames) per cycle, then the end
-            stored = bms.fault_memory.stored
-            while stored >> b and not stored >> b & 1:
-                b += 1
-            tx = self.tx
-            if not stored >> b:
-                c.encode_bms_fault_memory(tx, 0, self._fm_sent, 0, _FM_END)
-                self._send(c.BMS_FAULT_MEMORY_ID, c.BMS_FAULT_MEMORY_DLC)
-                self._fm_next = -1
-                return
-            v = bms.fault_memory.entry(b)
-            for p in range(_FM_PARTS):
-                c.encode_bms_fault_memory(tx, p, v[2 * p], v[2 * p + 1], b)
-                self._send(c.BMS_FAULT_MEMORY_ID, c.BMS_FAULT_MEMORY_DLC)
-            self._fm_sent += 1
-            self._fm_next = b + 1
 
     def send_cycle_diag(self, seq, cycle_us, heap_used):
         """BMS_CycleDiag: acknowledges a SIM_Tick (lock-step) or a cycle (real time)."""

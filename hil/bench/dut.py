@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from hil import REPO_ROOT
+from hil.bench.provision import new_record
 from hil.toolchain.build import board_profile, build_bundle, profiled_boards
 
 UNIX64_PER_BOARD32 = 1.17
@@ -224,12 +225,20 @@ class UnixPortDut:
             cmd.append("--realtime")
         return cmd
 
+    @property
+    def key_file(self) -> Path:
+        """The board's provisioning record (serial and secret, hil.bench.provision): generated
+        at the first start of this DUT, so every run has a key of its own."""
+        return self.storage / "provision"
+
     def start(self, timeout_s: float = 10.0) -> None:
         """Start the firmware and wait until its CAN server accepts connections.
 
         On failure the process is ended, the work folder removed (if this object made it) and
         DutError says why in the firmware's own words."""
         self.storage.mkdir(parents=True, exist_ok=True)
+        if not self.key_file.exists():
+            self.key_file.write_bytes(new_record(f"SIM-{self.port}"))
         (self.workdir / "config.json").write_text(json.dumps(self.config))
         log = self.log_path.open("ab")
         try:

@@ -16,7 +16,8 @@ Options (each also settable in the ini file):
 
 Fixtures: `bench` (16-cell NMC pack, default firmware configuration) and `bench_factory`, which
 opens more benches with the keyword arguments of `hil.bench.runner.open_bench` (closed at teardown);
-`inject`, a `hil.bench.inject.FaultInjector` on `bench` (docs/fault_injection.md); `bench_options`,
+`inject`, a `hil.bench.inject.FaultInjector` on `bench` (docs/fault_injection.md); `diag`, a UDS
+tester (`hil.bench.diag.DiagClient`) on `bench`'s BMS with that board's key; `bench_options`,
 the `open_bench` keywords the options select (for tests that open and close benches themselves, such
 as hypothesis state machines that need a fresh firmware per example).
 
@@ -39,9 +40,11 @@ from typing import Any
 
 import pytest
 
+from hil.bench.diag import DiagClient
 from hil.bench.dut import DEFAULT_HEAP, BoardConsole, board_unix_heap
 from hil.bench.inject import FaultInjector
 from hil.bench.loop import Bench
+from hil.bench.provision import read_key_file
 from hil.bench.report import Recorder, RunInfo
 from hil.bench.runner import open_bench
 from hil.bench.testcentre import PROPERTY, TestCentre, collect_bench, run_facts, slug
@@ -267,6 +270,30 @@ class _BenchReport:
                 Path(log) if log else None,
             )
         )
+
+
+@pytest.fixture
+def diag(bench: Bench) -> Iterator[DiagClient]:
+    """A UDS tester on `bench`'s BMS: a second python-can connection to the sim board's bus,
+    with the unix-port DUT's key."""
+    import can as pycan
+
+    if bench.dut is None:
+        pytest.skip("a --can adapter is the bench's alone: use `cellguard diag` beside the run")
+    bus = pycan.Bus(interface="slcan", channel=bench.dut.channel, sleep_after_open=0)
+    secret = read_key_file(bench.dut.key_file)
+    client = DiagClient(bus, secret=secret, cell_count=bench.pack.n_cells).open()
+    try:
+        try:
+            client.wait_ready(3.0)
+        except TimeoutError:
+            if "too little heap" in bench.dut.console():
+                pytest.skip("this board's heap budget leaves no room for diagnostics")
+            raise
+        yield client
+    finally:
+        client.close()
+        bus.shutdown()
 
 
 class _reporting(AbstractContextManager[Bench]):

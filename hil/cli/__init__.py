@@ -1,6 +1,6 @@
 """The `cellguard` command. Each subcommand lives in its own module under `hil/cli/`.
 
-Usage: cellguard {sim,serve,codegen,busload,flash,replay,characterize} --help
+Usage: cellguard {sim,serve,codegen,busload,flash,replay,characterize,diag} --help
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ COMMANDS = {
     "flash": ("hil.cli.flash", "compile the firmware for a board and copy it with mpremote"),
     "replay": ("hil.cli.replay", "run the firmware's SOC estimator over a recorded trace"),
     "characterize": ("hil.cli.characterize", "fit a cell profile from C/20 and HPPC traces"),
+    "diag": ("hil.cli.diag", "UDS diagnostics over CAN: DTCs, DIDs, routines, reset, flash"),
 }
 
 

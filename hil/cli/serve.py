@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
             "--bus-kwargs sleep_after_open=0"
         )
         print(f"  console:    {dut.log_path}")
+        print(f"  UDS:        cellguard diag --can slcan:{channel} --key-file {dut.key_file} dtc")
         print("Ctrl-C stops it.", flush=True)
         if args.plant:
             assert sensors is not None
