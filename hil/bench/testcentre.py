@@ -65,9 +65,49 @@ def dbc_sha256() -> str:
 
 
 def read_fault_memory(bench: Bench) -> list[dict[str, Any]]:
-    """The BMS's stored faults, through the bench's one read-out call (whatever protocol the
-    bench speaks to the BMS)."""
-    return [dict(e) for e in bench.read_fault_memory()]
+    """The BMS's stored faults as a workshop tester reads them: UDS 0x19 over a second
+    connection to the bench's unix-port BMS (`hil.bench.diag.DiagClient`), freeze frame and
+    occurrences included, in the report's units."""
+    import can
+
+    from hil.bench.diag import DiagClient
+    from hil.bench.provision import read_key_file
+
+    dut = bench.dut
+    if dut is None:
+        raise RuntimeError("the bench reaches the BMS over --can only: read it with cellguard diag")
+    bus = can.Bus(interface="slcan", channel=dut.channel, sleep_after_open=0)
+    try:
+        secret = read_key_file(dut.key_file)
+        with DiagClient(bus, secret=secret, cell_count=bench.pack.n_cells) as client:
+            client.wait_ready(3.0)
+            return [_entry(e) for e in client.dtcs() if e.status & 0x28]
+    finally:
+        bus.shutdown()
+
+
+def _entry(e: Any) -> dict[str, Any]:
+    """One DTC (`hil.bench.diag.DtcEntry`) as a row of FAULT_MEMORY_COLUMNS."""
+    f = e.freeze
+    row: dict[str, Any] = {
+        "dtc": e.code,
+        "name": e.name,
+        "count": e.count,
+        "active": int(e.active),
+        "first_s": e.first_s,
+        "last_s": e.last_s,
+    }
+    if f:
+        row |= {
+            "soc_pct": f["soc"] / 100,
+            "pack_voltage_v": f["pack_mv"] / 1000,
+            "pack_current_a": f["current_ma"] / 1000,
+            "cell_v_min": f["cell_min_mv"] / 1000,
+            "cell_v_max": f["cell_max_mv"] / 1000,
+            "temp_min_c": f["temp_min_dc"] / 10,
+            "temp_max_c": f["temp_max_dc"] / 10,
+        }
+    return row
 
 
 def collect_bench(

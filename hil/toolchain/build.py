@@ -12,7 +12,7 @@ extra modules it imports such as drivers) gets those modules in its bundle and i
 `stage_flash_bundle` lays out what `cellguard flash` copies to a board's filesystem: the bundle plus
 `board.json` (the profile), `board.txt` (the board name for main.py) and `config.json`.
 
-Usage: bundle = build_bundle("sim"); micropython -X heapsize=168K {bundle}/main.py sim --port ...
+Usage: bundle = build_bundle("sim"); micropython -X heapsize=225K {bundle}/main.py sim --port ...
        bundle = build_bundle("stm32f4", with_sim=True)  # the board's bytecode + sim I/O, for CI
 """
 
