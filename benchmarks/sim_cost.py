@@ -55,6 +55,13 @@ def main() -> int:
         print(f"| {p.name} | {p.stat().st_size / 1e6:.2f} |")
     report = sum(p.stat().st_size for p in files if p.suffix not in (".blf", ".asc"))
     print(f"| all but the CAN log | {report / 1e6:.2f} |")
+    log = summary.get("can_log")
+    if log:
+        print()
+        print(
+            f"CAN log ({log['mode']}): {log['frames']} of {log['frames_on_the_bus']} frames on "
+            f"the bus, {log['seconds']:.0f} s in {len(log['windows'])} windows"
+        )
     return 0
 
 

@@ -51,6 +51,11 @@ class Segment(ABC):
     def progress(self, elapsed_s: float, pack: Pack) -> float:
         """Estimated fraction of the segment completed (0..1), for progress bars."""
 
+    def expected_s(self, soc: float, pack: Pack) -> tuple[float, float]:
+        """Estimated duration (s) of the segment if it starts at mean SOC `soc` (0..1) on
+        `pack`, and the SOC it ends at: how a progress bar weighs it against the others."""
+        return 1800.0, soc
+
 
 @dataclass
 class Rest(Segment):
@@ -73,6 +78,10 @@ class Rest(Segment):
     def progress(self, elapsed_s: float, pack: Pack) -> float:
         """Share of the rest elapsed."""
         return min(1.0, elapsed_s / self.duration_s) if self.duration_s > 0 else 1.0
+
+    def expected_s(self, soc: float, pack: Pack) -> tuple[float, float]:
+        """Its duration; the SOC stays."""
+        return self.duration_s, soc
 
 
 @dataclass
@@ -115,6 +124,18 @@ class Drive(Segment):
         by_soc = (self._start_soc - pack.mean_soc) / span if span > 0 else 1.0
         by_time = elapsed_s / (self.max_repeats * self._power_w.size)
         return float(min(1.0, max(by_soc, by_time, 0.0)))
+
+    def expected_s(self, soc: float, pack: Pack) -> tuple[float, float]:
+        """The cycle's mean power at the pack's nominal voltage drains it to ``until_soc``, or
+        ``max_repeats`` cycles end it."""
+        power_w = self.vehicle.pack_power_w(load_drive_cycle(self.cycle), pack.energy_wh)
+        current_a = float(power_w.mean()) / (pack.n_cells * pack.chemistry.nominal_voltage_v)
+        capacity_as = float(pack.capacity_ah.mean()) * 3600.0
+        longest = float(self.max_repeats * power_w.size)
+        if current_a <= 0.0:
+            return longest, soc
+        seconds = min(longest, max(0.0, soc - self.until_soc) * capacity_as / current_a)
+        return seconds, soc - seconds * current_a / capacity_as
 
 
 @dataclass
@@ -188,6 +209,12 @@ class CCCVCharge(Segment):
         gained = (pack.mean_soc - self._start_soc) / span if span > 0 else 1.0
         return float(min(1.0, max(gained, elapsed_s / self.timeout_s, 0.0)))
 
+    def expected_s(self, soc: float, pack: Pack) -> tuple[float, float]:
+        """Constant current to full, and a fifth more for the constant-voltage tail."""
+        capacity_as = float(pack.capacity_ah.mean()) * 3600.0
+        seconds = 1.2 * max(0.0, 1.0 - soc) * capacity_as / self.current_a
+        return min(self.timeout_s, seconds), 1.0
+
 
 class Scenario:
     """A named sequence of segments, run one after the other on the scenario clock."""
@@ -197,6 +224,8 @@ class Scenario:
         self.segments = tuple(segments)
         self._index = 0
         self._start_s: float | None = None
+        self._weights: list[float] | None = None
+        self._progress = 0.0
 
     @property
     def done(self) -> bool:
@@ -209,13 +238,28 @@ class Scenario:
         return "done" if self.done else self.segments[self._index].name
 
     def progress(self, t_s: float, pack: Pack) -> float:
-        """Estimated fraction of the whole scenario completed (0..1)."""
+        """Estimated fraction of the whole scenario completed (0..1): each segment weighs as
+        much as the time it is expected to take (`Segment.expected_s` from the SOC the one
+        before it leaves), so a progress bar's time estimate holds from the start; it never
+        falls."""
         if self.done:
             return 1.0
-        if self._start_s is None:
-            return self._index / len(self.segments)
-        segment = self.segments[self._index]
-        return (self._index + segment.progress(t_s - self._start_s, pack)) / len(self.segments)
+        if self._weights is None:
+            soc = float(pack.mean_soc)
+            weights = []
+            for segment in self.segments[self._index :]:
+                seconds, soc = segment.expected_s(soc, pack)
+                weights.append(max(seconds, 1.0))
+            self._weights = [0.0] * self._index + weights
+        weights = self._weights
+        done = sum(weights[: self._index])
+        if self._start_s is not None:
+            done += weights[self._index] * self.segments[self._index].progress(
+                t_s - self._start_s, pack
+            )
+        # a regenerating drive gains SOC for a moment: the bar holds rather than going back
+        self._progress = max(self._progress, min(1.0, done / sum(weights)))
+        return self._progress
 
     def current_request(self, t_s: float, pack: Pack, limits: Limits) -> float:
         """Load current (A, + = discharge) at scenario time ``t_s``; 0 once done."""

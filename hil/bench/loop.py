@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import can
@@ -25,6 +26,7 @@ from crccheck.crc import Crc8SaeJ1850
 
 from firmware import can_codec as codec
 from hil import DBC_PATH
+from hil.bench.canlog import CanLog, CanLogMode
 from hil.bench.transport import Frame, Transport
 from sim.pack import Pack
 from sim.scenario import Limits
@@ -171,6 +173,7 @@ class Bench:
         cycle_ms: int = 100,
         lockstep: bool = True,
         log_path: str | None = None,
+        log_mode: CanLogMode = "full",
         reply_timeout_s: float = 5.0,
     ) -> None:
         self.transport = transport
@@ -185,6 +188,9 @@ class Bench:
             cell_soc_pct=np.full(pack.n_cells, np.nan),
         )
         self.t_s = 0.0
+        """Plant time (s): the control periods run so far times the period, exact (a sum of
+        0.1 s steps would drift off the whole seconds the report's rows fall on)."""
+        self.periods = 0
         self.seq = 0
         self.vcu_alive = 0
         self.measurement_hook: MeasurementHook | None = None
@@ -193,7 +199,10 @@ class Bench:
         self.listeners: list[Callable[[StepRecord], None]] = []
         """Called with every step's record (a run recorder, the test-centre report)."""
         self._buf = bytearray(8)
-        self._logger = can.Logger(log_path) if log_path else None
+        self.can_log = CanLog(Path(log_path), log_mode, self.db) if log_path else None
+        """The run's CAN log (`log_path`, every frame or the windows of `log_mode`,
+        hil.bench.canlog); its `describe()` says what it holds once the bench is closed."""
+        self._logger: CanLog | None = self.can_log
         self.log_start = time.time()
         """Wall-clock time (s since the epoch) of simulated time 0 in the CAN log: a log's
         timestamps are this plus the simulated time, so BLF readers show when the run started."""
@@ -305,7 +314,8 @@ class Bench:
             cell_soc_pct=self.status.cell_soc_pct.copy(),
         )
         record = StepRecord(self.t_s, load_current_a, self.pack.current_a, snapshot, m)
-        self.t_s += dt
+        self.periods += 1
+        self.t_s = self.periods * self.cycle_ms / 1000.0
         for listener in self.listeners:
             listener(record)
         return record

@@ -552,6 +552,8 @@ def _firmware(rec: Recorder, info: RunInfo, path: Path, heap_budget: int | None)
     fig.suptitle(f"Firmware cycle time and heap, every control cycle\n{info.title}", fontsize=11)
     us = rec.column("cycle_time_us").astype(float)
     us = us[us > 0]
+    t = rec.column("t_s")
+    period_us = float(np.median(np.diff(t))) * 1e6 if len(t) > 1 else 0.0
     if len(us):
         bins = np.logspace(np.log10(max(us.min(), 1)), np.log10(us.max() * 1.01), 60)
         ax.hist(us, bins=bins, color="C0")
@@ -559,6 +561,18 @@ def _firmware(rec: Recorder, info: RunInfo, path: Path, heap_budget: int | None)
         med, p99 = np.median(us), np.percentile(us, 99)
         for value, label, style in ((med, "median", "-"), (p99, "99th percentile", "--")):
             ax.axvline(value, color="C3", linestyle=style, label=f"{label} {value:.0f} µs")
+        if period_us > 0:
+            # a cycle longer than its period raises LoopOverrun (on the unix port the host's
+            # own load can do that: the firmware times itself on the host's clock)
+            over = int(np.sum(us > period_us))
+            ax.axvline(
+                period_us,
+                color="k",
+                linestyle=":",
+                label=f"control period {period_us / 1000:.0f} ms ({over} cycles longer: "
+                "LoopOverrun)",
+            )
+            ax.set_xlim(right=max(us.max(), period_us) * 1.5)
         ax.legend(fontsize=8)
     ax.set_xlabel("cycle time [µs] (BMS_CycleDiag.CycleTime)")
     ax.set_ylabel("control cycles")

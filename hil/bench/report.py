@@ -302,11 +302,14 @@ def _decimals(column: str) -> int:
 
 
 def per_second(rec: Recorder, dt_s: float) -> np.ndarray:
-    """Indices of the first step of each second (all steps when a step is a second or more)."""
+    """Indices of the first step of each second (all steps when a step is a second or more).
+    Times are taken to the millisecond, so a step time a rounding error below a whole second
+    still counts in it."""
     t = rec.column("t_s")
     if len(t) == 0:
         return np.zeros(0, dtype=int)
-    second = np.floor(t / max(1.0, dt_s) + 1e-9).astype(np.int64)
+    ms = np.rint(t * 1000.0).astype(np.int64)
+    second = ms // max(1000, round(dt_s * 1000))
     return np.flatnonzero(np.r_[True, second[1:] != second[:-1]])
 
 

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hil.bench.canlog import CanLogMode
 from hil.bench.dut import DEFAULT_HEAP, UnixPortDut
 from hil.bench.loop import Bench
 from hil.bench.transport import SlcanSocketTransport, Transport, open_transport
@@ -53,6 +54,7 @@ def open_bench(
     can: str | None = None,
     heap: str = DEFAULT_HEAP,
     log_path: Path | None = None,
+    log_mode: CanLogMode = "full",
     workdir: Path | None = None,
     bundle_board: str = "sim",
 ) -> Iterator[Bench]:
@@ -64,7 +66,8 @@ def open_bench(
     resistance unless `firmware_config` sets it. With `can` (a python-can description such as
     `slcan:/dev/ttyACM0@500000`) no firmware is started and the bench runs in real time against
     the bus. `bundle_board` runs that board's flashed bundle on the unix port (see
-    `hil.bench.dut.UnixPortDut`).
+    `hil.bench.dut.UnixPortDut`). `log_path` is the CAN log, every frame or, with `log_mode`
+    "events", the windows around events (`hil.bench.canlog`).
     """
     sensors = SensorModel(seed=seed)
     fw = bench_firmware_config(cells, chemistry, sensors, firmware_config)
@@ -89,6 +92,7 @@ def open_bench(
             cycle_ms=int(fw.get("cycle_ms", 100)),
             lockstep=can is None,
             log_path=str(log_path) if log_path else None,
+            log_mode=log_mode,
         )
     except BaseException:
         transport.close()

@@ -27,17 +27,20 @@ HELP = "UDS diagnostics over CAN: DTCs, clear, DIDs, routines, reset, flash, liv
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `cellguard diag`."""
+    helps = {
+        "--can": "python-can bus INTERFACE:CHANNEL[@BITRATE] (default slcan:socket://127.0.0.1:29536,"
+        " the port `cellguard serve` prints)",
+        "--key-file": "the board's provisioning record, for the commands that need security "
+        "access (`cellguard serve` prints the sim board's)",
+        "--cells": "cells in series (default 16)",
+    }
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--can",
-        default=argparse.SUPPRESS,
-        help="python-can bus INTERFACE:CHANNEL[@BITRATE] (default slcan:socket://127.0.0.1:29536)",
-    )
-    common.add_argument("--key-file", default=argparse.SUPPRESS, help="provisioning record")
-    common.add_argument("--cells", type=int, default=argparse.SUPPRESS, help="cells in series")
-    parser.add_argument("--can", default="slcan:socket://127.0.0.1:29536")
-    parser.add_argument("--key-file", default=None)
-    parser.add_argument("--cells", type=int, default=16)
+    common.add_argument("--can", default=argparse.SUPPRESS, help=helps["--can"])
+    common.add_argument("--key-file", default=argparse.SUPPRESS, help=helps["--key-file"])
+    common.add_argument("--cells", type=int, default=argparse.SUPPRESS, help=helps["--cells"])
+    parser.add_argument("--can", default="slcan:socket://127.0.0.1:29536", help=helps["--can"])
+    parser.add_argument("--key-file", default=None, help=helps["--key-file"])
+    parser.add_argument("--cells", type=int, default=16, help=helps["--cells"])
     sub = parser.add_subparsers(dest="action", required=True, metavar="COMMAND")
     p = sub.add_parser("dtc", parents=[common], help="DTCs with status and freeze frames")
     p.add_argument("--all", action="store_true", help="every supported DTC, not only stored")
@@ -61,18 +64,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _bus(description: str):  # type: ignore[no-untyped-def]
+    """The python-can bus `--can` describes; a description or a bus that does not open is one
+    line naming the option."""
     import can
+
+    from hil.cli.errors import Failure, UsageError
 
     interface, _, channel = description.partition(":")
     if not channel:
-        raise SystemExit(f"cellguard diag: --can {description!r} is not INTERFACE:CHANNEL")
+        raise UsageError(f"--can {description}: not INTERFACE:CHANNEL[@BITRATE]")
     kwargs: dict[str, object] = {"interface": interface, "channel": channel}
     if "@" in channel and not channel.startswith("socket://"):
         kwargs["channel"], _, rate = channel.rpartition("@")
+        if not rate.isdigit():
+            raise UsageError(f"--can {description}: bitrate {rate!r} is not a number")
         kwargs["bitrate"] = int(rate)
     if interface == "slcan":
         kwargs["sleep_after_open"] = 0
-    return can.Bus(**kwargs)
+    try:
+        return can.Bus(**kwargs)
+    except can.CanInterfaceNotImplementedError as e:
+        raise UsageError(f"--can {description}: {e}") from None
+    except (can.CanError, OSError) as e:
+        hint = " (is `cellguard serve` running?)" if "socket://" in channel else ""
+        raise Failure(f"--can {description}: {e}{hint}") from None
 
 
 def _scaled(name: str, value: int) -> str:

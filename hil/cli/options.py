@@ -25,6 +25,11 @@ from typing import Any
 from hil.cli.errors import UsageError
 
 _HEAP = re.compile(r"^[1-9][0-9]*[KM]?$")
+HEAP_HELP = (
+    "MicroPython heap (-X heapsize; default %(default)s: the smallest budget of the boards that "
+    "run the whole firmware, docs/boards.md)"
+)
+"""Help of every `--heap` option."""
 
 
 def heap_size(text: str) -> str:

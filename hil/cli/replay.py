@@ -21,6 +21,7 @@ from hil.cellmodel.replay import (
 )
 from hil.cli.errors import Failure, UsageError
 from hil.cli.options import (
+    HEAP_HELP,
     check_firmware_config,
     config_file,
     heap_size,
@@ -37,7 +38,7 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the replay options to `parser`."""
-    parser.add_argument("trace", type=Path, help="measurement trace CSV (see docs/estimation.md)")
+    parser.add_argument("trace", type=Path, help="measurement trace CSV (format: docs/replay.md)")
     parser.add_argument("--profile", type=Path, required=True, help="cell profile JSON")
     parser.add_argument("--out", type=Path, required=True, help="estimates CSV to write")
     parser.add_argument("--truth", type=Path, help="true SOC CSV: time_s,soc_true[_1..N]")
@@ -55,7 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(cell_count and temp_count come from the trace, the profile from --profile)",
     )
     parser.add_argument(
-        "--heap", type=heap_size, default=DEFAULT_HEAP, help="MicroPython heap (board budget)"
+        "--heap",
+        type=heap_size,
+        default=DEFAULT_HEAP,
+        help=HEAP_HELP,
     )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON line")
 

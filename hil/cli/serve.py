@@ -19,7 +19,13 @@ from hil.bench.loop import Bench
 from hil.bench.runner import bench_firmware_config
 from hil.bench.transport import SlcanSocketTransport
 from hil.cli.errors import Interrupted
-from hil.cli.options import check_firmware_config, config_file, free_tcp_port, heap_size
+from hil.cli.options import (
+    HEAP_HELP,
+    check_firmware_config,
+    config_file,
+    free_tcp_port,
+    heap_size,
+)
 from sim.pack import Pack, PackConfig
 from sim.sensors import SensorModel
 
@@ -44,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "with the firmware's own rules before it starts (cell_count, temp_count and chemistry "
         "come from --cells and --chemistry)",
     )
-    parser.add_argument("--heap", type=heap_size, default=DEFAULT_HEAP)
+    parser.add_argument("--heap", type=heap_size, default=DEFAULT_HEAP, help=HEAP_HELP)
     parser.add_argument("--plant", action="store_true", help="also feed a simulated pack")
     parser.add_argument("--seconds", type=float, default=0, help="stop after this long (0: never)")
 

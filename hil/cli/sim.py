@@ -3,7 +3,9 @@
 Runs the firmware on the MicroPython unix port (lock-step, heap of the smallest board) against the
 plant through a scenario, shows a progress bar, prints a summary and writes a report folder with
 plots (PNG), the time series (CSV), the summary (JSON) and the CAN log (.blf, opens in standard
-tools; `--log-format asc` for text).
+tools; `--log-format asc` for text): by default the windows a vehicle data logger keeps (the
+start, every event, a snapshot every 10 minutes, the end: `hil.bench.canlog`), every frame with
+`--can-log full`.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from typing import Any
 
 from tqdm import tqdm
 
+from hil.bench.canlog import CAN_LOG_MODES, POST_S, PRE_S, SNAPSHOT_EVERY_S, SNAPSHOT_S
 from hil.bench.dut import DEFAULT_HEAP, DutError, heap_bytes
 from hil.bench.loop import Bench
 from hil.bench.report import THRESHOLD_KEYS, Recorder, RunInfo, write_report
 from hil.bench.runner import bench_firmware_config, open_bench
 from hil.cli.errors import Failure, Interrupted, PendingSignal, deferred_interrupts
-from hil.cli.options import check_firmware_config, config_file, heap_size, output_folder
+from hil.cli.options import HEAP_HELP, check_firmware_config, config_file, heap_size, output_folder
 from sim.cells import get_chemistry
 from sim.scenario import SCENARIOS, Scenario, build_scenario
 from sim.sensors import SensorModel
@@ -40,7 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chemistry", default="NMC", choices=["NMC", "LFP"])
     parser.add_argument("--scenario", default="default", choices=sorted(SCENARIOS))
     parser.add_argument("--seed", type=int, default=0, help="plant spread and sensor noise seed")
-    parser.add_argument("--out", type=Path, default=Path("reports/latest"), help="report folder")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("reports/latest"),
+        help="report folder (default %(default)s)",
+    )
     parser.add_argument(
         "--config",
         type=Path,
@@ -50,13 +58,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "come from --cells and --chemistry)",
     )
     parser.add_argument(
-        "--heap", type=heap_size, default=DEFAULT_HEAP, help="MicroPython heap (-X heapsize)"
+        "--heap",
+        type=heap_size,
+        default=DEFAULT_HEAP,
+        help=HEAP_HELP,
+    )
+    parser.add_argument(
+        "--can-log",
+        default="events",
+        choices=[*CAN_LOG_MODES, "none"],
+        help="what the CAN log keeps: events (default: every frame of the start, of "
+        f"{PRE_S:g} s before to {POST_S:g} s after each contactor, state, fault or vehicle-request "
+        f"change and scenario phase, of a {SNAPSHOT_S:g} s snapshot every "
+        f"{SNAPSHOT_EVERY_S / 60:g} min and of the end; the windows are listed in summary.json), "
+        "full (every frame: about 50 MB for the default run) or none",
     )
     parser.add_argument(
         "--log-format",
         default="blf",
-        choices=["blf", "asc", "none"],
-        help="CAN log of every frame: blf (default, zlib-compressed), asc (text) or none",
+        choices=["blf", "asc"],
+        help="CAN log file format: blf (default, zlib-compressed) or asc (text)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -82,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     out = output_folder(args.out)
     chem = get_chemistry(args.chemistry)
     scenario = build_scenario(args.scenario, args.chemistry, chem.capacity_ah)
-    log_path = None if args.log_format == "none" else out / f"can.{args.log_format}"
+    log_path = None if args.can_log == "none" else out / f"can.{args.log_format}"
     rec = Recorder(cell_every=10)
     t0 = time.perf_counter()
     try:
@@ -94,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
                 firmware_config=overrides,
                 heap=args.heap,
                 log_path=log_path,
+                log_mode="full" if args.can_log == "none" else args.can_log,
             ) as bench,
             deferred_interrupts() as signal_received,
         ):
@@ -108,7 +130,11 @@ def run(args: argparse.Namespace) -> int:
         hint = f" (--heap {args.heap} too small?)" if "MemoryError" in e.reason else ""
         raise Failure(f"{e.reason}{hint}; console in {out / 'console.log'}") from None
     if signal_received.signum is not None:
-        kept = f"; {log_path} holds every frame up to there" if log_path else ""
+        kept = ""
+        if log_path and args.can_log == "full":
+            kept = f"; {log_path} holds every frame up to there"
+        elif log_path:
+            kept = f"; {log_path} holds its windows up to there, the last {PRE_S:g} s included"
         raise Interrupted(
             signal_received.signum,
             f"stopped at {bench.t_s / 3600:.2f} h simulated{kept} (no report written)",
@@ -124,9 +150,13 @@ def run(args: argparse.Namespace) -> int:
             "heap": args.heap,
         }
     )
+    if bench.can_log is not None:
+        summary["can_log"] = bench.can_log.describe()
     files = write_report(rec, out, summary, info)
     logs = [log_path] if log_path else []
     _print_summary(summary, files + logs + [out / "console.log"])
+    if "can_log" in summary:
+        print(_describe_log(summary["can_log"]))
     return 0
 
 
@@ -135,12 +165,16 @@ def _run_scenario(
 ) -> None:
     with tqdm(total=100, unit="%", disable=quiet, bar_format=_BAR) as bar:
         shown = 0
-        segment = scenario.segment_name
+        segment = ""
         while not scenario.done and stop.signum is None:
             load = scenario.current_request(bench.t_s, bench.pack, bench.status.limits)
             # the request may have ended the last segment: its step still belongs to it
-            segment = segment if scenario.done else scenario.segment_name
-            step = bench.step(load)
+            if not scenario.done and scenario.segment_name != segment:
+                segment = scenario.segment_name
+                if bench.can_log is not None and len(rec):
+                    bench.can_log.mark(f"phase {segment}")
+            # a vehicle that is charging says so (the BMS preheats a cold pack for it)
+            step = bench.step(load, charge_request=segment.endswith("charge"))
             rec.add(step, bench.pack, segment)
             if len(rec) % 100 == 0:
                 done = int(100 * scenario.progress(bench.t_s, bench.pack))
@@ -201,3 +235,15 @@ def _print_summary(s: dict[str, Any], files: list[Path]) -> None:
     print(f"  report           {files[0].parent}/")
     for f in files:
         print(f"                   {f.name}")
+
+
+def _describe_log(log: dict[str, Any]) -> str:
+    """One line on what the CAN log holds."""
+    if log["mode"] == "full":
+        return f"  CAN log          {log['file']}: every frame ({log['frames']})"
+    windows = log["windows"]
+    return (
+        f"  CAN log          {log['file']}: {log['frames']} of {log['frames_on_the_bus']} frames, "
+        f"{log['seconds']:.0f} s in {len(windows)} windows (start, events, snapshots, end; "
+        "listed in summary.json; --can-log full for every frame)"
+    )

@@ -128,32 +128,46 @@ def bus_load(
     return rows
 
 
+GAP_S = 2.0
+"""A log with no frame for longer than this was not recording (the windows of a triggered log,
+`hil.bench.canlog`): every cyclic message of the DBC goes at least once a second, so a live bus
+never pauses that long. Rates are measured over the stretches in between."""
+
+
 @dataclass(frozen=True)
 class LogRates:
     """Frames per second of each identifier in a CAN log (data frames only)."""
 
     frames_per_s: dict[int, float]
     span_s: float
-    """Time from the first to the last frame."""
+    """The time the log covers: its stretches of frames (split at pauses over GAP_S), each
+    counted as n / (n - 1) times its first-to-last time, n its distinct time stamps: n steady
+    instants (frames, or the bursts of a lock-step bench's control periods) stand for n
+    intervals, not n - 1."""
     frames: int
+    stretches: int = 1
 
 
 def log_rates(path: Path) -> LogRates:
     """Measure every identifier's frame rate in a CAN log (.blf, .asc, ... as python-can reads
-    them) over the log's time span."""
+    them) over the time it covers (`LogRates.span_s`)."""
     counts: Counter[int] = Counter()
-    first = last = None
+    stretches: list[list[float]] = []  # [first, last, distinct time stamps] of each stretch
     for msg in can.LogReader(str(path)):
         if msg.is_error_frame or msg.is_remote_frame:
             continue
         counts[msg.arbitration_id] += 1
-        first = msg.timestamp if first is None else first
-        last = msg.timestamp
-    if first is None or last is None or last <= first:
-        raise ValueError(f"{path}: fewer than two frames, no rate to measure")
-    span = last - first
-    rates = {frame_id: n / span for frame_id, n in counts.items()}
-    return LogRates(rates, span, sum(counts.values()))
+        t = msg.timestamp
+        if not stretches or t - stretches[-1][1] > GAP_S:
+            stretches.append([t, t, 1])
+        elif t != stretches[-1][1]:
+            stretches[-1][1] = t
+            stretches[-1][2] += 1
+    span = sum((last - first) * n / (n - 1) for first, last, n in stretches if n > 1)
+    if span <= 0:
+        raise ValueError(f"{path}: fewer than two frames in a row, no rate to measure")
+    rates = {frame_id: k / span for frame_id, k in counts.items()}
+    return LogRates(rates, span, sum(counts.values()), len(stretches))
 
 
 def format_table(rows: list[Row], measured: LogRates | None = None) -> str:
@@ -198,8 +212,14 @@ def format_table(rows: list[Row], measured: LogRates | None = None) -> str:
     if measured is not None:
         known = {r.frame_id for r in rows}
         other = sorted(i for i in measured.frames_per_s if i not in known)
+        pauses = (
+            f" in {measured.stretches} stretches (pauses over {GAP_S:g} s, when the log was not "
+            "recording, left out)"
+            if measured.stretches > 1
+            else ""
+        )
         lines.append(
-            f"\nlog: {measured.frames} frames over {measured.span_s:.1f} s"
+            f"\nlog: {measured.frames} frames over {measured.span_s:.1f} s{pauses}"
             + (f"; ids not in the DBC: {', '.join(f'{i:#x}' for i in other)}" if other else "")
         )
     return "\n".join(lines)

@@ -64,6 +64,61 @@ def test_can_log_opens_in_python_can_and_decodes(tmp_path: Path, bench_factory) 
     assert abs(bench.log_start - time.time()) < 600
 
 
+def test_events_log_keeps_the_windows_around_a_fault(tmp_path: Path, bench_factory) -> None:  # type: ignore[no-untyped-def]
+    """The default log of `cellguard sim` on the firmware: the start, the over-voltage that
+    opens the contactors from 10 s before it to 30 s after the last change it causes, and the
+    last 10 s; every frame in it decodes with cantools, all of them inside the windows it lists,
+    and each window holds every control period (a BMS_CycleDiag for every SIM_Tick)."""
+    log = tmp_path / "run.blf"
+    bench = bench_factory(log_path=log, log_mode="events")
+    bench.step_until(lambda s: s.closed, 30)
+    while bench.t_s < 60.0:
+        bench.step(0.0)
+
+    def overvoltage(m):  # type: ignore[no-untyped-def]
+        m.cell_mv[3] = 4400
+        return m
+
+    bench.measurement_hook = overvoltage
+    bench.step_until(lambda s: not s.closed, 50)
+    assert not bench.status.closed and "CellOverVoltage" in bench.status.faults
+    bench.measurement_hook = None
+    while bench.t_s < 120.0:
+        bench.step(0.0)
+    bench.close()
+    assert bench.can_log is not None
+    windows = bench.can_log.windows
+    assert [w.events[0].split(" s ", 1)[1] for w in windows][:: len(windows) - 1] == [
+        "start",
+        "end",
+    ]
+    fault = next(w for w in windows if any("CellOverVoltage 0 -> 1" in e for e in w.events))
+    first_event = float(fault.events[0].split(" s ")[0])
+    assert 59.0 < first_event < 62.0 and fault.start_s == pytest.approx(first_event - 10, abs=0.11)
+    assert any("ContactorPos CLOSED -> OPEN" in e for e in fault.events)
+    assert windows[-1].end_s == pytest.approx(bench.t_s, abs=0.11)
+    assert windows[-1].start_s <= windows[-1].end_s - 10 + 0.11
+    db = cantools.database.load_file(DBC_PATH)
+    frames = list(can.BLFReader(log))
+    assert len(frames) == sum(w.frames for w in windows) < 0.7 * bench.can_log.frames_seen
+    t0 = frames[0].timestamp
+    for f in frames:
+        db.decode_message(f.arbitration_id, f.data)
+        t = f.timestamp - t0
+        assert any(w.start_s - 1e-6 <= t <= w.end_s + 1e-6 for w in windows), t
+    for w in windows:
+        ids = [f.arbitration_id for f in frames if w.start_s <= f.timestamp - t0 <= w.end_s]
+        assert abs(ids.count(0x20F) - ids.count(0x1FF)) <= 1  # a period cut at the edge
+
+
+def test_bench_clock_counts_control_periods(bench) -> None:  # type: ignore[no-untyped-def]
+    """After n steps the plant time is n periods exactly, not a sum of 0.1 s that drifts off
+    the whole seconds (series.csv's rows and a replay trace made from them need 1 s steps)."""
+    for n in range(1, 31):
+        bench.step(0.0)
+        assert bench.t_s == n * bench.cycle_ms / 1000
+
+
 def test_python_can_slcan_reaches_the_virtual_bms() -> None:
     """The sim board's CAN is reachable through python-can's slcan interface over socket://."""
     with UnixPortDut({"cell_count": 8}) as dut:

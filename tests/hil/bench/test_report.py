@@ -14,7 +14,14 @@ import pytest
 
 from hil.bench.loop import BmsStatus, StepRecord
 from hil.bench.plots import PLOTS, _binned, write_plots
-from hil.bench.report import SERIES_COLUMNS, Recorder, RunInfo, write_cells, write_series
+from hil.bench.report import (
+    SERIES_COLUMNS,
+    Recorder,
+    RunInfo,
+    per_second,
+    write_cells,
+    write_series,
+)
 from sim.pack import Pack, PackConfig
 from sim.scenario import Limits
 from sim.sensors import SensorModel
@@ -119,6 +126,18 @@ def test_series_is_one_row_per_second_and_keeps_short_faults(tmp_path: Path) -> 
         cells = list(csv.reader(f))
     assert len(cells) == 1 + 10 and len(cells[0]) == 1 + 4 * 4
     assert cells[0][1] == "cell1_v" and cells[0][-1] == "cell4_soc_bms"
+
+
+def test_series_rows_fall_on_whole_seconds_whatever_the_rounding() -> None:
+    """Law: with 100 ms steps, one row per second, each the step at the whole second, even when
+    the step times carry the drift of summing 0.1 s (2306 s summed that way is 2305.99999999)."""
+    rec = Recorder()
+    t = 0.0
+    for _ in range(40_000):
+        rec.columns["t_s"].append(t)
+        t += 0.1
+    rows = per_second(rec, 0.1)
+    assert list(rows) == list(range(0, 40_000, 10))
 
 
 def _figures(monkeypatch: pytest.MonkeyPatch) -> list[Any]:

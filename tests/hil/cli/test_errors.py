@@ -220,6 +220,27 @@ def test_bench_reports_a_refused_configuration_in_the_firmware_words() -> None:
 
 
 # ---- the other commands --------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("can", "code", "needle"),
+    [
+        (None, 1, "Connection refused (is `cellguard serve` running?)"),
+        ("foo", 2, "--can foo: not INTERFACE:CHANNEL"),
+        ("nope:x", 2, 'Unknown interface type "nope"'),
+        ("socketcan:can0@abc", 2, "bitrate 'abc' is not a number"),
+    ],
+)
+def test_diag_without_a_bus_is_one_line(
+    can: str | None, code: int, needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cellguard diag dtc` with no BMS served, or a --can that names no bus: one line."""
+    if can is None:
+        with socket.socket() as s:  # a port nobody listens on
+            s.bind(("127.0.0.1", 0))
+            can = f"slcan:socket://127.0.0.1:{s.getsockname()[1]}"
+    got, err = _run(["diag", "--can", can, "dtc"], capsys)
+    assert got == code and err.startswith("cellguard diag: --can ") and needle in err
+
+
 def test_unknown_command_and_option_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     code, err = _run(["simulate"], capsys)
     assert code == 2 and err.startswith("cellguard: ") and "simulate" in err
@@ -256,17 +277,21 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    ("signum", "can_log"), [(signal.SIGTERM, "full"), (signal.SIGINT, "events")]
+)
 def test_a_signal_ends_the_firmware_and_keeps_a_complete_can_log(
-    signum: int, tmp_path: Path, own_tmpdir: Path
+    signum: int, can_log: str, tmp_path: Path, own_tmpdir: Path
 ) -> None:
     """kill -TERM (or a Ctrl-C) on `cellguard sim`: one line, exit 128 + the signal, the
-    micropython child ended, its folder removed, and a BLF that holds every step up to the stop
-    (a BMS_CycleDiag for every SIM_Tick) with a real start time."""
+    micropython child ended, its folder removed, and a BLF with a real start time that holds
+    every step up to the stop (a BMS_CycleDiag for every SIM_Tick); with the default log, the
+    start and the last 10 s up to the stop, every control period in them."""
     out = tmp_path / "out"
     started = time.time()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hil.cli", "sim", "--no-progress", "--out", str(out)],
+        [sys.executable, "-m", "hil.cli", "sim", "--no-progress", "--out", str(out)]
+        + ["--can-log", can_log],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -293,9 +318,17 @@ def test_a_signal_ends_the_firmware_and_keeps_a_complete_can_log(
     assert not any(Path(f"/proc/{pid}").exists() for pid in children)
     reader = can.BLFReader(str(log))
     assert started - 5 < reader.start_timestamp < time.time()
-    ids = [m.arbitration_id for m in reader]
+    frames = list(reader)
+    ids = [m.arbitration_id for m in frames]
     ticks, acks = ids.count(0x20F), ids.count(0x1FF)
-    assert ticks > 10 and acks == ticks
+    assert ticks > 10 and abs(acks - ticks) <= (0 if can_log == "full" else 2)
+    if can_log == "events":
+        t = [m.timestamp - frames[0].timestamp for m in frames]
+        tick_t = [x for x, i in zip(t, ids, strict=True) if i == 0x20F]
+        assert tick_t[0] == 0.0 and t[-1] - tick_t[-1] < 0.11  # from the start to the stop
+        last_10s = [x for x in tick_t if x >= t[-1] - 10.0]
+        assert len(last_10s) >= min(100, len(tick_t)) - 1
+        assert all(b - a < 0.11 for a, b in zip(last_10s, last_10s[1:], strict=False))
 
 
 def test_help_texts_print_percent_signs_once(capsys: pytest.CaptureFixture[str]) -> None:
