@@ -28,7 +28,12 @@ from types import TracebackType
 from typing import Any
 
 from hil import REPO_ROOT
-from hil.toolchain.build import board_profile, build_bundle, profiled_boards
+from hil.toolchain.build import (
+    board_profile,
+    build_bundle,
+    heap_bytes,
+    smallest_budget,
+)
 
 UNIX64_PER_BOARD32 = 1.17
 """Heap bytes the 64-bit unix port needs per byte a 32-bit board needs for the same firmware run.
@@ -40,17 +45,7 @@ constant must not exceed the smallest ratio it finds (BENCHMARKS.md), so a run t
 heap here also fits the board. Runs on a 32-bit binary (CELLGUARD_MICROPYTHON) are not scaled."""
 
 
-def heap_bytes(size: str) -> int:
-    """`96K` -> 98304; plain numbers are bytes."""
-    return int(size[:-1]) * 1024 if size.upper().endswith("K") else int(size)
-
-
-def _smallest_budget() -> int:
-    budgets = [heap_bytes(str(board_profile(b)["heap_budget"])) for b in profiled_boards()]
-    return min(budgets)
-
-
-DEFAULT_HEAP = f"{round(_smallest_budget() * UNIX64_PER_BOARD32 / 1024)}K"
+DEFAULT_HEAP = f"{round(smallest_budget() * UNIX64_PER_BOARD32 / 1024)}K"
 """-X heapsize of the 64-bit binary that stands for the smallest board budget (32-bit bytes)."""
 WDT_EXIT_CODE = 75
 
@@ -144,28 +139,26 @@ def binary_is_64bit() -> bool:
     return _is_64bit(micropython_binary())
 
 
-class UnixPortDut:
-    """The cellguard firmware running on the MicroPython unix port with the `sim` board."""
+class ProcessDut:
+    """What every firmware process the bench starts shares: a work folder holding its
+    configuration, storage and console log, a CAN channel on 127.0.0.1:`port`, start/stop.
+
+    Subclasses give `command()` and `_wait_ready(deadline)`."""
+
+    reply_timeout_s = 5.0
+    """How long a lock-step bench waits for this DUT's answer to a tick before it gives up."""
 
     def __init__(
         self,
-        config: dict[str, Any] | None = None,
+        config: dict[str, Any] | None,
         *,
-        heap: str = DEFAULT_HEAP,
-        realtime: bool = False,
-        port: int | None = None,
-        workdir: Path | None = None,
-        wdt_ms: int = 2000,
-        source: bool = False,
-        bundle_board: str = "sim",
+        port: int | None,
+        workdir: Path | None,
+        wdt_ms: int,
     ) -> None:
         self.config = dict(config or {})
-        self.heap = heap
-        self.realtime = realtime
         self.port = port or free_port()
         self.wdt_ms = wdt_ms
-        self.source = source
-        self.bundle_board = bundle_board
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="cellguard-dut-"))
         self.storage = self.workdir / "storage"
@@ -179,45 +172,43 @@ class UnixPortDut:
 
     def command(self) -> list[str]:
         """The command line that starts the firmware."""
-        if self.source:
-            bundle = REPO_ROOT / "firmware"
-        else:
-            bundle = build_bundle(self.bundle_board, with_sim=self.bundle_board != "sim")
-        main = bundle / "main.py"
-        cmd = [micropython_binary(), "-X", f"heapsize={self.heap}"]
-        cmd += [str(main), "sim", "--port", str(self.port)]
-        cmd += ["--config", str(self.workdir / "config.json"), "--storage", str(self.storage)]
-        cmd += ["--wdt-ms", str(self.wdt_ms)]
-        if self.bundle_board != "sim" and not self.source:
-            cmd += ["--preload", ",".join(preload_modules(self.bundle_board))]
-        if self.realtime:
-            cmd.append("--realtime")
-        return cmd
+        raise NotImplementedError
+
+    def _popen(self) -> subprocess.Popen[bytes]:
+        log = self.log_path.open("ab")
+        try:
+            return subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+            )
+        finally:
+            log.close()
+
+    def _wait_ready(self, deadline: float) -> bool:
+        """Wait until the firmware serves CAN; False when `deadline` (monotonic) passed."""
+        raise NotImplementedError
 
     def start(self, timeout_s: float = 10.0) -> None:
-        """Start the firmware and wait until its CAN server accepts connections."""
+        """Start the firmware and wait until it serves CAN."""
         self.storage.mkdir(parents=True, exist_ok=True)
         (self.workdir / "config.json").write_text(json.dumps(self.config))
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
-        )
-        log.close()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise DutError(f"firmware exited with {self.proc.returncode}:\n{self.console()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        self.stop()
-        raise DutError(f"firmware did not listen on port {self.port}:\n{self.console()}")
+        self.proc = self._popen()
+        if not self._wait_ready(time.monotonic() + timeout_s):
+            self.stop()
+            raise DutError(f"firmware did not serve CAN on port {self.port}:\n{self.console()}")
+
+    def _died(self) -> DutError | None:
+        if self.proc is not None and self.proc.poll() is not None:
+            return DutError(f"firmware exited with {self.proc.returncode}:\n{self.console()}")
+        return None
 
     def alive(self) -> bool:
         """True while the firmware process runs."""
         return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        """The firmware process's exit status once it ended (None while it runs)."""
+        return None if self.proc is None else self.proc.poll()
 
     def console(self) -> str:
         """Everything the firmware printed so far."""
@@ -238,7 +229,6 @@ class UnixPortDut:
                 self.proc.kill()
                 self.proc.wait()
         code = self.proc.returncode
-        self.proc = None
         return code
 
     def cleanup(self) -> None:
@@ -246,7 +236,7 @@ class UnixPortDut:
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> UnixPortDut:
+    def __enter__(self) -> ProcessDut:
         self.start()
         return self
 
@@ -258,6 +248,58 @@ class UnixPortDut:
     ) -> None:
         self.stop()
         self.cleanup()
+
+
+class UnixPortDut(ProcessDut):
+    """The cellguard firmware running on the MicroPython unix port with the `sim` board."""
+
+    def __init__(
+        self,
+        config: dict[str, Any] | None = None,
+        *,
+        heap: str = DEFAULT_HEAP,
+        realtime: bool = False,
+        port: int | None = None,
+        workdir: Path | None = None,
+        wdt_ms: int = 2000,
+        source: bool = False,
+        bundle_board: str = "sim",
+    ) -> None:
+        super().__init__(config, port=port, workdir=workdir, wdt_ms=wdt_ms)
+        self.heap = heap
+        self.realtime = realtime
+        self.source = source
+        self.bundle_board = bundle_board
+
+    def command(self) -> list[str]:
+        """The command line that starts the firmware."""
+        if self.source:
+            bundle = REPO_ROOT / "firmware"
+        else:
+            bundle = build_bundle(self.bundle_board, with_sim=self.bundle_board != "sim")
+        main = bundle / "main.py"
+        cmd = [micropython_binary(), "-X", f"heapsize={self.heap}"]
+        cmd += [str(main), "sim", "--port", str(self.port)]
+        cmd += ["--config", str(self.workdir / "config.json"), "--storage", str(self.storage)]
+        cmd += ["--wdt-ms", str(self.wdt_ms)]
+        if self.bundle_board != "sim" and not self.source:
+            cmd += ["--preload", ",".join(preload_modules(self.bundle_board))]
+        if self.realtime:
+            cmd.append("--realtime")
+        return cmd
+
+    def _wait_ready(self, deadline: float) -> bool:
+        # The sim board's SLCAN server accepting a connection means the firmware runs.
+        while time.monotonic() < deadline:
+            died = self._died()
+            if died:
+                raise died
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return True
+            except OSError:
+                time.sleep(0.02)
+        return False
 
 
 class BoardConsole:
