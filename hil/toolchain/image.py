@@ -334,11 +334,13 @@ def _work_dir(v: Variant, heap: int, flags: tuple[str, ...]) -> Path:
     return work
 
 
-def _prune(v: Variant, keep: Path, most: int = 4) -> None:
-    """Keep the `most` newest images of a variant (one folder per firmware state and heap)."""
+def _prune(v: Variant, keep: Path, most: int = 4, age_s: float = 3600) -> None:
+    """Remove a variant's images (one folder per firmware state and heap) beyond the `most`
+    newest that are older than `age_s` (an emulator may be about to load a recent one)."""
     images = sorted(BUILD_DIR.glob(f"qemu-{v.name}-*"), key=lambda p: p.stat().st_mtime)
+    now = time.time()
     for old in images[:-most]:
-        if old != keep:
+        if old != keep and now - old.stat().st_mtime > age_s:
             shutil.rmtree(old, ignore_errors=True)
 
 
