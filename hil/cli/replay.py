@@ -40,7 +40,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="start from this SOC (as if restored, 30 %% error bound) instead of from OCV",
     )
     parser.add_argument("--config", type=Path, help="firmware configuration overrides JSON")
-    parser.add_argument("--heap", default=DEFAULT_HEAP, help="MicroPython heap (board budget)")
+    parser.add_argument(
+        "--heap",
+        default=None,
+        help=f"MicroPython heap (default {DEFAULT_HEAP} on the unix port, the smallest board "
+        "budget on the image)",
+    )
+    parser.add_argument(
+        "--dut",
+        default="unix",
+        help="where the firmware runs: unix (the unix port) or qemu[:IMAGE] (the Cortex-M image; "
+        "qemu:an500 has the FPU)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON line")
 
 
@@ -65,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
                 initial_soc_pct=args.initial_soc,
                 heap=args.heap,
                 progress=lambda k: bar.update(k - bar.n),
+                target=args.dut,
             )
         except (TraceError, RuntimeError) as e:
             print(f"cellguard replay: {e}", file=sys.stderr)

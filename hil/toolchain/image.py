@@ -12,9 +12,9 @@ The source is the tarball `../shared/vendor/micropython-1.28.0.tar.xz` beside th
 beside the main checkout, for a git worktree), else `$MICROPYTHON_SRC` (a checkout of the upstream
 tag v1.28.0, or that tarball). mpy-cross is built from the same source; the frozen manifest is
 generated from the qemu board's bundle (`hil.toolchain.build.bundle_sources("qemu")`:
-firmware/*.py, the qemu board module and the board modules it imports) with `main.py` as the
-module `main`. The heap is MicroPython's static GC heap (MICROPY_HEAP_SIZE), by default the
-smallest board budget.
+firmware/*.py, the qemu board module and the board modules it imports) and the replay board,
+with `main.py` as the module `main`. The heap is MicroPython's static GC heap
+(MICROPY_HEAP_SIZE), by default the smallest board budget.
 
 Images are cached under `build/qemu-<variant>-<heap>-<hash>/firmware.elf`, keyed by the source,
 the toolchain, the variant, the heap and the frozen files; a file lock makes parallel test workers
@@ -236,8 +236,9 @@ def _make(folder: Path, args: list[str], log: Path) -> None:
 
 
 def frozen_files() -> list[Path]:
-    """What the image freezes, relative to the repository: the qemu board's bundle."""
-    return bundle_sources("qemu")
+    """What the image freezes, relative to the repository: the qemu board's bundle, and the
+    replay board (`cellguard replay` on the image: the trace arrives on the console)."""
+    return bundle_sources("qemu") + [Path("boards/replay.py")]
 
 
 def manifest(files: list[Path]) -> str:
