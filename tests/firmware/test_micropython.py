@@ -9,6 +9,7 @@ Each test module runs in a fresh interpreter, as each would on a freshly reset b
 own source is compiled on the device, and that compiler peak must not pile up across modules.
 """
 
+import ast
 import subprocess
 
 import pytest
@@ -31,6 +32,17 @@ def _run(*args):
 
 
 MODULES = _run("--list").stdout.split()
+# The two modules that simulate hours of estimator updates take minutes on the emulated MCU: one
+# run per test function there, so parallel workers share them.
+SPLIT = ("test_estimation.py", "test_estimation_model_error.py")
+
+
+def _functions(module):
+    tree = ast.parse((REPO_ROOT / "tests" / "firmware" / module).read_text())
+    return [f"{module}::{n.name}" for n in tree.body if getattr(n, "name", "").startswith("test_")]
+
+
+RUNS = [run for m in MODULES for run in (_functions(m) if m in SPLIT else [m])]
 
 
 def test_the_runner_takes_the_micropython_modules_only():
@@ -51,8 +63,13 @@ def _run_on_image(name, target, heap):
     return run_on_image(code, name=parse_target(target), heap=size, cwd=REPO_ROOT, timeout_s=900)
 
 
+def test_every_function_of_a_split_module_runs():
+    for module in SPLIT:
+        assert module in MODULES and len(_functions(module)) > 1
+
+
 @pytest.mark.mcu
-@pytest.mark.parametrize("name", MODULES)
+@pytest.mark.parametrize("name", RUNS)
 def test_firmware_tests_pass_on_the_dut(name, bench_options):
     target = bench_options["target"]
     if target.startswith("qemu"):
