@@ -117,17 +117,19 @@ def main(argv=None):
 
     cfg = config.from_board(board)
     from firmware import app
+    from firmware.data import cell_soc
 
     bms = app.build(board, cfg)
     board.setup(cfg)
     est = bms.estimator
+    soc = bms.data.soc
     if len(args) > 1:
         buf = bytearray(est.state_size)
         est.save_state(buf)
-        soc = int(args[1])
-        struct.pack_into("<HH", buf, 2, soc, _INITIAL_BOUND)
+        initial = int(args[1])
+        struct.pack_into("<HH", buf, 2, initial, _INITIAL_BOUND)
         for i in range(cfg.cell_count):
-            struct.pack_into("<H", buf, 22 + 2 * i, soc)
+            struct.pack_into("<H", buf, 22 + 2 * i, initial)
         if not est.restore_state(buf):
             raise ValueError("initial SOC out of range")
     period = cfg.cycle_ms
@@ -146,8 +148,8 @@ def main(argv=None):
         while next_c <= t:
             bms.guarded_cycle(next_c & 0x3FFFFFFF)
             next_c += period
-        out.write(str(est.soc) + " " + str(est.soc_bound))
+        out.write(str(soc.soc) + " " + str(soc.soc_bound))
         for i in range(cfg.cell_count):
-            out.write(" " + str(est.cell_soc(i)))
+            out.write(" " + str(cell_soc(soc, i)))
         out.write("\n")
         line = sys.stdin.readline()

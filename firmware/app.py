@@ -14,10 +14,10 @@ from .balancing import Balancer
 from .comm import Comm
 from .compat import IS_MICROPYTHON, ticks_add, ticks_diff, ticks_us
 from .contactors import Contactors
+from .data import Data
 from .estimation import SocEstimator
 from .fault_memory import FaultMemory
 from .limits import Limits
-from .measurement import Measurements
 from .persistence import CORRUPT, FALLBACK, Persistence
 from .protection import (
     FAULT_CONTACTOR_FB,
@@ -49,15 +49,16 @@ class Bms:
         self.cfg = cfg
         # First: its one contiguous buffer is the largest allocation here.
         self.fault_memory = FaultMemory(cfg)
-        self.meas = Measurements(cfg)
-        self.estimator = SocEstimator(cfg)
-        self.protection = Protection(cfg)
-        self.contactors = Contactors(cfg)
-        self.limits = Limits(cfg)
-        self.sop = Sop(cfg)
-        self.balancer = Balancer(cfg, self.estimator)
-        self.comm = Comm(board, cfg, self.meas)
-        self.thermal = Thermal(cfg)
+        self.data = d = Data(cfg)  # every block that crosses a module boundary (data.py)
+        self.meas = d.meas
+        self.estimator = SocEstimator(cfg, d)
+        self.protection = Protection(cfg, d.faults)
+        self.contactors = Contactors(cfg, d.contactors)
+        self.limits = Limits(cfg, d.limits)
+        self.sop = Sop(cfg, d)
+        self.balancer = Balancer(cfg, d)
+        self.comm = Comm(board, cfg, d)
+        self.thermal = Thermal(cfg, d.thermal)
         self.alive = 0
         self.cycle_us = 0
         self.cycle_load_pct = 0
@@ -90,28 +91,29 @@ class Bms:
     def cycle(self, now_ms):
         """Run one control cycle at board time `now_ms`."""
         board = self.board
-        meas = self.meas
+        d = self.data
+        meas = d.meas
         prot = self.protection
+        faults = d.faults
         board.measure(meas, now_ms)
         # The bleed mask still holds last cycle's command: the one on while these values were taken.
-        meas.compensate(self.balancer.mask)
-        stale = meas.stale(now_ms)
-        if not stale:
-            meas.update_stats()
+        meas.compensate(d.balancing.mask)
+        stale = meas.evaluate(now_ms)
         comm = self.comm
         vcu_stale = comm.vcu_stale(now_ms)
         prot.check(meas, now_ms, stale, vcu_stale)
-        lim = self.limits  # still the limits published last cycle: what the vehicle knew
+        lim = d.limits  # still the limits published last cycle: what the vehicle knew
         prot.check_limits(meas.current_ma, lim.charge_ma, lim.discharge_ma, now_ms)
         prot.set_fault(FAULT_VCU_INVALID, comm.vcu_bad >= self.cfg.vcu_bad_count)
         cont = self.contactors
+        co = d.contactors
         # Only a feedback reading taken since the last cycle can confirm the latest command; the
         # reading is consumed (-1) so a missing frame never looks like a stuck contactor.
         if self.cfg.contactor_feedback and not stale and meas.feedback >= 0:
             cont.check_feedback(now_ms, meas.feedback)
             meas.feedback = -1
-        prot.set_fault(FAULT_CONTACTOR_FB, cont.fb_mismatch)
-        prot.set_fault(FAULT_WELDED, cont.welded)
+        prot.set_fault(FAULT_CONTACTOR_FB, co.fb_mismatch)
+        prot.set_fault(FAULT_WELDED, co.welded)
         if comm.take_reset_request():
             prot.request_reset()
             cont.reset_retries()
@@ -120,33 +122,34 @@ class Bms:
             self.fault_memory.clear()
         dt = self.cfg.cycle_ms if self._last_ms is None else ticks_diff(now_ms, self._last_ms)
         self._last_ms = now_ms
-        if prot.measurements_valid:  # fresh and plausible: check() has just looked
+        valid = faults.meas_valid  # fresh and plausible: check() has just looked
+        if valid:
             self.estimator.update(meas, dt, now_ms)
         cont.step(
             now_ms,
             comm.vcu_close and not vcu_stale,
-            prot.open_required,
+            faults.open_required,
             # Precharge ends against the larger pack reading: a pack sensor reading low must not
             # end it early (firmware/contactors.py).
             max(meas.pack_mv, meas.cell_sum_mv),
             meas.link_mv,
             meas.current_ma,
         )
-        if cont.precharge_failed:
+        if co.precharge_failed:
             prot.set_fault(FAULT_PRECHARGE_FAILED, True)
-        board.set_contactors(cont.neg, cont.pre, cont.pos)
-        th = self.thermal
-        th.update(meas, prot.measurements_valid, comm.vcu_charge and not vcu_stale)
+        board.set_contactors(co.neg, co.pre, co.pos)
+        th = d.thermal
+        self.thermal.update(meas, valid, comm.vcu_charge and not vcu_stale)
         board.set_thermal(th.cooling, th.heating)
-        sop = self.sop
-        sop.update(meas, self.estimator, prot.measurements_valid and not prot.open_required, dt)
-        lim.update(meas, prot.open_required, prot.tier, th.heating)
+        self.sop.update(meas, valid and not faults.open_required, dt)
+        self.limits.update(meas, faults.open_required, faults.tier, th.heating)
         # The published limits honour both the tables' derating and what the model says every
         # cell can take for 30 s.
-        lim.cap(sop.charge_ma_30s, sop.discharge_ma_30s)
-        self.balancer.update(meas, prot.open_required, now_ms)
-        board.set_balancing(self.balancer.mask)
-        self.fault_memory.update(prot.active, meas, self.estimator.soc, dt)
+        p = d.power
+        self.limits.cap(p.charge_ma_30s, p.discharge_ma_30s)
+        self.balancer.update(meas, faults.open_required, now_ms)
+        board.set_balancing(d.balancing.mask)
+        self.fault_memory.update(faults.active, meas, d.soc.soc, dt)
         comm.transmit(self)
         self.alive = (self.alive + 1) & 15
 
@@ -163,7 +166,7 @@ class Bms:
         self.contactors.force_open()
         self.board.set_contactors(0, 0, 0)
         self.balancer.clear()
-        self.board.set_balancing(self.balancer.mask)
+        self.board.set_balancing(self.data.balancing.mask)
 
     def fail(self, e):
         """Whatever raised: safe state, InternalError (latched), a bounded console report."""

@@ -1,7 +1,7 @@
 """Passive balancing: which cells bleed, toward equal SOC or by cell voltage difference.
 
 Strategy (balance_strategy, the one in use is `strategy`):
-- SOC: a cell's surplus is its charge above the reference cell's (the estimator's `cell_mas`,
+- SOC: a cell's surplus is its charge above the reference cell's (`cell_mas` of cellcharge.py,
   which counts what every bleed resistor removed). The reference is the emptiest cell until a
   discharge has shown the weakest one (the cell reading lowest, below discharge_taper_mv, while
   discharging below balance_weak_soc). Toward the emptiest, a cell starts bleeding at
@@ -24,12 +24,12 @@ of the window, from that cycle's voltages: the cycles before had every resistor 
 current through the shared sense lines cannot bias the voltages the decision reads.
 
 Anchoring (SOC strategy only): once the pack has rested balance_rest_ms, a window's end
-re-anchors every cell's SOC from OCV (estimator.anchor), and again after every
+re-anchors every cell's charge from OCV (CellCharge.anchor), and again after every
 balance_reanchor_ms of bleeding in the same rest: the booked charge cannot see self-discharge,
 which over a day of balancing is as large as the stop threshold. When resistors bled since the
 last anchor, that window lasts balance_relax_ms so the polarisation the bleed current left has
 decayed before OCV is read. Between those anchors, every window's end also anchors each cell whose
-resistor has been off for balance_relax_ms, filtered (estimator.anchor_cell with
+resistor has been off for balance_relax_ms, filtered (CellCharge.anchor_cell with
 balance_track_shift): the cells that do not bleed, the lowest among them, are the reference the
 others bleed toward, and their self-discharge would otherwise go unseen for the whole rest.
 
@@ -46,13 +46,13 @@ Heat and AFE rules: at most balance_max_cells bleed at once, highest surplus (or
 chosen by insertion into preallocated top-k arrays; with balance_no_adjacent a chosen cell next to a
 higher-priority chosen cell waits for a later period. Each cycle first books the charge removed by
 the resistors that were on (I = cell_mv / balance_bleed_mohm). O(cells) per cycle, no allocation.
-update() reads the statistics of `meas`: call meas.update_stats() first.
+update() reads the statistics and the freshness verdict of `meas`: call meas.evaluate() first.
 """
 
 from array import array
 
 from .compat import const, ticks_diff
-from .estimation import _soc_to_mas
+from .ocv import soc_to_mas
 
 ACTIVE = const(0)
 BALANCED = const(1)
@@ -80,21 +80,23 @@ def _zero(mask):
 
 
 class Balancer:
-    """Bleed-resistor selection and duty cycle; `mask` bit i of byte i // 8 = cell i (0-based)
-    bleeding now, `count` how many, `changed` True in a cycle that changed the mask."""
+    """Bleed-resistor selection and duty cycle, written into BalancingData `data.balancing`:
+    `mask` bit i of byte i // 8 = cell i (0-based) bleeding now, `count` how many, `changed` True
+    in a cycle that changed the mask. Reads the SOC block and books into the per-cell charge."""
 
-    def __init__(self, cfg, estimator):
+    def __init__(self, cfg, data):
         self._cfg = cfg
-        self._est = estimator
+        self._est = data.soc
+        self._charge = data.charge
+        self.out = out = data.balancing
         self._n = cfg.cell_count
         k = cfg.balance_max_cells
         self._top_p = array("l", [0] * k)
         self._top_cell = array("H", [0] * k)
         mas_per_pct = cfg.capacity_mah * 36
-        self._start_mas = _soc_to_mas(cfg.balance_start_soc, mas_per_pct)
-        self._stop_mas = _soc_to_mas(cfg.balance_stop_soc, mas_per_pct)
-        self.mask = bytearray((self._n + 7) // 8)
-        self._sel = bytearray(len(self.mask))  # the selection of the current bleed phase
+        self._start_mas = soc_to_mas(cfg.balance_start_soc, mas_per_pct)
+        self._stop_mas = soc_to_mas(cfg.balance_stop_soc, mas_per_pct)
+        self._sel = bytearray(len(out.mask))  # the selection of the current bleed phase
         self._sel_count = 0
         self._decision = BALANCED
         self._measuring = True
@@ -107,16 +109,13 @@ class Balancer:
         self._full_s = (cfg.balance_relax_ms + 999) // 1000  # rested this long: relaxed, s
         self._weak = -1  # the weakest cell (0-based), -1 until a discharge has shown it
         self._last_ms = None
-        self.count = 0
-        self.changed = False
-        self.reason = NO_DATA
-        self.strategy = cfg.balance_strategy
+        out.strategy = cfg.balance_strategy
 
     def _blocked(self, meas, fault_active, now_ms):
         c = self._cfg
         if not c.balance_enable:
             return DISABLED
-        if meas.stale(now_ms):
+        if meas.stale:  # the cycle's verdict (Measurements.evaluate)
             return NO_DATA
         if fault_active:
             return FAULT
@@ -133,7 +132,7 @@ class Balancer:
         self._book(meas.cell_mv, dt)
         c = self._cfg
         self._clock_ms = min(self._clock_ms + dt, 1000 * self._full_s)
-        if self.count:
+        if self.out.count:
             self._bled_ms = min(self._bled_ms + dt, c.balance_reanchor_ms or 1)
         if self._est.rest_ms < c.balance_rest_ms:
             self._anchored = False
@@ -171,14 +170,14 @@ class Balancer:
             # Charging, protection needs clean samples often: a bleeding cell reads low through
             # its sense lines and could hide an over-voltage for a whole phase.
             c.balance_soc_bleed_ms
-            if self.strategy == STRATEGY_SOC and meas.current_ma >= -c.rest_current_ma
+            if self.out.strategy == STRATEGY_SOC and meas.current_ma >= -c.rest_current_ma
             else c.balance_bleed_ms
         ):
             self._measuring = True
             self._elapsed_ms = 0
             self._apply(False, MEASURING)
             return
-        elif self.strategy == STRATEGY_SOC and self._sel_count:
+        elif self.out.strategy == STRATEGY_SOC and self._sel_count:
             self._trim()
         self._apply(True, self._decision)
 
@@ -201,7 +200,8 @@ class Balancer:
         self._apply(False, FAULT)
 
     def _apply(self, bleeding, reason):
-        mask = self.mask
+        o = self.out
+        mask = o.mask
         sel = self._sel
         changed = False
         for b in range(len(mask)):
@@ -209,23 +209,23 @@ class Balancer:
             if mask[b] != v:
                 mask[b] = v
                 changed = True
-        self.changed = changed
-        self.count = self._sel_count if bleeding else 0
-        self.reason = reason
+        o.changed = changed
+        o.count = self._sel_count if bleeding else 0
+        o.reason = reason
 
     def _book(self, cells, dt):
         # The resistors in `mask` were on since the last cycle: charge their cells with it.
-        est = self._est
-        if not dt or not est.initialised:
+        if not dt or not self._est.initialised:
             return
-        mask = self.mask
+        charge = self._charge
+        mask = self.out.mask
         mohm = self._cfg.balance_bleed_mohm
         for b in range(len(mask)):
             bits = mask[b]
             i = b << 3
             while bits:
                 if bits & 1:
-                    est.bleed(i, cells[i], dt, mohm)
+                    charge.bleed(i, cells[i], dt, mohm)
                     self._rested[i] = _BLED
                 bits >>= 1
                 i += 1
@@ -233,10 +233,9 @@ class Balancer:
     def _decide(self, meas):
         # Chooses the bleed set of the next phase from clean (window) voltages into `_sel`.
         c = self._cfg
-        est = self._est
         cells = meas.cell_mv
         if self._anchor_due():
-            est.anchor(cells)
+            self._charge.anchor(cells)
             self._anchored = True
             self._bled_ms = 0
             self._age(None)
@@ -246,9 +245,10 @@ class Balancer:
             k = 0
             self._decision = BELOW_MIN_VOLTAGE
         else:
-            soc = c.balance_strategy == STRATEGY_SOC and est.known_count == self._n
-            self.strategy = STRATEGY_SOC if soc else STRATEGY_VOLTAGE
-            k = self._select_soc(cells, est.cell_mas) if soc else self._select_mv(meas)
+            charge = self._charge
+            soc = c.balance_strategy == STRATEGY_SOC and charge.known_count == self._n
+            self.out.strategy = STRATEGY_SOC if soc else STRATEGY_VOLTAGE
+            k = self._select_soc(cells, charge.cell_mas) if soc else self._select_mv(meas)
             self._decision = ACTIVE if k else BALANCED
         sel = self._sel
         _zero(sel)
@@ -280,6 +280,7 @@ class Balancer:
         ):
             cells = None
         shift = c.balance_track_shift
+        charge = self._charge
         rested = self._rested
         for i in range(self._n):
             r = rested[i]
@@ -287,13 +288,13 @@ class Balancer:
             if r >= full:
                 r = full
                 if cells is not None:
-                    est.anchor_cell(i, cells[i], shift)
+                    charge.anchor_cell(i, cells[i], shift)
             rested[i] = r
 
     def _trim(self):
         # SOC strategy while bleeding: the booked charge says when a cell's surplus is gone, so it
         # stops then rather than at the end of the phase.
-        cell_mas = self._est.cell_mas
+        cell_mas = self._charge.cell_mas
         keep = self._reference(cell_mas) + (0 if self._weak >= 0 else self._stop_mas)
         sel = self._sel
         for i in range(self._n):

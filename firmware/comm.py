@@ -16,6 +16,7 @@ rejected, the next one in sequence is accepted. The first frame after start sets
 
 from . import can_codec as c
 from .compat import const, ticks_diff
+from .data import cell_soc
 
 _DIAG_READ = const(1)
 _DIAG_CLEAR = const(2)
@@ -44,10 +45,11 @@ _BAL_GROUP_CELLS = 24  # cells per BMS_Balancing group
 class Comm:
     """Decodes received frames into the measurement store and sends the BMS's frames."""
 
-    def __init__(self, board, cfg, meas):
+    def __init__(self, board, cfg, data):
         self.board = board
         self.cfg = cfg
-        self.meas = meas
+        self.data = data
+        self.meas = data.meas
         self.rx = bytearray(8)
         self.tx = bytearray(8)
         self.out = [0] * 5  # decoded signals of the widest received frame
@@ -187,7 +189,7 @@ class Comm:
                 c.BMS_CELL_TEMPS_DLC,
             )
         self._send_estimation(bms, cycle)
-        bal = bms.balancer
+        bal = self.data.balancing
         # A changed mask goes out at once (every group), so the status never lags the resistors.
         for _ in range(self._b_groups if bal.changed else self._b_per_cycle):
             self._send_balancing(bal)
@@ -219,17 +221,19 @@ class Comm:
 
     def _send_status(self, bms):
         tx = self.tx
-        m = self.meas
-        cont = bms.contactors
-        prot = bms.protection
-        lim = bms.limits
+        d = self.data
+        m = d.meas
+        cont = d.contactors
+        prot = d.faults
+        lim = d.limits
+        est = d.soc
         c.encode_bms_state(
             tx,
             cont.state,
             cont.neg,
             cont.pre,
             cont.pos,
-            1 if bms.balancer.count else 0,
+            1 if d.balancing.count else 0,
             prot.tier,
             bms.reset_cause,
             min(255, bms.cycle_load_pct),
@@ -240,8 +244,8 @@ class Comm:
             tx,
             _div_round(m.pack_mv, 100),
             _div_round(m.current_ma, 100),
-            bms.estimator.soc,
-            bms.estimator.soh_halfpct,
+            est.soc,
+            est.soh_halfpct,
         )
         self._send(c.BMS_PACK_ID, c.BMS_PACK_DLC)
         c.encode_bms_cell_voltage_stats(
@@ -293,17 +297,17 @@ class Comm:
             prot.count,
         )
         self._send(c.BMS_FAULTS_ID, c.BMS_FAULTS_DLC)
-        th = bms.thermal
+        th = d.thermal
         c.encode_bms_thermal(tx, th.cooling, th.heating, th.reason)
         self._send(c.BMS_THERMAL_ID, c.BMS_THERMAL_DLC)
 
     def _send_estimation(self, bms, cycle):
         # BMS_PowerLimits with the status frames; BMS_Estimation and BMS_CellSoc (every cell's
-        # SOC, the estimator indexes like a list) at the cell-frame period.
-        est = bms.estimator
+        # SOC) at the cell-frame period.
+        est = self.data.soc
         tx = self.tx
         if cycle % self._status_every == 0:
-            s = bms.sop
+            s = self.data.power
             c.encode_bms_power_limits(
                 tx,
                 s.charge_ma_10s // 100,
@@ -323,15 +327,20 @@ class Comm:
                 max(-1024, min(1023, _div_round(est.offset_ma, 10))),
             )
             self._send(c.BMS_ESTIMATION_ID, c.BMS_ESTIMATION_DLC)
+        n = len(est.soc0)
         for _ in range(self._v_per_cycle):
-            self._s_next = self._send_group(
-                est,
-                self._s_next,
-                self._v_groups,
-                c.encode_bms_cell_soc,
-                c.BMS_CELL_SOC_ID,
-                c.BMS_CELL_SOC_DLC,
+            g = self._s_next
+            i = g * _GROUP_CELLS
+            c.encode_bms_cell_soc(
+                tx,
+                g,
+                cell_soc(est, i),
+                cell_soc(est, i + 1) if i + 1 < n else 0,
+                cell_soc(est, i + 2) if i + 2 < n else 0,
+                cell_soc(est, i + 3) if i + 3 < n else 0,
             )
+            self._send(c.BMS_CELL_SOC_ID, c.BMS_CELL_SOC_DLC)
+            self._s_next = (g + 1) % self._v_groups
 
     def _send_group(self, values, g, groups, encode, can_id, dlc):
         """Send multiplexed group `g` of 4 values (zero-padded); returns the next group."""

@@ -33,6 +33,7 @@ tier, latched), whose open_required also keeps a welded pack from any close atte
 """
 
 from .compat import const, ticks_diff
+from .data import ContactorData
 
 INIT = const(0)
 STANDBY = const(1)
@@ -44,31 +45,27 @@ RETRY_WAIT = const(6)
 
 
 class Contactors:
-    """Drives the negative, precharge and positive contactor outputs (1 = closed)."""
+    """Drives the negative, precharge and positive contactor outputs (1 = closed), written with
+    the state and the check results into ContactorData `out`."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, out=None):
         self._cfg = cfg
+        self.out = ContactorData() if out is None else out
         self._start_ms = 0
         self._retries = cfg.precharge_retries
         self._charged = 0  # consecutive precharge steps with the link at precharge_pct
         self._fb_since = None  # when the current feedback difference started
-        self.state = INIT
-        self.neg = 0
-        self.pre = 0
-        self.pos = 0
-        self.precharge_failed = False
-        self.fb_mismatch = False
-        self.welded = False
 
     def _set(self, state, neg, pre, pos):
+        o = self.out
         if state != PRECHARGE:
             self._charged = 0
-        if neg != self.neg or pre != self.pre or pos != self.pos:
+        if neg != o.neg or pre != o.pre or pos != o.pos:
             self._fb_since = None  # the feedback gets fb_timeout_ms to follow a new command
-        self.state = state
-        self.neg = neg
-        self.pre = pre
-        self.pos = pos
+        o.state = state
+        o.neg = neg
+        o.pre = pre
+        o.pos = pos
 
     def force_open(self):
         """Open everything now (the caller's safe state after an exception)."""
@@ -79,21 +76,23 @@ class Contactors:
         self._retries = self._cfg.precharge_retries
 
     def check_feedback(self, now_ms, feedback):
-        cmd = self.neg | self.pre << 1 | self.pos << 2
+        o = self.out
+        cmd = o.neg | o.pre << 1 | o.pos << 2
         if feedback == cmd:
             self._fb_since = None
-            self.fb_mismatch = self.welded = False
+            o.fb_mismatch = o.welded = False
             return
         if self._fb_since is None:
             self._fb_since = now_ms
         if ticks_diff(now_ms, self._fb_since) >= self._cfg.fb_timeout_ms:
-            self.welded = feedback & ~cmd != 0
-            self.fb_mismatch = cmd & ~feedback != 0
+            o.welded = feedback & ~cmd != 0
+            o.fb_mismatch = cmd & ~feedback != 0
 
     def step(self, now_ms, close_request, open_required, pack_mv, link_mv, current_ma=0):
-        self.precharge_failed = False
+        o = self.out
+        o.precharge_failed = False
         cfg = self._cfg
-        state = self.state
+        state = o.state
         elapsed = ticks_diff(now_ms, self._start_ms)
         if open_required:
             self._set(FAULT, 0, 0, 0)
@@ -133,4 +132,4 @@ class Contactors:
                     self._retries -= 1
                 else:
                     self._set(FAULT, 0, 0, 0)
-                    self.precharge_failed = True
+                    o.precharge_failed = True

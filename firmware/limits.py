@@ -28,13 +28,15 @@ reads the statistics of `meas`: call meas.update_stats() first.
 """
 
 from .compat import const
+from .data import LimitData
 
 _FULL = const(1000)  # derating factor 1.0, per mille
 _TIER_DERATE = const(2)  # protection.TIER_DERATE
 
 
-def _ramp(x, zero_at, full_at):
-    # Works in both directions: zero_at may lie above or below full_at (never equal: config).
+def ramp(x, zero_at, full_at):
+    """Derating factor (per mille) of `x`: 0 at `zero_at`, full at `full_at`, linear between; works
+    in both directions (zero_at above or below full_at, never equal: config)."""
     f = (x - zero_at) * _FULL // (full_at - zero_at)
     if f < 0:
         return 0
@@ -44,43 +46,46 @@ def _ramp(x, zero_at, full_at):
 
 
 class Limits:
-    """Current and voltage limits; see the module docstring."""
+    """Current and voltage limits, written into LimitData `out`; see the module docstring."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, out=None):
         self._cfg = cfg
-        self.charge_voltage_mv = cfg.cell_count * cfg.cell_charge_max_mv
-        self.discharge_voltage_mv = cfg.cell_count * cfg.cell_discharge_min_mv
-        self.charge_ma = 0
-        self.discharge_ma = 0
+        if out is None:
+            n = cfg.cell_count
+            out = LimitData(n * cfg.cell_charge_max_mv, n * cfg.cell_discharge_min_mv)
+        self.out = out
 
     def update(self, meas, open_required, tier=0, heating=0):
+        o = self.out
         if open_required:
-            self.charge_ma = 0
-            self.discharge_ma = 0
+            o.charge_ma = 0
+            o.discharge_ma = 0
             return
         c = self._cfg
-        f = _ramp(meas.vmax_mv, c.cell_charge_max_mv, c.charge_taper_mv)
-        f = min(f, _ramp(meas.tmin_dc, c.ut_charge_dc, c.charge_temp_full_lo_dc))
-        f = min(f, _ramp(meas.tmax_dc, c.ot_charge_dc, c.charge_temp_full_hi_dc))
+        f = ramp(meas.vmax_mv, c.cell_charge_max_mv, c.charge_taper_mv)
+        f = min(f, ramp(meas.tmin_dc, c.ut_charge_dc, c.charge_temp_full_lo_dc))
+        f = min(f, ramp(meas.tmax_dc, c.ot_charge_dc, c.charge_temp_full_hi_dc))
         derate = tier >= _TIER_DERATE  # open tier: open_required, above
         if derate:
             f = min(f, c.derate_pct * 10)  # percent to per mille
         # max_*_ma <= 10**6 (config), so the product stays below 2**30.
-        self.charge_ma = c.max_charge_ma * f // _FULL
+        charge = c.max_charge_ma * f // _FULL
         if meas.tmin_dc < c.oc_cold_dc:
-            self.charge_ma = min(self.charge_ma, c.oc_charge_cold_ma * c.derate_pct // 100)
+            charge = min(charge, c.oc_charge_cold_ma * c.derate_pct // 100)
         if heating:
-            self.charge_ma = 0
-        f = _ramp(meas.vmin_mv, c.cell_discharge_min_mv, c.discharge_taper_mv)
-        f = min(f, _ramp(meas.tmin_dc, c.ut_discharge_dc, c.discharge_temp_full_lo_dc))
-        f = min(f, _ramp(meas.tmax_dc, c.ot_discharge_dc, c.discharge_temp_full_hi_dc))
+            charge = 0
+        o.charge_ma = charge
+        f = ramp(meas.vmin_mv, c.cell_discharge_min_mv, c.discharge_taper_mv)
+        f = min(f, ramp(meas.tmin_dc, c.ut_discharge_dc, c.discharge_temp_full_lo_dc))
+        f = min(f, ramp(meas.tmax_dc, c.ot_discharge_dc, c.discharge_temp_full_hi_dc))
         if derate:
             f = min(f, c.derate_pct * 10)
-        self.discharge_ma = c.max_discharge_ma * f // _FULL
+        o.discharge_ma = c.max_discharge_ma * f // _FULL
 
     def cap(self, charge_ma, discharge_ma):
         """Lower the current limits to `charge_ma` / `discharge_ma` (mA) where they are smaller."""
-        if charge_ma < self.charge_ma:
-            self.charge_ma = charge_ma
-        if discharge_ma < self.discharge_ma:
-            self.discharge_ma = discharge_ma
+        o = self.out
+        if charge_ma < o.charge_ma:
+            o.charge_ma = charge_ma
+        if discharge_ma < o.discharge_ma:
+            o.discharge_ma = discharge_ma

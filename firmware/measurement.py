@@ -1,9 +1,11 @@
 """The latest cell voltages, temperatures, pack current, pack and link voltage, and their freshness.
 
-Owns the raw measurement store (filled group by group from CAN frames or a board's ADC; the
-auxiliary inputs, contactor feedback and a second current sensor, count as one more group), the
-staleness and plausibility verdicts and the pack statistics (min/max/avg with 1-based cell and
-sensor numbers, 0 = not available yet). Nothing here allocates after construction.
+This is the measurement data block (data.py): the measurement sources fill it through the setters
+(group by group from CAN frames or a board's front end; the auxiliary inputs, contactor feedback
+and a second current sensor, count as one more group); this module alone derives, once per cycle
+in `evaluate`, the freshness verdict `stale` and the pack statistics (min/max/avg with 1-based
+cell and sensor numbers, 0 = not available yet); `plausible()` is the range verdict protection
+asks for. Nothing here allocates after construction.
 
 Sense-line compensation lives here, not in the balancer: it is a property of the measurement front
 end (sense lines shared with the bleed path), and every consumer (protection, limits, estimation,
@@ -104,6 +106,7 @@ class Measurements:
         self.vmin_cell = self.vmax_cell = 0
         self.tmin_dc = self.tmax_dc = self.tavg_dc = 0
         self.tmin_sensor = self.tmax_sensor = 0
+        self.stale = True  # the last evaluate(): some value missing or too old
 
     def _mark(self, slot, now_ms):
         self._rx_ms[slot] = now_ms
@@ -136,8 +139,17 @@ class Measurements:
         if self._aux_slot < len(self._seen):
             self._mark(self._aux_slot, now_ms)
 
-    def stale(self, now_ms):
-        """True if any group or the pack value was never received or is older than the limit."""
+    def evaluate(self, now_ms):
+        """The cycle's verdict at `now_ms`: `stale` (also returned) and, when fresh, the
+        statistics. Call once per cycle, after compensate()."""
+        stale = self._stale(now_ms)
+        self.stale = stale
+        if not stale:
+            self.update_stats()
+        return stale
+
+    def _stale(self, now_ms):
+        # True if any group or the pack value was never received or is older than the limit.
         limit = self._cfg.meas_stale_ms
         seen = self._seen
         rx = self._rx_ms

@@ -41,6 +41,7 @@ Windowed detectors, judged at the end of each window:
 from array import array
 
 from .compat import const, ticks_diff
+from .data import FaultData
 
 # fmt: off
 _TABLE = (
@@ -153,8 +154,9 @@ TIER_OPEN = const(3)
 class Protection:
     """Fault evaluation and latching; see the module docstring."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, out=None):
         self._cfg = cfg
+        self.out = FaultData() if out is None else out  # the block it writes
         # Qualification per bit, ms; 0 for immediate rules and set_fault bits. Stale data is
         # judged by Measurements / Comm against its own time and the stuck detector's window is
         # its qualification: their rules qualify at once.
@@ -166,7 +168,6 @@ class Protection:
         self._pending = 0  # conditions present but maybe not yet qualified
         self._latched = 0
         self._live = 0  # stale measurements or VCU request: recomputed every check
-        self.measurements_valid = False  # last check(): fresh and plausible, fit for estimation
         n = cfg.cell_count
         self._prev = array("H", [0] * n)  # stuck: raw readings of the last check
         self._changed = bytearray((n + 7) // 8)  # stuck: bit k = cell k changed in this window
@@ -189,14 +190,20 @@ class Protection:
             self._latched |= m
 
     def check(self, meas, now_ms, stale, vcu_stale):
+        """Evaluate the rules on this cycle's measurements (`stale`: their freshness verdict)
+        and publish the result."""
         self._pending &= ~_EXTERNAL
         self._live = 0
-        self.measurements_valid = False
+        self.out.meas_valid = False
         if vcu_stale:
             self._live = 1 << FAULT_VCU_STALE
         if stale:
             self._live |= 1 << FAULT_MEAS_STALE
-            return
+        else:
+            self._values(meas, now_ms)
+        self._publish()
+
+    def _values(self, meas, now_ms):
         cfg = self._cfg
         # Before the range check: a reading near 0 V names its cause (an implausible one, too).
         self._rule(_FAULT_OPEN_WIRE, meas.vmin_mv <= cfg.open_wire_mv, now_ms)
@@ -208,7 +215,7 @@ class Protection:
         self._rule(_FAULT_PACK_MISMATCH, mismatch, now_ms)
         if implausible or mismatch:
             return
-        self.measurements_valid = True
+        self.out.meas_valid = True
         i = meas.current_ma
         charging = i < -cfg.rest_current_ma
         tmin = meas.tmin_dc
@@ -301,11 +308,12 @@ class Protection:
         vehicle could know) by more than limit_margin_ma. Call after check(); frozen like the
         value rules while the measurements are not valid; off with limit_ignored_ms 0 (a lab
         cycler's constant-current test through the limits' taper)."""
-        if self.measurements_valid and self._cfg.limit_ignored_ms:
+        if self.out.meas_valid and self._cfg.limit_ignored_ms:
             m = self._cfg.limit_margin_ma
             self._rule(
                 _FAULT_LIMIT, current_ma > discharge_ma + m or -current_ma > charge_ma + m, now_ms
             )
+            self._publish()
 
     def set_fault(self, bit, active):
         """Report the condition of a fault detected outside check(); latches when active."""
@@ -318,35 +326,29 @@ class Protection:
         else:
             self._pending &= ~m
             self._latched &= ~(m & ~_LATCH)
+        if (self._latched | self._live) != self.out.active:
+            self._publish()
 
     def request_reset(self):
         """Clear the latched faults whose condition is gone."""
         self._latched &= self._pending
+        self._publish()
 
-    @property
-    def active(self):
-        return self._latched | self._live
-
-    @property
-    def open_required(self):
-        return (self.active & OPEN_MASK) != 0
-
-    @property
-    def tier(self):
-        a = self.active
+    def _publish(self):
+        o = self.out
+        a = self._latched | self._live
+        o.active = a
+        o.open_required = (a & OPEN_MASK) != 0
         if a & OPEN_MASK:
-            return TIER_OPEN
-        if a & DERATE_MASK:
-            return TIER_DERATE
-        if a & WARNING_MASK:
-            return TIER_WARNING
-        return TIER_NONE
-
-    @property
-    def count(self):
-        a = self.active
+            o.tier = TIER_OPEN
+        elif a & DERATE_MASK:
+            o.tier = TIER_DERATE
+        elif a & WARNING_MASK:
+            o.tier = TIER_WARNING
+        else:
+            o.tier = TIER_NONE
         n = 0
         while a:
             a &= a - 1
             n += 1
-        return n
+        o.count = n

@@ -13,6 +13,7 @@ Reasons (BMS_Thermal ThermalReason): 0 IDLE, 1 COOLING, 2 PREHEATING, 3 NO_DATA.
 """
 
 from .compat import const
+from .data import ThermalData
 
 _IDLE = const(0)
 _COOLING = const(1)
@@ -21,27 +22,26 @@ _NO_DATA = const(3)
 
 
 class Thermal:
-    """Cooling and heating outputs with hysteresis; see the module docstring."""
+    """Cooling and heating outputs with hysteresis, written into ThermalData `out`."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, out=None):
         self._cfg = cfg
-        self.cooling = 0
-        self.heating = 0
-        self.reason = _NO_DATA
+        self.out = ThermalData() if out is None else out
 
     def update(self, meas, valid, charge_request):
+        o = self.out
         if not valid:
-            self.cooling = 1
-            self.heating = 0
-            self.reason = _NO_DATA
+            o.cooling = 1
+            o.heating = 0
+            o.reason = _NO_DATA
             return
         c = self._cfg
         if meas.tmax_dc > c.cool_on_dc:
-            self.cooling = 1
+            o.cooling = 1
         elif meas.tmax_dc < c.cool_on_dc - c.thermal_hyst_dc:
-            self.cooling = 0
+            o.cooling = 0
         if charge_request and meas.tmin_dc < c.ut_charge_dc:
-            self.heating = 1
+            o.heating = 1
         elif not charge_request or meas.tmin_dc >= c.ut_charge_dc + c.thermal_hyst_dc:
-            self.heating = 0
-        self.reason = _PREHEATING if self.heating else _COOLING if self.cooling else _IDLE
+            o.heating = 0
+        o.reason = _PREHEATING if o.heating else _COOLING if o.cooling else _IDLE

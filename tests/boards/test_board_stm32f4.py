@@ -184,10 +184,10 @@ def test_the_bms_runs_on_the_board_and_closes_the_contactor_pins() -> None:
             can.rx.append((codec.SIM_CELL_VOLTAGES_ID, bytes(buf), 0))
             codec.encode_sim_cell_temps(buf, g, 250, 250, 250, 250)
             can.rx.append((codec.SIM_CELL_TEMPS_ID, bytes(buf), 0))
-        link = 16 * 3700 // 100 if bms.contactors.pre else 0
+        link = 16 * 3700 // 100 if bms.data.contactors.pre else 0
         codec.encode_sim_pack_measurements(buf, 0, 16 * 3700 // 100, link, 0)
         can.rx.append((codec.SIM_PACK_MEASUREMENTS_ID, bytes(buf), 0))
-        k = bms.contactors  # the bench reports the contactors as the pins left them
+        k = bms.data.contactors  # the bench reports the contactors as the pins left them
         codec.encode_sim_aux(buf, k.neg, k.pre, k.pos, 0)
         can.rx.append((codec.SIM_AUX_ID, bytes(buf), 0))
         codec.encode_vcu_request(buf, 1, 0, 0, now // 100 & 15, 0)

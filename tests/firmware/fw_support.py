@@ -2,6 +2,7 @@
 
 from firmware import config
 from firmware.balancing import Balancer
+from firmware.data import Data
 from firmware.estimation import SocEstimator
 from firmware.measurement import Measurements
 
@@ -30,7 +31,7 @@ def raises_naming(overrides, key):
 
 def feed(meas, cfg, mv=3700, dc=250, current_ma=0, now_ms=0, feedback=0):
     """Fill every group, the pack value and the auxiliary inputs (the second current sensor
-    agreeing) with uniform readings, then update the stats."""
+    agreeing) with uniform readings, then take the cycle's verdict (fresh) and statistics."""
     for g in range((cfg.cell_count + 3) // 4):
         meas.set_cells(g, mv, mv, mv, mv, now_ms)
     for g in range((cfg.temp_count + 3) // 4):
@@ -38,7 +39,7 @@ def feed(meas, cfg, mv=3700, dc=250, current_ma=0, now_ms=0, feedback=0):
     pack = cfg.cell_count * mv
     meas.set_pack(current_ma, pack, pack, now_ms)
     meas.set_aux(feedback, current_ma, now_ms)
-    meas.update_stats()
+    meas.evaluate(now_ms)
 
 
 def fresh(overrides=None, mv=3700, dc=250, current_ma=0, now_ms=0):
@@ -63,7 +64,15 @@ BALANCE = {
 
 def bled(bal, n):
     """Cells (0-based) whose bleed resistor `bal` has on."""
-    return [i for i in range(n) if bal.mask[i >> 3] & (1 << (i & 7))]
+    return [i for i in range(n) if bal.out.mask[i >> 3] & (1 << (i & 7))]
+
+
+def estimator(cfg):
+    """A SocEstimator on blocks of its own; the blocks are `est.data`."""
+    data = Data(cfg)
+    est = SocEstimator(cfg, data)
+    est.data = data
+    return est
 
 
 class Rig:
@@ -77,9 +86,11 @@ class Rig:
         self.cfg, self.m = fresh(o, mv=3900, dc=dc, current_ma=current_ma)
         self._dc = dc
         self.set(cells)
-        self.est = SocEstimator(self.cfg)
+        self.data = Data(self.cfg)
+        self.est = SocEstimator(self.cfg, self.data)
+        self.charge = self.data.charge  # the per-cell charge the balancer books
         self.est.update(self.m, 100, 0)
-        self.bal = Balancer(self.cfg, self.est)
+        self.bal = Balancer(self.cfg, self.data)
         self.now = 0
         self.fault = False
 
@@ -100,6 +111,7 @@ class Rig:
         """Run `n` control cycles."""
         for _ in range(n):
             self.now += 100
+            self.m.evaluate(self.now)
             self.est.update(self.m, 100, self.now)
             self.bal.update(self.m, self.fault, self.now)
 

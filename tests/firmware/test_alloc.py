@@ -2,12 +2,11 @@
 
 import gc
 
-from fw_support import fresh
+from fw_support import estimator, fresh
 
 from firmware.balancing import Balancer
 from firmware.compat import IS_MICROPYTHON
 from firmware.contactors import Contactors
-from firmware.estimation import SocEstimator
 from firmware.limits import Limits
 from firmware.protection import FAULT_LOOP_OVERRUN, Protection
 
@@ -35,11 +34,11 @@ def test_measurement_and_estimation_do_not_allocate():
     if not IS_MICROPYTHON:
         return
     cfg, m = _cycle_objects()
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     assert _allocated(lambda: m.set_cells(3, 3900, 3901, 3902, 3903, 10)) == 0
     assert _allocated(lambda: m.set_temps(3, 250, 251, 252, 253, 10)) == 0
     assert _allocated(lambda: m.set_pack(-1000, 748800, 748800, 10)) == 0
-    assert _allocated(lambda: m.stale(100)) == 0
+    assert _allocated(lambda: m.evaluate(100)) == 0
     assert _allocated(lambda: m.plausible()) == 0
     assert _allocated(lambda: m.update_stats()) == 0
     mask = bytearray(24)
@@ -64,7 +63,7 @@ def test_estimation_filter_keeps_nothing():
     if not IS_MICROPYTHON:
         return
     cfg, m = _cycle_objects()
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     est.update(m, 100, 0)
     est.update(m, 100, 100)
     gc.collect()
@@ -86,7 +85,7 @@ def test_protection_does_not_allocate():
         prot.check(m, 100, True, True)
         prot.set_fault(FAULT_LOOP_OVERRUN, True)
         prot.request_reset()
-        return prot.active + prot.count + prot.tier + prot.open_required
+        return prot.out.active + prot.out.count + prot.out.tier + prot.out.open_required
 
     assert _allocated(cycle) == 0
 
@@ -113,9 +112,9 @@ def _balancing_cycles(strategy, adjacent):
     cfg, m = _cycle_objects()
     cfg.balance_strategy = strategy
     cfg.balance_no_adjacent = adjacent
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     est.update(m, 100, 0)
-    bal = Balancer(cfg, est)
+    bal = Balancer(cfg, est.data)
     t = [0]
 
     def cycle():
@@ -135,7 +134,7 @@ def test_balancing_does_not_allocate():
         for adjacent in (0, 1):
             bal, cycle = _balancing_cycles(strategy, adjacent)
             assert _allocated(cycle) == 0
-            assert bal.strategy == strategy
+            assert bal.out.strategy == strategy
             cycle = None  # one 192-cell rig on the heap at a time
             gc.collect()
     assert _allocated(bal.clear) == 0
@@ -145,7 +144,7 @@ def test_anchor_does_not_allocate():
     if not IS_MICROPYTHON:
         return
     cfg, m = _cycle_objects()
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     est.update(m, 100, 0)
-    assert _allocated(lambda: est.anchor(m.cell_mv)) == 0
-    assert _allocated(lambda: est.bleed(5, 3900, 100, 33000)) == 0
+    assert _allocated(lambda: est.data.charge.anchor(m.cell_mv)) == 0
+    assert _allocated(lambda: est.data.charge.bleed(5, 3900, 100, 33000)) == 0

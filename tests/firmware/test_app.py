@@ -129,7 +129,7 @@ def test_missing_measurements_keep_contactors_open():
         bms.comm.poll(i * 100)
         bms.guarded_cycle(i * 100 + 100)
         assert board.contactors[2] == 0
-    assert bms.protection.active & (1 << FAULT_MEAS_STALE)
+    assert bms.data.faults.active & (1 << FAULT_MEAS_STALE)
 
 
 def test_exception_in_cycle_opens_contactors_and_latches_internal_error():
@@ -141,10 +141,10 @@ def test_exception_in_cycle_opens_contactors_and_latches_internal_error():
     bms.comm.poll(now)
     assert not bms.guarded_cycle(now + 100), "the failed cycle reports it did not complete"
     assert board.contactors == (0, 0, 0)
-    assert bms.protection.active & (1 << FAULT_INTERNAL_ERROR)
+    assert bms.data.faults.active & (1 << FAULT_INTERNAL_ERROR)
     now = run_cycles(bms, board, 5, t0=now + 100)
     assert board.contactors[2] == 0, "latched: no re-close without a reset request"
-    assert bms.protection.active & (1 << FAULT_INTERNAL_ERROR)
+    assert bms.data.faults.active & (1 << FAULT_INTERNAL_ERROR)
 
 
 class _Stop(BaseException):
@@ -199,6 +199,32 @@ def test_exception_outside_the_cycle_does_not_end_the_loop():
     assert board.contactors == (0, 0, 0)
 
 
+class _RaisingService:
+    """A between-cycle service (diagnostics, charging) whose handler breaks."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def service(self, now_ms):
+        self.calls += 1
+        raise ValueError("malformed request")
+
+
+def test_a_failing_service_opens_contactors_and_the_cycles_go_on():
+    board = FakeBoard()
+    bms = app.build(board)
+    now = run_cycles(bms, board, 7)
+    assert board.contactors == (1, 0, 1)
+    broken = _RaisingService()
+    bms.services.append(broken)
+    bms.run_services(now)
+    assert broken.calls == 1
+    assert board.contactors == (0, 0, 0), "a service fault leaves the pack disconnected"
+    assert bms.protection.active & (1 << FAULT_INTERNAL_ERROR)
+    run_cycles(bms, board, 3, t0=now)
+    assert bms.alive, "control cycles still run after the service fault"
+
+
 def _one_cycle(bms, board, mv):
     inject(board, mv=mv)
     bms.comm.poll(0)
@@ -211,21 +237,21 @@ def test_soc_and_fault_memory_survive_a_reset_and_damage_is_a_warning():
     board = FakeBoard()
     bms = app.build(board)
     now = run_cycles(bms, board, 30)
-    bms.fault_memory.update(1, bms.meas, bms.estimator.soc, 100)  # a CellOverVoltage record
+    bms.fault_memory.update(1, bms.meas, bms.data.soc.soc, 100)  # a CellOverVoltage record
     bms.persist.flush(now)
     assert set(board.storage) == {"est.a", "faults.a"}
     again = app.build(board)
     # The first readings say 3900 mV (75 % SOC by OCV) after only a moment at rest: a restored
     # estimator keeps its stored SOC, one that lost it would start from that OCV.
     _one_cycle(again, board, 3900)
-    assert abs(again.estimator.soc - bms.estimator.soc) < 100
+    assert abs(again.data.soc.soc - bms.data.soc.soc) < 100
     assert again.fault_memory.stored & 1
-    assert not again.protection.active & (1 << FAULT_STORAGE)
+    assert not again.data.faults.active & (1 << FAULT_STORAGE)
     damaged = bytearray(board.storage["est.a"])
     damaged[10] ^= 0xFF
     board.storage["est.a"] = bytes(damaged)
     third = app.build(board)
-    assert third.protection.active & (1 << FAULT_STORAGE)
+    assert third.data.faults.active & (1 << FAULT_STORAGE)
     _one_cycle(third, board, 3900)
-    assert third.estimator.soc > bms.estimator.soc + 2000  # defaults: started from OCV
+    assert third.data.soc.soc > bms.data.soc.soc + 2000  # defaults: started from OCV
     assert third.fault_memory.stored & 1  # the other record is whole

@@ -11,12 +11,12 @@ def test_voltage_selects_cells_above_start_delta_never_the_lowest():
     cells = [3900, 3915, 3914, 3930, 3900, 3960, 3899, 3905, 3950]
     r = Rig(cells, VOLTAGE)
     bal = r.bal
-    assert len(bal.mask) == 2 and bal.reason == b.NO_DATA
+    assert len(bal.out.mask) == 2 and bal.out.reason == b.NO_DATA
     r.cycle()
-    assert bal.reason == b.MEASURING and bal.count == 0
+    assert bal.out.reason == b.MEASURING and bal.out.count == 0
     # vmin 3899 (cell 6): start at >= 3914
-    assert r.decide() == [1, 2, 3, 5, 8] and bal.count == 5 and bal.reason == b.ACTIVE
-    assert bal.strategy == b.STRATEGY_VOLTAGE
+    assert r.decide() == [1, 2, 3, 5, 8] and bal.out.count == 5 and bal.out.reason == b.ACTIVE
+    assert bal.out.strategy == b.STRATEGY_VOLTAGE
 
 
 def test_duty_cycle_bleeds_then_measures_with_every_resistor_off():
@@ -24,7 +24,7 @@ def test_duty_cycle_bleeds_then_measures_with_every_resistor_off():
     seen = []
     for _ in range(30):
         r.cycle()
-        seen.append(r.bal.count)
+        seen.append(r.bal.out.count)
     # 3 cycles off (the 300 ms window), 10 bleeding (1 s), 3 off, 10 bleeding...
     assert seen[:3] == [0, 0, 0] and seen[3:13] == [1] * 10
     assert seen[13:16] == [0, 0, 0] and seen[16:26] == [1] * 10
@@ -37,7 +37,7 @@ def test_decisions_only_from_the_measurement_window():
     r.cycle(5)
     assert bled(r.bal, 4) == [1]
     r.cycle(5)  # the window starts: every resistor off
-    assert r.bal.reason == b.MEASURING and r.bal.count == 0
+    assert r.bal.out.reason == b.MEASURING and r.bal.out.count == 0
     r.set([3900, 3950, 3900, 3900])
     r.cycle(3)
     assert bled(r.bal, 4) == [1]
@@ -46,11 +46,11 @@ def test_decisions_only_from_the_measurement_window():
 def test_changed_flags_mask_transitions_only():
     r = Rig([3900, 3950, 3900, 3900], VOLTAGE)
     r.cycle(3)
-    assert not r.bal.changed
+    assert not r.bal.out.changed
     r.cycle()
-    assert r.bal.changed
+    assert r.bal.out.changed
     r.cycle()
-    assert not r.bal.changed
+    assert not r.bal.out.changed
 
 
 def test_voltage_hysteresis():
@@ -62,7 +62,7 @@ def test_voltage_hysteresis():
         assert (bled(r.bal, 4) == [1]) == bleeding
     r.set([3900, 3905, 3900, 3900])
     r.cycle(13)
-    assert r.bal.count == 0 and r.bal.reason == b.BALANCED
+    assert r.bal.out.count == 0 and r.bal.out.reason == b.BALANCED
 
 
 def test_at_most_max_cells_highest_first():
@@ -77,4 +77,4 @@ def test_no_two_adjacent_cells_bleed_when_configured():
     cells = [3900, 3960, 3950, 3940, 3900, 3930, 3935, 3900]
     assert Rig(cells, VOLTAGE).decide() == [1, 2, 3, 5, 6]
     r = Rig(cells, {"balance_strategy": 1, "balance_no_adjacent": 1})
-    assert r.decide() == [1, 3, 6] and r.bal.count == 3
+    assert r.decide() == [1, 3, 6] and r.bal.out.count == 3

@@ -5,7 +5,7 @@ from fw_support import Rig, bled
 
 from firmware import balancing as b
 from firmware import config
-from firmware.estimation import _soc_to_mas, ocv_to_soc, soc_to_ocv
+from firmware.ocv import ocv_to_soc, soc_to_mas, soc_to_ocv
 
 NMC = config.load().ocv_mv
 LFP = config.load({"chemistry": "LFP"}).ocv_mv
@@ -19,83 +19,81 @@ def _nmc(*socs):
 
 def test_start_at_rest_anchors_every_cell_from_ocv():
     r = Rig(_nmc(5000, 5200, 5030, 5100))
-    est = r.est
-    assert est.known_count == 4
+    assert r.charge.known_count == 4
     for i in range(4):
         soc = ocv_to_soc(r.m.cell_mv[i], NMC)
-        assert est.cell_mas[i] == _soc_to_mas(soc, r.cfg.capacity_mah * 36)
+        assert r.charge.cell_mas[i] == soc_to_mas(soc, r.cfg.capacity_mah * 36)
 
 
 def test_start_under_load_knows_no_cell_and_falls_back_to_voltage():
     r = Rig(_nmc(5000, 5200, 5030, 5100), current_ma=-2000)
-    assert r.est.known_count == 0
+    assert r.charge.known_count == 0
     r.decide()
-    assert r.bal.strategy == b.STRATEGY_VOLTAGE
+    assert r.bal.out.strategy == b.STRATEGY_VOLTAGE
 
 
 def test_bleed_booking_is_exact_over_cycles():
     r = Rig(_nmc(5000, 5000))
-    before = r.est.cell_mas[1]
-    r.est.bleed(1, 3900, 100, 33000)  # 118 mA (floor of 118.18) for 100 ms
-    assert r.est.cell_mas[1] == before - 11
-    r.est.bleed(1, 3900, 100, 33000)
-    assert r.est.cell_mas[1] == before - 23 and r.est.cell_mas[0] == before
+    before = r.charge.cell_mas[1]
+    r.charge.bleed(1, 3900, 100, 33000)  # 118 mA (floor of 118.18) for 100 ms
+    assert r.charge.cell_mas[1] == before - 11
+    r.charge.bleed(1, 3900, 100, 33000)
+    assert r.charge.cell_mas[1] == before - 23 and r.charge.cell_mas[0] == before
 
 
 def test_soc_strategy_bleeds_by_surplus_never_the_lowest():
     r = Rig(_nmc(6000, 6200, 6030, 6100, 6300), {"balance_max_cells": 2})
     assert r.decide() == [1, 4]  # 2 % and 3 % above the lowest; 1 % waits; 0.3 % never
-    assert r.bal.strategy == b.STRATEGY_SOC and r.bal.reason == b.ACTIVE
+    assert r.bal.out.strategy == b.STRATEGY_SOC and r.bal.out.reason == b.ACTIVE
     r = Rig(_nmc(6000, 6200, 6030, 6100, 6300))
     assert r.decide() == [1, 3, 4]
 
 
 def test_soc_strategy_bleeds_until_the_surplus_is_gone():
     r = Rig(_nmc(5000, 5200, 5000, 5000), FAST)
-    est = r.est
-    lo = est.cell_mas[0]
+    lo = r.charge.cell_mas[0]
     assert r.decide() == [1]
     cycles = 0
-    while r.bal.count or r.bal.reason == b.MEASURING:
+    while r.bal.out.count or r.bal.out.reason == b.MEASURING:
         r.cycle()
         cycles += 1
         assert cycles < 200
-    surplus = est.cell_mas[1] - lo
-    stop = _soc_to_mas(r.cfg.balance_stop_soc, r.cfg.capacity_mah * 36)
+    surplus = r.charge.cell_mas[1] - lo
+    stop = soc_to_mas(r.cfg.balance_stop_soc, r.cfg.capacity_mah * 36)
     assert stop - 200 < surplus <= stop  # stops within one cycle's bleed (200 mAs)
-    assert est.cell_mas[0] == est.cell_mas[2] == est.cell_mas[3] == lo
-    assert r.bal.reason == b.BALANCED
+    assert r.charge.cell_mas[0] == r.charge.cell_mas[2] == r.charge.cell_mas[3] == lo
+    assert r.bal.out.reason == b.BALANCED
     r.cycle(20)
-    assert r.bal.count == 0
+    assert r.bal.out.count == 0
 
 
 def test_lfp_plateau_is_not_known_until_a_rest_at_the_steep_top():
     plateau = [3300, 3302, 3305, 3300]
     r = Rig(plateau, {"chemistry": "LFP", "balance_min_mv": 3000, "balance_rest_ms": 2000})
-    assert r.est.known_count == 0
+    assert r.charge.known_count == 0
     r.decide()
-    assert r.bal.strategy == b.STRATEGY_VOLTAGE
+    assert r.bal.out.strategy == b.STRATEGY_VOLTAGE
     top = [3400, 3440, 3425, 3430]  # 95 % and up: 40 mV per %
     r.set(top)
     r.m.current_ma = -1000  # charged up there, then rested for balance_rest_ms
     r.cycle()
     r.m.current_ma = 0
     r.cycle(r.cfg.balance_rest_ms // 100)
-    assert r.est.known_count == 0
-    while r.bal.reason != b.MEASURING:
+    assert r.charge.known_count == 0
+    while r.bal.out.reason != b.MEASURING:
         r.cycle()
-    while not r.bal.count:  # the end of the window anchors every cell and chooses by surplus
+    while not r.bal.out.count:  # the end of the window anchors every cell and chooses by surplus
         r.cycle()
-    assert r.est.known_count == 4 and r.bal.strategy == b.STRATEGY_SOC
+    assert r.charge.known_count == 4 and r.bal.out.strategy == b.STRATEGY_SOC
     assert bled(r.bal, 4) == [1, 2, 3]  # 1 %, 0.625 %, 0.75 % above the lowest
 
 
 def _window(r):
     """Run to the end of the next measurement window; returns its length, ms."""
-    while r.bal.reason != b.MEASURING:
+    while r.bal.out.reason != b.MEASURING:
         r.cycle()
     ms = 0
-    while r.bal.reason == b.MEASURING:
+    while r.bal.out.reason == b.MEASURING:
         ms += 100
         r.cycle()
     return ms
@@ -112,12 +110,12 @@ def test_long_rest_reanchors_after_bleeding_from_a_relaxed_window():
     assert bled(r.bal, 4) == [1]
     r.set(_nmc(6000, 6300, 5800, 6000))  # cell 3 (index 2) leaks 2 % away
     mas_per_pct = r.cfg.capacity_mah * 36
-    leaked = _soc_to_mas(ocv_to_soc(r.m.cell_mv[2], NMC), mas_per_pct) + r.est.discharged_mas
+    leaked = soc_to_mas(ocv_to_soc(r.m.cell_mv[2], NMC), mas_per_pct) + r.est.out.discharged_mas
     windows = []
     while len(windows) < 10:
         w = _window(r)
         windows.append(w)
-        if r.est.cell_mas[2] == leaked:
+        if r.charge.cell_mas[2] == leaked:
             break
     # Short windows while the bleeding adds up to balance_reanchor_ms, then one relaxed window.
     assert windows[:-1] == [300] * (len(windows) - 1) and len(windows) == 3
@@ -127,10 +125,10 @@ def test_long_rest_reanchors_after_bleeding_from_a_relaxed_window():
 
 def _phase(r):
     """Run to the next bleeding cycle, then through the phase; returns its length, ms."""
-    while not r.bal.count:
+    while not r.bal.out.count:
         r.cycle()
     ms = 0
-    while r.bal.count:
+    while r.bal.out.count:
         ms += 100
         r.cycle()
     return ms
@@ -142,10 +140,10 @@ def test_each_strategy_bleeds_for_its_own_phase_length():
     # balance_bleed_ms. Surpluses here last far longer than both phases.
     o = {"balance_bleed_ms": 1000, "balance_soc_bleed_ms": 2500}
     r = Rig(_nmc(6000, 6300, 6000, 6000), o)
-    assert _phase(r) == 2500 and r.bal.strategy == b.STRATEGY_SOC
+    assert _phase(r) == 2500 and r.bal.out.strategy == b.STRATEGY_SOC
     o["balance_strategy"] = b.STRATEGY_VOLTAGE
     r = Rig(_nmc(6000, 6300, 6000, 6000), o)
-    assert _phase(r) == 1000 and r.bal.strategy == b.STRATEGY_VOLTAGE
+    assert _phase(r) == 1000 and r.bal.out.strategy == b.STRATEGY_VOLTAGE
 
 
 def test_the_soc_strategy_keeps_the_short_phase_while_charging():
@@ -153,9 +151,9 @@ def test_the_soc_strategy_keeps_the_short_phase_while_charging():
     # an over-voltage, so clean samples come every balance_bleed_ms whatever the strategy.
     o = {"balance_bleed_ms": 1000, "balance_soc_bleed_ms": 2500}
     r = Rig(_nmc(6000, 6300, 6000, 6000), o)  # anchored at rest: the SOC strategy decides
-    assert r.bal.strategy == b.STRATEGY_SOC
+    assert r.bal.out.strategy == b.STRATEGY_SOC
     r.m.current_ma = -2000
-    assert _phase(r) == 1000 and r.bal.strategy == b.STRATEGY_SOC
+    assert _phase(r) == 1000 and r.bal.out.strategy == b.STRATEGY_SOC
     r.m.current_ma = 0
     assert _phase(r) == 2500
 
@@ -167,19 +165,21 @@ def test_anchor_cell_filters_a_known_cell_and_sets_a_new_one():
     r = Rig(_nmc(6000, 6000))
     est = r.est
     mas_per_pct = r.cfg.capacity_mah * 36
-    before = est.cell_mas[0]
-    target = _soc_to_mas(ocv_to_soc(soc_to_ocv(5800, NMC), NMC), mas_per_pct) + est.discharged_mas
-    est.anchor_cell(0, soc_to_ocv(5800, NMC), 2)
-    assert est.cell_mas[0] == before + ((target - before) >> 2)
-    est.anchor_cell(0, soc_to_ocv(5800, NMC), 0)
-    assert est.cell_mas[0] == target
+    before = r.charge.cell_mas[0]
+    target = (
+        soc_to_mas(ocv_to_soc(soc_to_ocv(5800, NMC), NMC), mas_per_pct) + est.out.discharged_mas
+    )
+    r.charge.anchor_cell(0, soc_to_ocv(5800, NMC), 2)
+    assert r.charge.cell_mas[0] == before + ((target - before) >> 2)
+    r.charge.anchor_cell(0, soc_to_ocv(5800, NMC), 0)
+    assert r.charge.cell_mas[0] == target
     r = Rig([3300, 3300], {"chemistry": "LFP"})
-    assert r.est.known_count == 0
-    r.est.anchor_cell(0, 3300, 2)  # plateau
-    assert r.est.known_count == 0
-    r.est.anchor_cell(0, 3420, 2)  # steep top
-    top = _soc_to_mas(ocv_to_soc(3420, LFP), r.cfg.capacity_mah * 36) + r.est.discharged_mas
-    assert r.est.known_count == 1 and r.est.cell_mas[0] == top
+    assert r.charge.known_count == 0
+    r.charge.anchor_cell(0, 3300, 2)  # plateau
+    assert r.charge.known_count == 0
+    r.charge.anchor_cell(0, 3420, 2)  # steep top
+    top = soc_to_mas(ocv_to_soc(3420, LFP), r.cfg.capacity_mah * 36) + r.est.out.discharged_mas
+    assert r.charge.known_count == 1 and r.charge.cell_mas[0] == top
 
 
 def test_rested_cells_track_their_ocv_while_others_bleed():
@@ -199,21 +199,21 @@ def test_rested_cells_track_their_ocv_while_others_bleed():
     mas_per_pct = r.cfg.capacity_mah * 36
 
     def charge(mv):
-        return _soc_to_mas(ocv_to_soc(mv, NMC), mas_per_pct) + r.est.discharged_mas
+        return soc_to_mas(ocv_to_soc(mv, NMC), mas_per_pct) + r.est.out.discharged_mas
 
-    bled_cell = r.est.cell_mas[1]
+    bled_cell = r.charge.cell_mas[1]
     r.set(_nmc(6000, 6100, 5800, 6000))  # cell 3 (index 2) leaks 2 %; cell 2 reads polarised
-    gaps = [charge(r.m.cell_mv[2]) - r.est.cell_mas[2]]
+    gaps = [charge(r.m.cell_mv[2]) - r.charge.cell_mas[2]]
     assert gaps[0] < -350000  # about 2 % of 5000 mAh
     for _ in range(6):
         r.refresh()  # this runs past meas_stale_ms
         _window(r)
-        gaps.append(charge(r.m.cell_mv[2]) - r.est.cell_mas[2])
+        gaps.append(charge(r.m.cell_mv[2]) - r.charge.cell_mas[2])
     # balance_track_shift 1: every window halves the gap between its charge and its OCV's.
     assert all(gaps[k + 1] == gaps[k] - (gaps[k] >> 1) for k in range(6))
     # Cell 2 kept its booked charge (bleeding since: well under 1 % gone), 2 % above its reading.
-    assert bled_cell - mas_per_pct < r.est.cell_mas[1]
-    assert r.est.cell_mas[1] > charge(r.m.cell_mv[1]) + mas_per_pct
+    assert bled_cell - mas_per_pct < r.charge.cell_mas[1]
+    assert r.charge.cell_mas[1] > charge(r.m.cell_mv[1]) + mas_per_pct
     assert bled(r.bal, 4) == [0, 1, 3]  # the leaked cell is now the lowest: the others bleed
 
 
@@ -232,7 +232,7 @@ def test_the_weakest_cell_becomes_the_reference_after_a_discharge():
         r.m.current_ma = 5000
         r.set([taper + 20, taper + 30, taper + 10, taper + 40])  # still above: nothing learnt
         r.cycle()
-        assert r.bal.reason == b.NOT_AT_REST_OR_CHARGING
+        assert r.bal.out.reason == b.NOT_AT_REST_OR_CHARGING
         r.set([taper - 20, taper + 30, taper + 10, taper + 40])  # cell 1 (index 0) falls first
         r.cycle()
         r.m.current_ma = 0

@@ -10,7 +10,7 @@ NO_RETRY = {"precharge_retries": 0}
 
 
 def _outputs(k):
-    return (k.state, k.neg, k.pre, k.pos)
+    return (k.out.state, k.out.neg, k.out.pre, k.out.pos)
 
 
 def test_normal_sequence():
@@ -43,7 +43,7 @@ def test_one_glitching_link_reading_cannot_end_the_precharge():
         assert _outputs(k) == (c.PRECHARGE, 1, 1, 0), t
     for t in (700, 800):
         k.step(t, True, False, 60000, 58000)
-        assert k.pos == 0
+        assert k.out.pos == 0
     k.step(900, True, False, 60000, 58000)
     assert _outputs(k) == (c.CLOSED, 1, 0, 1)
 
@@ -55,22 +55,22 @@ def test_the_confirmation_count_restarts_with_every_precharge():
     k.step(200, True, False, 60000, 60000)  # one reading, then the request is dropped
     k.step(300, False, False, 60000, 60000)
     k.step(400, True, False, 60000, 60000)
-    assert k.state == c.PRECHARGE
+    assert k.out.state == c.PRECHARGE
     k.step(500, True, False, 60000, 60000)
-    assert k.pos == 0
+    assert k.out.pos == 0
     k.step(600, True, False, 60000, 60000)
-    assert k.pos == 1
+    assert k.out.pos == 1
 
 
 def test_pos_never_without_precharge_step():
     k = _cont()
     k.step(0, True, False, 60000, 60000)
     k.step(100, True, False, 60000, 60000)
-    assert k.pos == 0 and k.state == c.PRECHARGE
+    assert k.out.pos == 0 and k.out.state == c.PRECHARGE
     k.step(200, True, False, 60000, 60000)
-    assert k.pos == 0
+    assert k.out.pos == 0
     k.step(300, True, False, 60000, 60000)
-    assert k.pos == 1
+    assert k.out.pos == 1
 
 
 def test_no_pack_voltage_never_closes():
@@ -78,8 +78,8 @@ def test_no_pack_voltage_never_closes():
     k.step(0, True, False, 0, 0)
     for t in range(100, 3200, 100):
         k.step(t, True, False, 0, 0)
-        assert k.pos == 0
-    assert k.state == c.FAULT
+        assert k.out.pos == 0
+    assert k.out.state == c.FAULT
 
 
 def test_precharge_timeout():
@@ -87,11 +87,11 @@ def test_precharge_timeout():
     k.step(0, True, False, 60000, 0)
     k.step(1000, True, False, 60000, 0)
     k.step(3999, True, False, 60000, 50000)
-    assert k.state == c.PRECHARGE and not k.precharge_failed
+    assert k.out.state == c.PRECHARGE and not k.out.precharge_failed
     k.step(4000, True, False, 60000, 50000)
-    assert _outputs(k) == (c.FAULT, 0, 0, 0) and k.precharge_failed
+    assert _outputs(k) == (c.FAULT, 0, 0, 0) and k.out.precharge_failed
     k.step(4100, True, False, 60000, 50000)
-    assert not k.precharge_failed  # a one-step pulse
+    assert not k.out.precharge_failed  # a one-step pulse
     assert _outputs(k) == (c.STANDBY, 0, 0, 0)
 
 
@@ -110,7 +110,7 @@ def test_fault_recovery_needs_fault_gone_then_precharge():
     k.step(100, True, False, 60000, 60000)
     k.step(200, True, False, 60000, 60000)
     k.step(300, True, False, 60000, 60000)
-    assert k.state == c.CLOSED
+    assert k.out.state == c.CLOSED
     for t in range(400, 1000, 100):
         k.step(t, True, True, 60000, 60000)
         assert _outputs(k) == (c.FAULT, 0, 0, 0)
@@ -144,17 +144,17 @@ def test_192_cell_pack_voltage():
     k.step(0, True, False, pack, 0)
     k.step(100, True, False, pack, 0)
     k.step(200, True, False, pack, pack * 95 // 100 - 1)
-    assert k.state == c.PRECHARGE
+    assert k.out.state == c.PRECHARGE
     k.step(300, True, False, pack, pack * 95 // 100)
     k.step(400, True, False, pack, pack * 95 // 100)
-    assert k.state == c.CLOSED
+    assert k.out.state == c.CLOSED
 
 
 def _closed(k, pack=60000):
     # Closed at 300 ms: standby, precharge, then precharge_confirm (2) readings at the pack.
     for t in range(0, 400, 100):
         k.step(t, True, False, pack, pack)
-    assert k.state == c.CLOSED
+    assert k.out.state == c.CLOSED
 
 
 def test_precharge_retries_are_bounded_and_pause():
@@ -165,45 +165,45 @@ def test_precharge_retries_are_bounded_and_pause():
     failed = 0
     attempts = 1
     for t in range(200, 30000, 100):
-        was = k.state
+        was = k.out.state
         k.step(t, True, False, 60000, 0)
-        assert k.pos == 0
-        if was == c.RETRY_WAIT and k.state == c.PRECHARGE:
+        assert k.out.pos == 0
+        if was == c.RETRY_WAIT and k.out.state == c.PRECHARGE:
             attempts += 1
-        if k.state == c.RETRY_WAIT:
-            assert (k.neg, k.pre, k.pos) == (0, 0, 0)
-        failed += k.precharge_failed
-        if k.precharge_failed:
+        if k.out.state == c.RETRY_WAIT:
+            assert (k.out.neg, k.out.pre, k.out.pos) == (0, 0, 0)
+        failed += k.out.precharge_failed
+        if k.out.precharge_failed:
             break
-    assert attempts == 3 and failed == 1 and k.state == c.FAULT
+    assert attempts == 3 and failed == 1 and k.out.state == c.FAULT
     # Renewing the request does not restore the attempts (a failure now is final at once);
     # a fault reset does.
     k.step(t + 100, False, False, 60000, 0)
     k.step(t + 200, True, False, 60000, 0)
     k.step(t + 300, True, False, 60000, 0)
-    assert k.state == c.PRECHARGE
+    assert k.out.state == c.PRECHARGE
     k.step(t + 3300, True, False, 60000, 0)
-    assert k.state == c.FAULT and k.precharge_failed
+    assert k.out.state == c.FAULT and k.out.precharge_failed
     k.reset_retries()
     k.step(t + 3400, True, False, 60000, 0)
     k.step(t + 3500, True, False, 60000, 0)
     k.step(t + 6500, True, False, 60000, 0)
-    assert k.state == c.RETRY_WAIT and not k.precharge_failed
+    assert k.out.state == c.RETRY_WAIT and not k.out.precharge_failed
 
 
 def test_retry_waits_the_pause_before_precharging_again():
     k = _cont({"precharge_retries": 1, "precharge_pause_ms": 1000, "precharge_timeout_ms": 500})
     k.step(0, True, False, 60000, 0)
     k.step(100, True, False, 60000, 0)
-    assert k.state == c.PRECHARGE
+    assert k.out.state == c.PRECHARGE
     k.step(600, True, False, 60000, 0)
-    assert _outputs(k) == (c.RETRY_WAIT, 0, 0, 0) and not k.precharge_failed
+    assert _outputs(k) == (c.RETRY_WAIT, 0, 0, 0) and not k.out.precharge_failed
     k.step(1599, True, False, 60000, 0)
     assert _outputs(k) == (c.RETRY_WAIT, 0, 0, 0)
     k.step(1600, True, False, 60000, 0)
     assert _outputs(k) == (c.PRECHARGE, 1, 1, 0)
     k.step(2100, True, False, 60000, 0)
-    assert _outputs(k) == (c.FAULT, 0, 0, 0) and k.precharge_failed
+    assert _outputs(k) == (c.FAULT, 0, 0, 0) and k.out.precharge_failed
 
 
 def test_successful_close_restores_the_retries():
@@ -211,15 +211,15 @@ def test_successful_close_restores_the_retries():
     k.step(0, True, False, 60000, 0)
     k.step(100, True, False, 60000, 0)
     k.step(600, True, False, 60000, 0)
-    assert k.state == c.RETRY_WAIT
+    assert k.out.state == c.RETRY_WAIT
     k.step(700, True, False, 60000, 0)
     k.step(800, True, False, 60000, 60000)
     k.step(900, True, False, 60000, 60000)
-    assert k.state == c.CLOSED
+    assert k.out.state == c.CLOSED
     k.step(1000, False, False, 60000, 60000)
     k.step(1100, True, False, 60000, 0)
     k.step(1600, True, False, 60000, 0)
-    assert k.state == c.RETRY_WAIT and not k.precharge_failed
+    assert k.out.state == c.RETRY_WAIT and not k.out.precharge_failed
 
 
 def test_vehicle_open_under_load_waits_for_the_current_to_fall():
@@ -238,7 +238,7 @@ def test_vehicle_open_under_load_is_bounded_in_time():
     _closed(k)
     k.step(400, False, False, 60000, 60000, 5000)
     k.step(2399, False, False, 60000, 60000, 5000)
-    assert k.state == c.OPENING and k.pos == 1
+    assert k.out.state == c.OPENING and k.out.pos == 1
     k.step(2400, False, False, 60000, 60000, 5000)
     assert _outputs(k) == (c.STANDBY, 0, 0, 0)
 
@@ -257,10 +257,10 @@ def test_feedback_following_the_command_is_no_fault():
     k = _cont({"fb_timeout_ms": 300})
     k.step(0, True, False, 60000, 0)
     for t in range(100, 2000, 100):
-        fb = k.neg | k.pre << 1 | k.pos << 2
+        fb = k.out.neg | k.out.pre << 1 | k.out.pos << 2
         k.check_feedback(t, fb)
         k.step(t, True, False, 60000, 60000)
-        assert not k.fb_mismatch and not k.welded
+        assert not k.out.fb_mismatch and not k.out.welded
 
 
 def test_feedback_mismatch_after_the_timeout():
@@ -269,23 +269,23 @@ def test_feedback_mismatch_after_the_timeout():
     k.step(100, True, False, 60000, 0)  # commands neg + pre
     k.check_feedback(200, 0)  # nothing closed
     k.check_feedback(499, 0)
-    assert not k.fb_mismatch
+    assert not k.out.fb_mismatch
     k.check_feedback(500, 0)
-    assert k.fb_mismatch and not k.welded
+    assert k.out.fb_mismatch and not k.out.welded
     k.check_feedback(600, 0b011)
-    assert not k.fb_mismatch
+    assert not k.out.fb_mismatch
 
 
 def test_weld_detected_after_an_open_command():
     k = _cont({"fb_timeout_ms": 300})
     _closed(k)
     k.step(400, False, False, 60000, 60000)  # open at rest
-    assert k.state == c.STANDBY
+    assert k.out.state == c.STANDBY
     k.check_feedback(500, 0b100)  # pos still closed
     k.check_feedback(799, 0b100)
-    assert not k.welded
+    assert not k.out.welded
     k.check_feedback(800, 0b100)
-    assert k.welded and not k.fb_mismatch
+    assert k.out.welded and not k.out.fb_mismatch
 
 
 def test_a_new_command_restarts_the_feedback_timer():
@@ -297,6 +297,6 @@ def test_a_new_command_restarts_the_feedback_timer():
     k.step(350, True, False, 60000, 60000)  # pos commanded, pre opened: a new command
     k.check_feedback(500, 0b001)  # the timer starts here, not at 200
     k.check_feedback(799, 0b001)
-    assert not k.fb_mismatch
+    assert not k.out.fb_mismatch
     k.check_feedback(800, 0b001)
-    assert k.fb_mismatch
+    assert k.out.fb_mismatch

@@ -1,7 +1,8 @@
-from fw_support import fresh
+from fw_support import estimator, fresh
 
 from firmware import config
-from firmware.estimation import SocEstimator, ocv_to_soc, soc_to_ocv
+from firmware.data import cell_soc
+from firmware.ocv import ocv_to_soc, soc_to_ocv
 
 NMC = config.load().ocv_mv
 LFP = config.load({"chemistry": "LFP"}).ocv_mv
@@ -37,12 +38,12 @@ def test_starts_from_ocv_of_each_cell():
     cfg, m = fresh({"cell_count": 4})
     for i, soc in enumerate((2000, 5000, 5500, 9000)):
         m.cell_mv[i] = soc_to_ocv(soc, NMC)
-    est = SocEstimator(cfg)
-    assert not est.initialised and est.soh_halfpct == 200
+    est = estimator(cfg)
+    assert not est.out.initialised and est.out.soh_halfpct == 200
     est.update(m, 100, 0)
-    assert est.initialised
-    assert [est.cell_soc(i) for i in range(4)] == [2000, 5000, 5500, 9000]
-    assert est.soc == 5375 and est.soc_min == 2000 and est.soc_max == 9000
+    assert est.out.initialised
+    assert [cell_soc(est.out, i) for i in range(4)] == [2000, 5000, 5500, 9000]
+    assert est.out.soc == 5375 and est.out.soc_min == 2000 and est.out.soc_max == 9000
 
 
 # The counting tests hold the voltages still while current flows: the filter would rightly disagree
@@ -58,46 +59,46 @@ def _run(est, m, current_ma, dt_ms, steps):
 
 def test_one_amp_for_an_hour_is_exactly_1000_mah():
     cfg, m = fresh(COUNT, mv=soc_to_ocv(5000, NMC))
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     est.update(m, 100, 0)
     _run(est, m, 1000, 100, 36000)
-    assert est.discharged_mas == 3600000
-    assert est.soc == 3000 and est.cell_soc(7) == 3000  # 1000 of 5000 mAh
+    assert est.out.discharged_mas == 3600000
+    assert est.out.soc == 3000 and cell_soc(est.out, 7) == 3000  # 1000 of 5000 mAh
 
 
 def test_odd_currents_and_steps_do_not_drift():
     cfg, m = fresh({"capacity_mah": 100000, "est_rate_soc_s": 0}, mv=soc_to_ocv(5000, NMC))
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     est.update(m, 100, 0)
     total = 0
     for i_ma, dt, n in ((1237, 97, 5001), (-333, 101, 7001), (7, 3, 9999), (-1, 1, 999)):
         _run(est, m, i_ma, dt, n)
         total += i_ma * dt * n
-    assert est.discharged_mas == total // 1000
+    assert est.out.discharged_mas == total // 1000
     assert est._rem == total % 1000
 
 
 def test_negative_current_charges():
     cfg, m = fresh(COUNT, mv=soc_to_ocv(5000, NMC))
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     est.update(m, 100, 0)
     _run(est, m, -5000, 1000, 360)  # 500 mAh in
-    assert est.discharged_mas == -1800000 and est.soc == 6000
+    assert est.out.discharged_mas == -1800000 and est.out.soc == 6000
 
 
 def test_counting_stops_at_full_and_empty():
     cfg, m = fresh({"cell_count": 2, "est_rate_soc_s": 0}, mv=soc_to_ocv(9000, NMC))
     m.cell_mv[1] = soc_to_ocv(8000, NMC)
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     est.update(m, 100, 0)
     _run(est, m, -5000, 1000, 720)  # 1000 mAh in: cell 0 is full after 500
-    assert est.soc_max == 10000 and est.cell_soc(1) == 9000 and est.soc == 9500
+    assert est.out.soc_max == 10000 and cell_soc(est.out, 1) == 9000 and est.out.soc == 9500
     _run(est, m, 5000, 1000, 36)  # 50 mAh out shows at once
-    assert est.soc_max == 9900
+    assert est.out.soc_max == 9900
     _run(est, m, 25000, 1000, 3600)
-    assert est.soc_min == 0 and est.cell_soc(0) == 1000 and est.soc == 500
+    assert est.out.soc_min == 0 and cell_soc(est.out, 0) == 1000 and est.out.soc == 500
     for i in range(2):
-        assert 0 <= est.cell_soc(i) <= 10000
+        assert 0 <= cell_soc(est.out, i) <= 10000
 
 
 # ---- the filter, the error bound, SOH and the persistence hooks -------------------------------
@@ -121,9 +122,9 @@ def _steps(est, m, n, dt=100):
     # n cycles; the largest SOC step seen (0.01 %).
     big = 0
     for _ in range(n):
-        before = est.soc
+        before = est.out.soc
         est.update(m, dt, 0)
-        big = max(big, abs(est.soc - before))
+        big = max(big, abs(est.out.soc - before))
     return big
 
 
@@ -132,26 +133,26 @@ def test_at_rest_with_exact_ocv_a_wrong_soc_converges_at_the_rate_limit():
     by at most est_rate_soc_s per second (never a jump) and ends within 0.5 % of it, with a
     bound that covers the error all the way."""
     cfg, m = fresh({"cell_count": 4}, mv=soc_to_ocv(6000, NMC))
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     assert est.restore_state(_restored(est, 4000))
     est.update(m, 100, 0)
-    assert est.soc == 4000
+    assert est.out.soc == 4000
     per_cycle = cfg.est_rate_soc_s * 100 // 1000
     for _ in range(300):  # 30 s
-        before = est.soc
+        before = est.out.soc
         est.update(m, 100, 0)
-        assert est.soc - before <= per_cycle + 1
-        assert abs(est.soc - 6000) <= est.soc_bound
+        assert est.out.soc - before <= per_cycle + 1
+        assert abs(est.out.soc - 6000) <= est.out.soc_bound
     assert _steps(est, m, 2700) <= per_cycle + 1
-    assert abs(est.soc - 6000) <= 50
-    assert est.soc_bound < 300
+    assert abs(est.out.soc - 6000) <= 50
+    assert est.out.soc_bound < 300
 
 
 def test_restore_wins_under_load_and_implausible_content_changes_nothing():
     """Restored under load, the stored SOC stands (OCV under load is not trusted); a state with a
     wrong magic, an SOC over 100 % or a wrong size is refused and changes nothing."""
     cfg, m = fresh({"cell_count": 4}, mv=soc_to_ocv(5000, NMC), current_ma=5000)
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     good = _restored(est, 7000, 200)
     for bad_at, value in ((0, 0), (3, 0x30), (22 + 2 * 3 + 1, 0x30)):
         buf = bytearray(good)
@@ -162,26 +163,28 @@ def test_restore_wins_under_load_and_implausible_content_changes_nothing():
     assert est.restore_state(good)
     est.update(m, 100, 0)
     assert not est.restore_state(good)  # only before the start
-    assert est.soc == 7000 and est.cell_soc(3) == 7000 and est.soc_bound == 200
+    assert est.out.soc == 7000 and cell_soc(est.out, 3) == 7000 and est.out.soc_bound == 200
     _steps(est, m, 10)
-    assert 6900 < est.soc < 7000  # counting 5 A for 1 s, a little filter pull; not 50 %
+    assert 6900 < est.out.soc < 7000  # counting 5 A for 1 s, a little filter pull; not 50 %
 
 
 def test_save_restore_round_trip():
     cfg, m = fresh({"cell_count": 3}, mv=soc_to_ocv(5000, NMC))
     m.cell_mv[2] = soc_to_ocv(5500, NMC)
-    a = SocEstimator(cfg)
+    a = estimator(cfg)
     a.update(m, 100, 0)
-    a.soh_cap, a.soh_cap_conf, a.soh_res, a.soh_res_conf = 9300, 80, 12000, 50
-    a.throughput_mah = 123456
+    o = a.out
+    o.soh_cap, o.soh_cap_conf, o.soh_res, o.soh_res_conf = 9300, 80, 12000, 50
+    o.throughput_mah = 123456
     buf = bytearray(a.state_size)
     a.save_state(buf)
-    b = SocEstimator(cfg)
+    b = estimator(cfg)
     assert b.restore_state(buf)
     b.update(m, 100, 0)
-    assert [b.cell_soc(i) for i in range(3)] == [a.cell_soc(i) for i in range(3)]
-    assert (b.soh_cap, b.soh_cap_conf, b.soh_res, b.soh_res_conf) == (9300, 80, 12000, 50)
-    assert b.throughput_mah == 123456 and b.soh_halfpct == 186
+    assert [cell_soc(b.out, i) for i in range(3)] == [cell_soc(a.out, i) for i in range(3)]
+    o = b.out
+    assert (o.soh_cap, o.soh_cap_conf, o.soh_res, o.soh_res_conf) == (9300, 80, 12000, 50)
+    assert o.throughput_mah == 123456 and o.soh_halfpct == 186
 
 
 def test_current_offset_is_learned():
@@ -189,19 +192,19 @@ def test_current_offset_is_learned():
     charge drifts, the filter learns the offset within 10 mA in 40 minutes and the SOC holds
     within 0.5 % of the truth."""
     cfg, m = fresh({"cell_count": 2}, mv=soc_to_ocv(5000, NMC))
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     est.update(m, 1000, 0)
     m.current_ma = 30
     _steps(est, m, 2400, 1000)
-    assert 20 <= est.offset_ma <= 40
-    assert abs(est.soc - 5000) <= 50
+    assert 20 <= est.out.offset_ma <= 40
+    assert abs(est.out.soc - 5000) <= 50
 
 
 def test_resistance_rise_from_current_steps():
     """Cells with 1.5 times the profile's R0 (voltage = OCV - I R0 on every step): SOH
     resistance reaches 150 % within 2 % and full confidence after 16 steps."""
     cfg, m = fresh({"cell_count": 2}, mv=soc_to_ocv(5000, NMC))
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     est.update(m, 100, 0)
     ocv = soc_to_ocv(5000, NMC)
     for k in range(40):
@@ -211,7 +214,7 @@ def test_resistance_rise_from_current_steps():
             m.cell_mv[c] = ocv - i * 27 // 1000  # 27 mOhm = 1.5 x 18
         m.update_stats()
         est.update(m, 100, 0)
-    assert 14700 <= est.soh_res <= 15300 and est.soh_res_conf == 100
+    assert 14700 <= est.out.soh_res <= 15300 and est.out.soh_res_conf == 100
 
 
 def test_capacity_from_two_rested_ocv_points():
@@ -219,9 +222,9 @@ def test_capacity_from_two_rested_ocv_points():
     40 % (counted charge 0.5 x 0.9 x rated): SOH capacity 90 % within 1 point, confident."""
     o = {"cell_count": 2, "balance_rest_ms": 2000}
     cfg, m = fresh(o, mv=soc_to_ocv(9000, NMC))
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     _steps(est, m, 30)  # rest: the first anchor
-    assert est.soh_cap_conf == 0
+    assert est.out.soh_cap_conf == 0
     m.current_ma = 4050  # 0.9 C of the real capacity (4.5 Ah): 50 % in 2000 s
     for k in range(2000):
         for c in range(2):
@@ -233,15 +236,15 @@ def test_capacity_from_two_rested_ocv_points():
         m.cell_mv[c] = soc_to_ocv(4000, NMC)
     m.update_stats()
     _steps(est, m, 30)
-    assert 8900 <= est.soh_cap <= 9100 and est.soh_cap_conf >= 50
-    assert est.soh_halfpct == est.soh_cap // 50
+    assert 8900 <= est.out.soh_cap <= 9100 and est.out.soh_cap_conf >= 50
+    assert est.out.soh_halfpct == est.out.soh_cap // 50
 
 
 def test_soc_stays_in_range_whatever_the_inputs():
     """Law: SOC, its extremes, every cell's SOC and the bound stay in 0..100 % for any inputs
     (a deterministic pseudo-random walk through extreme voltages, currents and temperatures)."""
     cfg, m = fresh({"cell_count": 4})
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     x = 12345
     for _ in range(3000):
         x = (x * 1103515245 + 12345) & 0x7FFFFFFF
@@ -251,9 +254,15 @@ def test_soc_stays_in_range_whatever_the_inputs():
         m.temp_dc[0] = (x % 1500) - 400
         m.update_stats()
         est.update(m, 1 + x % 1000, 0)
-        for v in (est.soc, est.soc_min, est.soc_max, est.soc_bound, est.cell_soc(x % 4)):
+        for v in (
+            est.out.soc,
+            est.out.soc_min,
+            est.out.soc_max,
+            est.out.soc_bound,
+            cell_soc(est.out, x % 4),
+        ):
             assert 0 <= v <= 10000
-        assert est.soc_min <= est.soc <= est.soc_max
+        assert est.out.soc_min <= est.out.soc <= est.out.soc_max
 
 
 def test_hysteresis_is_not_mistaken_for_soc():
@@ -286,7 +295,7 @@ def test_hysteresis_is_not_mistaken_for_soc():
             "tau2_s": [[1, 1]],
         }
         cfg, m = fresh({"cell_count": 2, "profile": prof}, mv=3720)
-        est = SocEstimator(cfg)
+        est = estimator(cfg)
         soc, h = 0.4, 0.0
         for k in range(1440 + 600):  # 0.5 C charge for 24 min (20 %), then 10 min rest
             i = -2.5 if k < 1440 else 0.0
@@ -298,7 +307,7 @@ def test_hysteresis_is_not_mistaken_for_soc():
             m.current_ma = int(i * 1000)
             m.update_stats()
             est.update(m, 1000, 0)
-        return abs(est.soc - 6000)
+        return abs(est.out.soc - 6000)
 
     assert run(0.015) <= 100
     assert run(0.0) > 150
@@ -311,9 +320,9 @@ def test_charging_stores_the_charge_times_the_coulombic_efficiency():
 
     prof = _profile()
     cfg, m = fresh({"cell_count": 1, "temp_count": 1, "profile": prof, "est_rate_soc_s": 0})
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     est.update(m, 100, 0)
     _run(est, m, -1000, 1000, 3600)
-    assert est.discharged_mas == -3600000 + 3600
+    assert est.out.discharged_mas == -3600000 + 3600
     _run(est, m, 1000, 1000, 3600)
-    assert est.discharged_mas == 3600
+    assert est.out.discharged_mas == 3600

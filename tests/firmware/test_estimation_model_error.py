@@ -2,9 +2,7 @@
 not tell it where the cell model is only approximately right. Plain functions: they also run
 under MicroPython (tests/firmware/mp_runner.py)."""
 
-from fw_support import fresh
-
-from firmware.estimation import SocEstimator
+from fw_support import estimator, fresh
 
 _PLATEAU = {
     "format": "cellguard-cell-profile",
@@ -41,13 +39,13 @@ def _restored(est, soc, bound):
 
 def _rest(mv, hours):
     cfg, m = fresh({"cell_count": 2, "profile": _PLATEAU}, mv=mv)
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     _restored(est, 5000, 300)
     est.update(m, 1000, 0)
-    lo = hi = est.soc
+    lo = hi = est.out.soc
     for _ in range(hours * 3600):
         est.update(m, 1000, 0)
-        lo, hi = min(lo, est.soc), max(hi, est.soc)
+        lo, hi = min(lo, est.out.soc), max(hi, est.out.soc)
     return lo, hi, est
 
 
@@ -59,7 +57,7 @@ def test_on_a_plateau_a_small_voltage_error_does_not_move_the_soc():
     lo, hi, est = _rest(3281 + 4, 2)
     assert 4950 <= lo and hi <= 5050
     # ... and the bound still covers the (correct) start, so the error stays inside it.
-    assert abs(est.soc - 5000) <= est.soc_bound
+    assert abs(est.out.soc - 5000) <= est.out.soc_bound
 
 
 def test_on_a_steep_segment_the_voltage_still_corrects():
@@ -67,11 +65,11 @@ def test_on_a_steep_segment_the_voltage_still_corrects():
     90 %: 2.4 mV/%) a voltage 24 mV above the table at 80 % is SOC, not table error: a SOC
     restored at 80 % moves up by several %."""
     cfg, m = fresh({"cell_count": 2, "profile": _PLATEAU}, mv=3306 + 24)
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     _restored(est, 8000, 1000)
     for _ in range(3600):
         est.update(m, 1000, 0)
-    assert est.soc >= 8500
+    assert est.out.soc >= 8500
 
 
 def _rested(soc, mv):
@@ -79,7 +77,7 @@ def _rested(soc, mv):
     # The plateau runs on to 90 % here (3.28 -> 3.283 V), then the knee: 16.7 mV/% to 100 %.
     prof = dict(_PLATEAU, ocv_v=[[2.9, 3.2, 3.28, 3.282, 3.283, 3.45]])
     cfg, m = fresh({"cell_count": 2, "profile": prof}, mv=mv)
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     _restored(est, soc, 300)
     for _ in range(1500):
         est.update(m, 1000, 0)
@@ -92,9 +90,9 @@ def test_a_rest_anchors_only_where_the_voltage_can_tell_soc():
     1 mV above the plateau's end reads 90.06 % on the knee's straight line, yet within 10 mV
     it is anywhere on the plateau: no anchor (the rule used to look at one segment only and
     anchored there). At the knee's 95 % it anchors."""
-    assert _rested(9500, 3283 + 1)._anchor_soc == -1
+    assert _rested(9500, 3283 + 1)._soh._anchor_soc == -1
     est = _rested(9300, 3366)  # the table's OCV at 95 %
-    assert abs(est._anchor_soc - 9500) <= 50
+    assert abs(est._soh._anchor_soc - 9500) <= 50
 
 
 _STEEP = dict(
@@ -120,7 +118,7 @@ def _sustained_load(scale):
     # A cell whose resistances are `scale` times the profile's, discharged at 1.7 A (C/3) for
     # 40 min from 90 % with the SOC known (restored with a 1 % bound); the largest error (0.01 %).
     cfg, m = fresh({"cell_count": 2, "profile": _STEEP}, mv=3870)
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     _restored(est, 9000, 100)
     i = 1.7
     soc = 90.0
@@ -134,7 +132,7 @@ def _sustained_load(scale):
         m.set_pack(1700, int(2 * mv), int(2 * mv), t * 1000)
         m.update_stats()
         est.update(m, 1000, t * 1000)
-        worst = max(worst, abs(est.soc - int(soc * 100)))
+        worst = max(worst, abs(est.out.soc - int(soc * 100)))
         v1 = a1 * v1 + (1 - a1) * scale * 0.01 * i
         v2 = a2 * v2 + (1 - a2) * scale * 0.01 * i
         soc -= i / 50 / 3.6 * 1.0
@@ -157,12 +155,12 @@ def _edge(truth_soc, mv, minutes):
     # Restored at 72 % (on the steep 70-90 % segment, 2.4 mV/%) with a 25 % bound, the cell
     # resting at `mv` on the plateau below; the largest error beyond the bound (0.01 %).
     cfg, m = fresh({"cell_count": 2, "profile": _PLATEAU}, mv=mv)
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     _restored(est, 7200, 2500)
     worst = -10000
     for t in range(minutes * 60):
         est.update(m, 1000, t * 1000)
-        worst = max(worst, abs(est.soc - truth_soc) - est.soc_bound)
+        worst = max(worst, abs(est.out.soc - truth_soc) - est.out.soc_bound)
     return worst
 
 

@@ -1,11 +1,12 @@
 """CPython only (hypothesis): the laws of the SOC estimator for random inputs."""
 
-from fw_support import fresh
+from fw_support import estimator, fresh
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware import config
-from firmware.estimation import SocEstimator, soc_to_ocv
+from firmware.data import cell_soc
+from firmware.ocv import soc_to_ocv
 
 NMC = config.load().ocv_mv
 FIXED = settings(deadline=None, max_examples=60, derandomize=True)
@@ -30,7 +31,7 @@ def test_soc_in_range_and_moves_only_by_counting_plus_the_rate_limit(seq):
     pack SOC moves at most by the charge counted in that cycle plus est_rate_soc_s x dt (the
     filter's corrections are rate-limited: the SOC never jumps on its own)."""
     cfg, m = fresh({"cell_count": 4})
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     per_pct = cfg.capacity_mah * 36  # mAs per 1 %
     for mv, spread, ma, dc, dt in seq:
         for c in range(4):
@@ -39,15 +40,15 @@ def test_soc_in_range_and_moves_only_by_counting_plus_the_rate_limit(seq):
         for t in range(4):
             m.temp_dc[t] = dc
         m.update_stats()
-        before = est.soc
-        started = est.initialised
+        before = est.out.soc
+        started = est.out.initialised
         est.update(m, dt, 0)
-        for v in (est.soc, est.soc_min, est.soc_max, est.soc_bound):
+        for v in (est.out.soc, est.out.soc_min, est.out.soc_max, est.out.soc_bound):
             assert 0 <= v <= 10000
-        assert all(0 <= est.cell_soc(i) <= 10000 for i in range(4))
+        assert all(0 <= cell_soc(est.out, i) <= 10000 for i in range(4))
         if started:
             counted = abs(ma) * dt * 100 // (per_pct * 1000) + 1
-            assert abs(est.soc - before) <= counted + cfg.est_rate_soc_s * dt // 1000 + 1
+            assert abs(est.out.soc - before) <= counted + cfg.est_rate_soc_s * dt // 1000 + 1
 
 
 @FIXED
@@ -57,7 +58,7 @@ def test_at_rest_with_exact_ocv_the_soc_converges_to_the_truth(true_soc, start_s
     SOC, the estimate ends within 0.5 % of the truth once the rate limit allowed it to get there
     (100 % at 0.1 %/s: under 17 minutes), and its bound covers the error all along."""
     cfg, m = fresh({"cell_count": 2}, mv=soc_to_ocv(true_soc, NMC))
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     buf = bytearray(est.state_size)
     est.save_state(buf)
     buf[2], buf[3], buf[4], buf[5] = start_soc & 255, start_soc >> 8, 0x10, 0x27  # bound 100 %
@@ -66,5 +67,5 @@ def test_at_rest_with_exact_ocv_the_soc_converges_to_the_truth(true_soc, start_s
     assert est.restore_state(buf)
     for _ in range(1100):
         est.update(m, 1000, 0)
-        assert abs(est.soc - true_soc) <= est.soc_bound
-    assert abs(est.soc - true_soc) <= 50
+        assert abs(est.out.soc - true_soc) <= est.out.soc_bound
+    assert abs(est.out.soc - true_soc) <= 50

@@ -20,7 +20,7 @@ def _run(prot, meas, t0, t1, step=100):
 
 
 def _open_bits(prot):
-    return prot.active & ~p.WARNING_MASK
+    return prot.out.active & ~p.WARNING_MASK
 
 
 def test_imbalance_is_a_self_clearing_warning():
@@ -29,14 +29,14 @@ def test_imbalance_is_a_self_clearing_warning():
     m.cell_mv[4] = 3700 + cfg.imbalance_mv + 1
     m.update_stats()
     _run(prot, m, 0, cfg.t_qualify_ms - 1, 1)
-    assert prot.active == 0
+    assert prot.out.active == 0
     prot.check(m, cfg.t_qualify_ms, False, False)
-    assert prot.active == _bit(f.FAULT_IMBALANCE)
-    assert prot.tier == p.TIER_WARNING and not prot.open_required
+    assert prot.out.active == _bit(f.FAULT_IMBALANCE)
+    assert prot.out.tier == p.TIER_WARNING and not prot.out.open_required
     m.cell_mv[4] = 3700 + cfg.imbalance_mv  # at the threshold: no imbalance
     m.update_stats()
     prot.check(m, cfg.t_qualify_ms + 100, False, False)
-    assert prot.active == 0  # cleared without a reset request
+    assert prot.out.active == 0  # cleared without a reset request
 
 
 def _runaway_run(rise_dc_per_s, drop_mv_per_s, seconds, sensor=5):
@@ -50,7 +50,7 @@ def _runaway_run(rise_dc_per_s, drop_mv_per_s, seconds, sensor=5):
         m.cell_mv[sensor] = 3700 - drop_mv_per_s * t // 1000
         m.update_stats()
         prot.check(m, t, False, False)
-        if prot.active & _bit(f.FAULT_RUNAWAY):
+        if prot.out.active & _bit(f.FAULT_RUNAWAY):
             return t, prot, m
     return None, prot, m
 
@@ -60,7 +60,7 @@ def test_runaway_needs_a_sustained_rise_with_a_voltage_drop():
     t, prot, m = _runaway_run(cfg.runaway_rise_dc, cfg.runaway_drop_mv, 10)
     # First window ends at 1 s (the rise is judged from there on), qualified 2 s later.
     assert t == 1000 + cfg.runaway_qualify_ms
-    assert prot.open_required and prot.tier == p.TIER_OPEN
+    assert prot.out.open_required and prot.out.tier == p.TIER_OPEN
     assert _runaway_run(cfg.runaway_rise_dc - 1, cfg.runaway_drop_mv, 10)[0] is None
     assert _runaway_run(cfg.runaway_rise_dc, cfg.runaway_drop_mv - 1, 10)[0] is None
     assert _runaway_run(cfg.runaway_rise_dc * 5, 0, 10)[0] is None  # heat alone: no short
@@ -71,9 +71,9 @@ def test_runaway_is_latched():
     t, prot, m = _runaway_run(cfg.runaway_rise_dc, cfg.runaway_drop_mv, 10)
     feed(m, cfg, now_ms=t + 100)
     _run(prot, m, t + 100, t + 3000)
-    assert prot.active & _bit(f.FAULT_RUNAWAY)
+    assert prot.out.active & _bit(f.FAULT_RUNAWAY)
     prot.request_reset()
-    assert not prot.active & _bit(f.FAULT_RUNAWAY)
+    assert not prot.out.active & _bit(f.FAULT_RUNAWAY)
 
 
 def test_open_sense_wire_reads_near_zero():
@@ -82,14 +82,14 @@ def test_open_sense_wire_reads_near_zero():
     m.cell_mv[7] = cfg.open_wire_mv
     m.update_stats()
     prot.check(m, 0, False, False)
-    assert prot.active & _bit(f.FAULT_OPEN_WIRE) and prot.open_required
-    assert prot.active & _bit(p.FAULT_MEAS_IMPLAUSIBLE)  # below the physical range as well
+    assert prot.out.active & _bit(f.FAULT_OPEN_WIRE) and prot.out.open_required
+    assert prot.out.active & _bit(p.FAULT_MEAS_IMPLAUSIBLE)  # below the physical range as well
     cfg, m = fresh()
     prot = p.Protection(cfg)
     m.cell_mv[7] = cfg.open_wire_mv + 1
     m.update_stats()
     prot.check(m, 0, False, False)
-    assert not prot.active & _bit(f.FAULT_OPEN_WIRE)
+    assert not prot.out.active & _bit(f.FAULT_OPEN_WIRE)
 
 
 def _stuck_run(cfg, m, prot, t0, t1, current_swing_ma, stuck_cell=3):
@@ -108,16 +108,16 @@ def test_stuck_cell_voltage_opens_at_the_end_of_its_window():
     prot = p.Protection(cfg)
     w = cfg.stuck_window_ms
     _stuck_run(cfg, m, prot, 0, w - 100, cfg.stuck_current_ma + 1)
-    assert not prot.active & _bit(f.FAULT_STUCK)
+    assert not prot.out.active & _bit(f.FAULT_STUCK)
     _stuck_run(cfg, m, prot, w, w, cfg.stuck_current_ma + 1)
-    assert prot.active & _bit(f.FAULT_STUCK) and prot.open_required
+    assert prot.out.active & _bit(f.FAULT_STUCK) and prot.out.open_required
 
 
 def test_stuck_needs_the_current_to_move():
     cfg, m = fresh()
     prot = p.Protection(cfg)
     _stuck_run(cfg, m, prot, 0, 3 * cfg.stuck_window_ms, cfg.stuck_current_ma)
-    assert not prot.active & _bit(f.FAULT_STUCK)
+    assert not prot.out.active & _bit(f.FAULT_STUCK)
 
 
 def test_a_cell_that_changed_once_in_the_window_is_not_stuck():
@@ -129,7 +129,7 @@ def test_a_cell_that_changed_once_in_the_window_is_not_stuck():
         m.cell_raw_mv[3] = 3651 if t == w // 2 else 3650
         m.update_stats()
         prot.check(m, t, False, False)
-    assert not prot.active & _bit(f.FAULT_STUCK)
+    assert not prot.out.active & _bit(f.FAULT_STUCK)
 
 
 def test_pack_voltage_must_match_cell_sum():
@@ -138,8 +138,8 @@ def test_pack_voltage_must_match_cell_sum():
         prot = p.Protection(cfg)
         m.set_pack(0, pack, pack, 0)
         prot.check(m, 0, False, False)
-        assert (not prot.active & _bit(f.FAULT_PACK_MISMATCH)) == ok
-        assert prot.measurements_valid == ok
+        assert (not prot.out.active & _bit(f.FAULT_PACK_MISMATCH)) == ok
+        assert prot.out.meas_valid == ok
 
 
 def test_wrapped_pack_voltage_is_a_mismatch():
@@ -148,7 +148,7 @@ def test_wrapped_pack_voltage_is_a_mismatch():
     prot = p.Protection(cfg)
     m.set_pack(0, 806400 - 655360, 0, 0)
     prot.check(m, 0, False, False)
-    assert prot.active & _bit(f.FAULT_PACK_MISMATCH) and prot.open_required
+    assert prot.out.active & _bit(f.FAULT_PACK_MISMATCH) and prot.out.open_required
 
 
 def test_current_sensor_disagreement_derates():
@@ -156,15 +156,15 @@ def test_current_sensor_disagreement_derates():
     prot = p.Protection(cfg)
     m.current2_ma = 10000 + cfg.current2_delta_ma + 1
     _run(prot, m, 0, cfg.i_qualify_ms - 1, 1)
-    assert prot.active == 0
+    assert prot.out.active == 0
     prot.check(m, cfg.i_qualify_ms, False, False)
-    assert prot.active == _bit(f.FAULT_CURRENT2)
-    assert prot.tier == p.TIER_DERATE and not prot.open_required
+    assert prot.out.active == _bit(f.FAULT_CURRENT2)
+    assert prot.out.tier == p.TIER_DERATE and not prot.out.open_required
     m.current2_ma = 10000 - cfg.current2_delta_ma  # agrees again: latched until reset
     prot.check(m, cfg.i_qualify_ms + 100, False, False)
-    assert prot.tier == p.TIER_DERATE
+    assert prot.out.tier == p.TIER_DERATE
     prot.request_reset()
-    assert prot.tier == p.TIER_NONE
+    assert prot.out.tier == p.TIER_NONE
 
 
 def test_second_current_sensor_not_fitted_is_not_checked():
@@ -172,7 +172,7 @@ def test_second_current_sensor_not_fitted_is_not_checked():
     prot = p.Protection(cfg)
     m.current2_ma = 0
     _run(prot, m, 0, 3000)
-    assert prot.active == 0
+    assert prot.out.active == 0
 
 
 def _cold_charge(chemistry, current_ma):
@@ -180,7 +180,7 @@ def _cold_charge(chemistry, current_ma):
     cfg, m = fresh(o, mv=3300, dc=-50, current_ma=current_ma)
     prot = p.Protection(cfg)
     _run(prot, m, 0, cfg.i_qualify_ms)
-    return cfg, prot.active & _bit(f.FAULT_OC_CHARGE_COLD)
+    return cfg, prot.out.active & _bit(f.FAULT_OC_CHARGE_COLD)
 
 
 def test_cold_charge_over_current_is_stricter_for_lfp():
@@ -197,26 +197,26 @@ def test_cold_threshold_only_applies_when_cold():
     cfg, m = fresh({"chemistry": "LFP"}, dc=10, current_ma=-1000)  # 1 degC, 0.43 C
     prot = p.Protection(cfg)
     _run(prot, m, 0, 2000)
-    assert not prot.active & _bit(f.FAULT_OC_CHARGE_COLD)
+    assert not prot.out.active & _bit(f.FAULT_OC_CHARGE_COLD)
 
 
 def test_temperature_derate_warnings_follow_the_direction():
     cfg, m = fresh(dc=cfg_hot() + 1)
     prot = p.Protection(cfg)
     _run(prot, m, 0, cfg.t_qualify_ms)
-    assert prot.active == _bit(f.FAULT_TEMP_HIGH_DERATE)  # discharge band, at rest
-    assert prot.tier == p.TIER_WARNING
+    assert prot.out.active == _bit(f.FAULT_TEMP_HIGH_DERATE)  # discharge band, at rest
+    assert prot.out.tier == p.TIER_WARNING
     cfg, m = fresh(dc=cfg.charge_temp_full_hi_dc + 1, current_ma=-1000)
     prot = p.Protection(cfg)
     _run(prot, m, 0, cfg.t_qualify_ms)
-    assert prot.active == _bit(f.FAULT_TEMP_HIGH_DERATE)  # charge band while charging
+    assert prot.out.active == _bit(f.FAULT_TEMP_HIGH_DERATE)  # charge band while charging
     cfg, m = fresh(dc=cfg.charge_temp_full_lo_dc - 1, current_ma=-1000)
     prot = p.Protection(cfg)
     _run(prot, m, 0, cfg.t_qualify_ms)
-    assert prot.active == _bit(f.FAULT_TEMP_LOW_DERATE)
+    assert prot.out.active == _bit(f.FAULT_TEMP_LOW_DERATE)
     feed(m, cfg, dc=250, current_ma=-1000, now_ms=cfg.t_qualify_ms + 100)
     prot.check(m, cfg.t_qualify_ms + 100, False, False)
-    assert prot.active == 0  # self-clearing
+    assert prot.out.active == 0  # self-clearing
 
 
 def cfg_hot():
@@ -228,13 +228,13 @@ def test_external_bits_are_the_detectors():
     for bit in (p.FAULT_VCU_INVALID, p.FAULT_CONTACTOR_FB, p.FAULT_WELDED):
         prot = p.Protection(cfg)
         prot.set_fault(bit, True)
-        assert prot.open_required
+        assert prot.out.open_required
         prot.check(m, 0, False, False)
         prot.request_reset()
-        assert not prot.active
+        assert not prot.out.active
     prot = p.Protection(cfg)
     prot.set_fault(p.FAULT_STORAGE, True)
-    assert prot.tier == p.TIER_WARNING and not prot.open_required
+    assert prot.out.tier == p.TIER_WARNING and not prot.out.open_required
     for bit in (f.FAULT_STUCK, f.FAULT_RUNAWAY, f.FAULT_CURRENT2, f.FAULT_PACK_MISMATCH):
         try:
             prot.set_fault(bit, True)
@@ -248,12 +248,12 @@ def test_worst_tier_wins():
     cfg, m = fresh()
     prot = p.Protection(cfg)
     prot.set_fault(p.FAULT_STORAGE, True)
-    assert prot.tier == p.TIER_WARNING
+    assert prot.out.tier == p.TIER_WARNING
     m.current2_ma = cfg.current2_delta_ma + 1
     _run(prot, m, 0, cfg.i_qualify_ms)
-    assert prot.tier == p.TIER_DERATE
+    assert prot.out.tier == p.TIER_DERATE
     prot.set_fault(p.FAULT_WELDED, True)
-    assert prot.tier == p.TIER_OPEN and prot.count == 3
+    assert prot.out.tier == p.TIER_OPEN and prot.out.count == 3
 
 
 def _limit_run(cfg, m, prot, current_ma, t0, t1, charge_ma=5000, discharge_ma=15000):
@@ -270,22 +270,22 @@ def test_a_current_beyond_the_published_limit_opens_after_limit_ignored_ms():
     prot = p.Protection(cfg)
     over = 15000 + cfg.limit_margin_ma + 1
     _limit_run(cfg, m, prot, over, 0, cfg.limit_ignored_ms - 100)
-    assert prot.active == 0
+    assert prot.out.active == 0
     _limit_run(cfg, m, prot, over, cfg.limit_ignored_ms, cfg.limit_ignored_ms)
-    assert prot.active == _bit(f.FAULT_LIMIT) and prot.open_required
+    assert prot.out.active == _bit(f.FAULT_LIMIT) and prot.out.open_required
     _limit_run(cfg, m, prot, 0, cfg.limit_ignored_ms + 100, cfg.limit_ignored_ms + 500)
-    assert prot.active == _bit(f.FAULT_LIMIT)  # latched
+    assert prot.out.active == _bit(f.FAULT_LIMIT)  # latched
     prot.request_reset()
-    assert prot.active == 0
+    assert prot.out.active == 0
 
 
 def test_charging_beyond_the_charge_limit_counts_too_and_the_margin_is_allowed():
     cfg, m = fresh()
     prot = p.Protection(cfg)
     _limit_run(cfg, m, prot, -(5000 + cfg.limit_margin_ma), 0, 2 * cfg.limit_ignored_ms)
-    assert prot.active == 0  # at the margin: allowed
+    assert prot.out.active == 0  # at the margin: allowed
     _limit_run(cfg, m, prot, -(5000 + cfg.limit_margin_ma + 1), 0, cfg.limit_ignored_ms)
-    assert prot.active == _bit(f.FAULT_LIMIT)
+    assert prot.out.active == _bit(f.FAULT_LIMIT)
 
 
 def test_an_interrupted_violation_restarts_the_qualification():
@@ -296,7 +296,7 @@ def test_an_interrupted_violation_restarts_the_qualification():
     _limit_run(cfg, m, prot, over, 0, half)
     _limit_run(cfg, m, prot, 15000, half + 100, half + 100)  # back within the limit once
     _limit_run(cfg, m, prot, over, half + 200, half + 200 + cfg.limit_ignored_ms - 100)
-    assert prot.active == 0
+    assert prot.out.active == 0
 
 
 def test_no_limit_verdict_on_invalid_measurements():
@@ -308,11 +308,11 @@ def test_no_limit_verdict_on_invalid_measurements():
     for t in range(0, 2 * cfg.limit_ignored_ms, 100):
         prot.check(m, t, False, False)
         prot.check_limits(10**6, 0, 0, t)
-    assert not prot.active & _bit(f.FAULT_LIMIT)
+    assert not prot.out.active & _bit(f.FAULT_LIMIT)
 
 
 def test_limit_ignored_ms_zero_turns_the_rule_off():
     cfg, m = fresh({"limit_ignored_ms": 0})
     prot = p.Protection(cfg)
     _limit_run(cfg, m, prot, 15000 + cfg.limit_margin_ma + 1, 0, 60000)
-    assert prot.active == 0
+    assert prot.out.active == 0

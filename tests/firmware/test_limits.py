@@ -17,54 +17,54 @@ def _limits(overrides=None, mv=3700, dc=250, cells=None, temps=None, open_requir
 
 def test_nominal_and_voltage_limits():
     lim = _limits()
-    assert lim.charge_ma == 5000 and lim.discharge_ma == 15000
-    assert lim.charge_voltage_mv == 16 * 4200 and lim.discharge_voltage_mv == 16 * 3000
+    assert lim.out.charge_ma == 5000 and lim.out.discharge_ma == 15000
+    assert lim.out.charge_voltage_mv == 16 * 4200 and lim.out.discharge_voltage_mv == 16 * 3000
     lim = _limits({"chemistry": "LFP", "cell_count": 192}, mv=3300)
-    assert lim.charge_ma == 2300 and lim.discharge_ma == 6900
-    assert lim.charge_voltage_mv == 192 * 3600 and lim.discharge_voltage_mv == 192 * 2800
+    assert lim.out.charge_ma == 2300 and lim.out.discharge_ma == 6900
+    assert lim.out.charge_voltage_mv == 192 * 3600 and lim.out.discharge_voltage_mv == 192 * 2800
 
 
 def test_open_required_zeroes_currents():
     lim = _limits(open_required=True)
-    assert lim.charge_ma == 0 and lim.discharge_ma == 0
+    assert lim.out.charge_ma == 0 and lim.out.discharge_ma == 0
 
 
 def test_charge_derates_by_highest_cell():
-    assert _limits(cells=[(3, 4100)]).charge_ma == 5000
-    assert _limits(cells=[(3, 4150)]).charge_ma == 2500
-    assert _limits(cells=[(3, 4190)]).charge_ma == 500
-    assert _limits(cells=[(3, 4200)]).charge_ma == 0
-    assert _limits(cells=[(3, 4240)]).charge_ma == 0
-    assert _limits(cells=[(3, 4150)]).discharge_ma == 15000
+    assert _limits(cells=[(3, 4100)]).out.charge_ma == 5000
+    assert _limits(cells=[(3, 4150)]).out.charge_ma == 2500
+    assert _limits(cells=[(3, 4190)]).out.charge_ma == 500
+    assert _limits(cells=[(3, 4200)]).out.charge_ma == 0
+    assert _limits(cells=[(3, 4240)]).out.charge_ma == 0
+    assert _limits(cells=[(3, 4150)]).out.discharge_ma == 15000
 
 
 def test_discharge_derates_by_lowest_cell():
-    assert _limits(cells=[(9, 3300)]).discharge_ma == 15000
-    assert _limits(cells=[(9, 3150)]).discharge_ma == 7500
-    assert _limits(cells=[(9, 3000)]).discharge_ma == 0
-    assert _limits(cells=[(9, 2800)]).discharge_ma == 0
-    assert _limits(cells=[(9, 3150)]).charge_ma == 5000
+    assert _limits(cells=[(9, 3300)]).out.discharge_ma == 15000
+    assert _limits(cells=[(9, 3150)]).out.discharge_ma == 7500
+    assert _limits(cells=[(9, 3000)]).out.discharge_ma == 0
+    assert _limits(cells=[(9, 2800)]).out.discharge_ma == 0
+    assert _limits(cells=[(9, 3150)]).out.charge_ma == 5000
 
 
 def test_charge_derates_by_temperature():
-    assert _limits(temps=[(0, 100)]).charge_ma == 5000
-    assert _limits(temps=[(0, 50)]).charge_ma == 2500
-    assert _limits(temps=[(0, 0)]).charge_ma == 0
-    assert _limits(temps=[(0, -100)]).charge_ma == 0
-    assert _limits(temps=[(0, 350)]).charge_ma == 5000
-    assert _limits(temps=[(0, 400)]).charge_ma == 2500
-    assert _limits(temps=[(0, 450)]).charge_ma == 0
+    assert _limits(temps=[(0, 100)]).out.charge_ma == 5000
+    assert _limits(temps=[(0, 50)]).out.charge_ma == 2500
+    assert _limits(temps=[(0, 0)]).out.charge_ma == 0
+    assert _limits(temps=[(0, -100)]).out.charge_ma == 0
+    assert _limits(temps=[(0, 350)]).out.charge_ma == 5000
+    assert _limits(temps=[(0, 400)]).out.charge_ma == 2500
+    assert _limits(temps=[(0, 450)]).out.charge_ma == 0
 
 
 def test_discharge_derates_by_temperature():
-    assert _limits(temps=[(0, 0)]).discharge_ma == 15000
-    assert _limits(temps=[(0, -100)]).discharge_ma == 7500
-    assert _limits(temps=[(0, -200)]).discharge_ma == 0
-    assert _limits(temps=[(0, 450)]).discharge_ma == 15000
-    assert _limits(temps=[(0, 525)]).discharge_ma == 7500
-    assert _limits(temps=[(0, 600)]).discharge_ma == 0
+    assert _limits(temps=[(0, 0)]).out.discharge_ma == 15000
+    assert _limits(temps=[(0, -100)]).out.discharge_ma == 7500
+    assert _limits(temps=[(0, -200)]).out.discharge_ma == 0
+    assert _limits(temps=[(0, 450)]).out.discharge_ma == 15000
+    assert _limits(temps=[(0, 525)]).out.discharge_ma == 7500
+    assert _limits(temps=[(0, 600)]).out.discharge_ma == 0
 
 
 def test_most_restrictive_factor_wins():
     lim = _limits(cells=[(0, 4175)], temps=[(1, 50)])  # voltage 25 %, temperature 50 %
-    assert lim.charge_ma == 1250
+    assert lim.out.charge_ma == 1250

@@ -8,15 +8,15 @@ from firmware.measurement import Measurements
 def test_never_received_is_stale():
     cfg = config.load()
     m = Measurements(cfg)
-    assert m.stale(0)
+    assert m.evaluate(0)
     for g in range(4):
         m.set_cells(g, 3700, 3700, 3700, 3700, 0)
         m.set_temps(g, 250, 250, 250, 250, 0)
-    assert m.stale(0)  # pack value missing
+    assert m.evaluate(0)  # pack value missing
     m.set_pack(0, 59200, 59200, 0)
-    assert m.stale(0)  # auxiliary inputs (contactor feedback, second current) missing
+    assert m.evaluate(0)  # auxiliary inputs (contactor feedback, second current) missing
     m.set_aux(0, 0, 0)
-    assert not m.stale(0)
+    assert not m.evaluate(0)
 
 
 def test_one_missing_group_is_stale():
@@ -27,9 +27,9 @@ def test_one_missing_group_is_stale():
     m.set_temps(0, 250, 250, 250, 250, 0)
     m.set_pack(0, 37000, 37000, 0)
     m.set_aux(0, 0, 0)
-    assert m.stale(0)
+    assert m.evaluate(0)
     m.set_temps(1, 250, 0, 0, 0, 0)
-    assert not m.stale(0)
+    assert not m.evaluate(0)
 
 
 def test_aux_inputs_count_only_when_fitted():
@@ -39,18 +39,18 @@ def test_aux_inputs_count_only_when_fitted():
         m2.set_cells(g, 3700, 3700, 3700, 3700, 0)
         m2.set_temps(g, 250, 250, 250, 250, 0)
     m2.set_pack(0, 59200, 59200, 0)
-    assert not m2.stale(0)  # no auxiliary frame needed without feedback or second sensor
+    assert not m2.evaluate(0)  # no auxiliary frame needed without feedback or second sensor
 
 
 def test_age_limit_and_stays_stale():
     cfg, m = fresh()
-    assert not m.stale(cfg.meas_stale_ms)
+    assert not m.evaluate(cfg.meas_stale_ms)
     m.set_cells(0, 3700, 3700, 3700, 3700, 200)
-    assert m.stale(cfg.meas_stale_ms + 1)
+    assert m.evaluate(cfg.meas_stale_ms + 1)
     # Once found stale, an earlier clock can't make it fresh again: only new data can.
-    assert m.stale(100)
+    assert m.evaluate(100)
     feed(m, cfg, now_ms=600)
-    assert not m.stale(650)
+    assert not m.evaluate(650)
 
 
 def test_tick_wrap():
@@ -58,8 +58,8 @@ def test_tick_wrap():
     m = Measurements(cfg)
     t = ticks_add(0, -100)
     feed(m, cfg, now_ms=t)
-    assert not m.stale(ticks_add(t, 300))
-    assert m.stale(ticks_add(t, 501))
+    assert not m.evaluate(ticks_add(t, 300))
+    assert m.evaluate(ticks_add(t, 501))
 
 
 def test_bad_group_counts_error():
@@ -145,7 +145,7 @@ def test_192_cells():
     m.set_cells(47, 4000, 4000, 4000, 3000, 0)
     m.update_stats()
     assert m.vmin_cell == 192 and m.cell_sum_mv == 191 * 4000 + 3000
-    assert not m.stale(0) and m.plausible()
+    assert not m.evaluate(0) and m.plausible()
 
 
 # ---- sense-line compensation (balance_sense_mohm) ----------------------------------------------

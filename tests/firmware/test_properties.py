@@ -1,7 +1,7 @@
 """CPython only (hypothesis): the safety laws of the firmware logic, for random inputs."""
 
 import numpy as np
-from fw_support import fresh
+from fw_support import estimator, fresh
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -9,9 +9,10 @@ from firmware import can_codec, config
 from firmware.balancing import ACTIVE, STRATEGY_SOC, Balancer
 from firmware.comm import Comm, crc8_j1850
 from firmware.contactors import CLOSED, OPENING, PRECHARGE, Contactors
-from firmware.estimation import SocEstimator, ocv_to_soc, soc_to_ocv
+from firmware.data import Data, cell_soc
 from firmware.limits import Limits
 from firmware.measurement import Measurements
+from firmware.ocv import ocv_to_soc, soc_to_ocv
 from firmware.protection import FAULT_MEAS_STALE, Protection
 from sim.pack import Pack, PackConfig
 from sim.sensors import SensorModel
@@ -48,16 +49,16 @@ def test_contactors_never_close_without_a_completed_precharge(steps):
         now += dt
         if feedback >= 0:
             k.check_feedback(now, feedback)
-        before, pos_before = k.state, k.pos
+        before, pos_before = k.out.state, k.out.pos
         k.step(now, close, open_required, pack, link, current)
         if open_required:
-            assert (k.neg, k.pre, k.pos) == (0, 0, 0)
-        if k.pos:
-            assert k.neg and not k.pre and k.state in (CLOSED, OPENING)
-            assert close or k.state == OPENING
+            assert (k.out.neg, k.out.pre, k.out.pos) == (0, 0, 0)
+        if k.out.pos:
+            assert k.out.neg and not k.out.pre and k.out.state in (CLOSED, OPENING)
+            assert close or k.out.state == OPENING
             if not pos_before:
                 assert before == PRECHARGE and pack > 0 and link * 100 >= pack * 95
-        if k.state == OPENING:
+        if k.out.state == OPENING:
             opening_since = now if before != OPENING else opening_since
             assert now - opening_since < NMC.open_wait_ms
 
@@ -90,7 +91,7 @@ def test_a_frame_with_a_wrong_crc_never_closes(frames):
     for payload, crc in frames:
         good = crc8_j1850(bytes((0, 3)) + payload, 9)
         data.append(payload + bytes((crc if crc != good else (crc + 1) & 0xFF,)))
-    comm = Comm(_Board(data), NMC, Measurements(NMC))
+    comm = Comm(_Board(data), NMC, Data(NMC))
     comm.poll(0)
     assert comm.vcu_close == 0 and comm.vcu_stale(0)
     assert comm.vcu_errors == len(frames)
@@ -109,14 +110,14 @@ def test_soc_stays_in_range(cells, steps):
     cfg, m = fresh({"cell_count": len(cells), "capacity_mah": 100})
     for i, v in enumerate(cells):
         m.cell_mv[i] = v
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     est.update(m, 100, 0)
     for i_ma, dt in steps:
         m.current_ma = i_ma
         est.update(m, dt, 0)
-        assert 0 <= est.soc_min <= est.soc <= est.soc_max <= 10000
+        assert 0 <= est.out.soc_min <= est.out.soc <= est.out.soc_max <= 10000
         for i in range(len(cells)):
-            assert est.soc_min <= est.cell_soc(i) <= est.soc_max
+            assert est.out.soc_min <= cell_soc(est.out, i) <= est.out.soc_max
 
 
 @SLOW
@@ -124,14 +125,14 @@ def test_soc_stays_in_range(cells, steps):
 def test_coulomb_counting_is_exact(steps):
     """Law: away from full and empty, the counter equals the integral of current, to the mA*ms."""
     cfg, m = fresh({"capacity_mah": 200000}, mv=soc_to_ocv(5000, NMC.ocv_mv))
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     est.update(m, 100, 0)
     total = 0
     for i_ma, dt in steps:
         m.current_ma = i_ma
         est.update(m, dt, 0)
         total += i_ma * dt
-    assert est.discharged_mas * 1000 + est._rem == total
+    assert est.out.discharged_mas * 1000 + est._rem == total
 
 
 @SLOW
@@ -162,14 +163,14 @@ def test_limits_within_maxima_and_zero_when_open(cells, temps, open_required, ch
     m.update_stats()
     lim = Limits(cfg)
     lim.update(m, open_required)
-    assert 0 <= lim.charge_ma <= cfg.max_charge_ma
-    assert 0 <= lim.discharge_ma <= cfg.max_discharge_ma
+    assert 0 <= lim.out.charge_ma <= cfg.max_charge_ma
+    assert 0 <= lim.out.discharge_ma <= cfg.max_discharge_ma
     if open_required:
-        assert lim.charge_ma == 0 and lim.discharge_ma == 0
+        assert lim.out.charge_ma == 0 and lim.out.discharge_ma == 0
     if max(cells) >= cfg.cell_charge_max_mv:
-        assert lim.charge_ma == 0
+        assert lim.out.charge_ma == 0
     if min(cells) <= cfg.cell_discharge_min_mv:
-        assert lim.discharge_ma == 0
+        assert lim.out.discharge_ma == 0
 
 
 @SLOW
@@ -184,24 +185,24 @@ def test_lowest_cell_never_bleeds(rounds, max_cells, strategy):
     number of mask bits. Each round is one decision, at the end of a measurement window."""
     o = {"cell_count": 20, "balance_max_cells": max_cells, "balance_strategy": strategy}
     cfg, m = fresh(dict(o, meas_stale_ms=10000))  # fresh for all rounds
-    est = SocEstimator(cfg)
+    est = estimator(cfg)
     est.update(m, 100, 0)
-    bal = Balancer(cfg, est)
+    bal = Balancer(cfg, est.data)
     now = 0
     bal.update(m, False, now)
     for cells in rounds:
         for i, v in enumerate(cells):
             m.cell_mv[i] = v
         m.update_stats()
-        est.anchor(m.cell_mv)  # as after a rest: each cell's charge from its OCV
+        est.data.charge.anchor(m.cell_mv)  # as after a rest: each cell's charge from its OCV
         now += cfg.balance_measure_ms
         bal.update(m, False, now)
-        bled = [i for i in range(20) if bal.mask[i >> 3] & (1 << (i & 7))]
-        assert len(bled) == bal.count <= max_cells
-        assert bal.count == 0 or bal.reason == ACTIVE
-        lowest = min(est.cell_mas) if bal.strategy == STRATEGY_SOC else min(cells)
+        bled = [i for i in range(20) if bal.out.mask[i >> 3] & (1 << (i & 7))]
+        assert len(bled) == bal.out.count <= max_cells
+        assert bal.out.count == 0 or bal.out.reason == ACTIVE
+        lowest = min(est.data.charge.cell_mas) if bal.out.strategy == STRATEGY_SOC else min(cells)
         for i in bled:
-            level = est.cell_mas[i] if bal.strategy == STRATEGY_SOC else cells[i]
+            level = est.data.charge.cell_mas[i] if bal.out.strategy == STRATEGY_SOC else cells[i]
             assert level > lowest and cells[i] >= cfg.balance_min_mv
         bal.clear()  # back to the start of a measurement window
         bal.update(m, False, now)
@@ -225,7 +226,7 @@ def test_stale_always_opens(history):
         prot.check(m, now, False, False)
         prot.request_reset()
     prot.check(m, now + 1, True, False)
-    assert prot.open_required and prot.active & (1 << FAULT_MEAS_STALE)
+    assert prot.out.open_required and prot.out.active & (1 << FAULT_MEAS_STALE)
 
 
 @SLOW

@@ -32,7 +32,12 @@ def test_healthy_pack_has_no_fault():
     cfg, m = fresh()
     prot = p.Protection(cfg)
     _run(prot, m, 0, 5000, 100)
-    assert prot.active == 0 and not prot.open_required and prot.tier == 0 and prot.count == 0
+    assert (
+        prot.out.active == 0
+        and not prot.out.open_required
+        and prot.out.tier == 0
+        and prot.out.count == 0
+    )
 
 
 def test_over_voltage_qualification():
@@ -41,10 +46,10 @@ def test_over_voltage_qualification():
     m.cell_mv[5] = cfg.cell_ov_mv + 1
     m.update_stats()
     _run(prot, m, 1000, 1299)
-    assert prot.active == 0
+    assert prot.out.active == 0
     prot.check(m, 1300, False, False)
-    assert prot.active == _bit(p.FAULT_CELL_OV) and prot.open_required
-    assert prot.tier == p.TIER_OPEN and prot.count == 1
+    assert prot.out.active == _bit(p.FAULT_CELL_OV) and prot.out.open_required
+    assert prot.out.tier == p.TIER_OPEN and prot.out.count == 1
 
 
 def test_at_threshold_is_not_a_fault():
@@ -54,7 +59,7 @@ def test_at_threshold_is_not_a_fault():
     m.cell_mv[1] = cfg.cell_uv_mv
     m.update_stats()
     _run(prot, m, 0, 2000, 100)
-    assert prot.active == _bit(f.FAULT_IMBALANCE)  # 1550 mV apart: the warning only
+    assert prot.out.active == _bit(f.FAULT_IMBALANCE)  # 1550 mV apart: the warning only
 
 
 def test_interrupted_condition_restarts_qualification():
@@ -68,9 +73,9 @@ def test_interrupted_condition_restarts_qualification():
     m.cell_mv[0] = cfg.cell_uv_mv - 1
     m.update_stats()
     _run(prot, m, 350, 649, 1)
-    assert prot.active == 0
+    assert prot.out.active == 0
     prot.check(m, 650, False, False)
-    assert prot.active == _bit(p.FAULT_CELL_UV)
+    assert prot.out.active == _bit(p.FAULT_CELL_UV)
 
 
 def test_latch_and_reset_only_when_condition_gone():
@@ -79,28 +84,28 @@ def test_latch_and_reset_only_when_condition_gone():
     m.cell_mv[3] = 4300
     m.update_stats()
     _run(prot, m, 0, 400, 100)
-    assert prot.open_required
+    assert prot.out.open_required
     prot.request_reset()
-    assert prot.open_required  # still over-voltage
+    assert prot.out.open_required  # still over-voltage
     m.cell_mv[3] = 4000
     m.update_stats()
     _run(prot, m, 500, 2000, 100)
-    assert prot.active & ~p.WARNING_MASK == _bit(p.FAULT_CELL_OV)  # latched
+    assert prot.out.active & ~p.WARNING_MASK == _bit(p.FAULT_CELL_OV)  # latched
     prot.request_reset()
-    assert prot.active & ~p.WARNING_MASK == 0 and not prot.open_required
+    assert prot.out.active & ~p.WARNING_MASK == 0 and not prot.out.open_required
 
 
 def test_stale_opens_at_once_and_clears_itself():
     cfg, m = fresh()
     prot = p.Protection(cfg)
     prot.check(m, 0, True, False)
-    assert prot.active == _bit(p.FAULT_MEAS_STALE) and prot.open_required
+    assert prot.out.active == _bit(p.FAULT_MEAS_STALE) and prot.out.open_required
     prot.check(m, 100, False, False)
-    assert prot.active == 0
+    assert prot.out.active == 0
     prot.check(m, 200, False, True)
-    assert prot.active == _bit(p.FAULT_VCU_STALE) and prot.open_required
+    assert prot.out.active == _bit(p.FAULT_VCU_STALE) and prot.out.open_required
     prot.check(m, 300, False, False)
-    assert prot.active == 0
+    assert prot.out.active == 0
 
 
 def test_stale_values_raise_nothing_else():
@@ -110,7 +115,7 @@ def test_stale_values_raise_nothing_else():
     m.cell_mv[1] = 100  # would also be implausible
     m.update_stats()
     _run(prot, m, 0, 5000, 100, stale=True)
-    assert prot.active == _bit(p.FAULT_MEAS_STALE)
+    assert prot.out.active == _bit(p.FAULT_MEAS_STALE)
 
 
 def test_no_reset_while_condition_unknown():
@@ -119,10 +124,10 @@ def test_no_reset_while_condition_unknown():
     m.cell_mv[0] = 4400
     m.update_stats()
     _run(prot, m, 0, 300, 100)
-    assert prot.active == _bit(p.FAULT_CELL_OV)
+    assert prot.out.active == _bit(p.FAULT_CELL_OV)
     prot.check(m, 400, True, False)
     prot.request_reset()
-    assert prot.active & _bit(p.FAULT_CELL_OV)
+    assert prot.out.active & _bit(p.FAULT_CELL_OV)
 
 
 def test_implausible_opens_at_once_and_latches():
@@ -131,22 +136,22 @@ def test_implausible_opens_at_once_and_latches():
     m.temp_dc[2] = 1600
     m.update_stats()
     prot.check(m, 0, False, False)
-    assert prot.active == _bit(p.FAULT_MEAS_IMPLAUSIBLE) and prot.open_required
+    assert prot.out.active == _bit(p.FAULT_MEAS_IMPLAUSIBLE) and prot.out.open_required
     _run(prot, m, 100, 3000, 100)
-    assert prot.active == _bit(p.FAULT_MEAS_IMPLAUSIBLE)  # no OT from a broken sensor
+    assert prot.out.active == _bit(p.FAULT_MEAS_IMPLAUSIBLE)  # no OT from a broken sensor
     m.temp_dc[2] = 250
     m.update_stats()
     prot.check(m, 3100, False, False)
-    assert prot.active == _bit(p.FAULT_MEAS_IMPLAUSIBLE)
+    assert prot.out.active == _bit(p.FAULT_MEAS_IMPLAUSIBLE)
     prot.request_reset()
-    assert prot.active == 0
+    assert prot.out.active == 0
 
 
 def _temp_faults(dc, current_ma):
     cfg, m = fresh(dc=dc, current_ma=current_ma)
     prot = p.Protection(cfg)
     _run(prot, m, 0, cfg.t_qualify_ms, 100)
-    return prot.active & ~p.WARNING_MASK  # the derate warnings have their own test
+    return prot.out.active & ~p.WARNING_MASK  # the derate warnings have their own test
 
 
 def test_temperature_limits_split_charge_and_discharge():
@@ -164,40 +169,40 @@ def test_temperature_qualification():
     cfg, m = fresh(dc=700)
     prot = p.Protection(cfg)
     _run(prot, m, 0, 999)
-    assert prot.active == 0
+    assert prot.out.active == 0
     prot.check(m, 1000, False, False)
-    assert prot.active & ~p.WARNING_MASK == _bit(p.FAULT_OT_DISCHARGE)
+    assert prot.out.active & ~p.WARNING_MASK == _bit(p.FAULT_OT_DISCHARGE)
 
 
 def test_over_current():
     cfg, m = fresh(current_ma=25001)
     prot = p.Protection(cfg)
     _run(prot, m, 0, 499)
-    assert prot.active == 0
+    assert prot.out.active == 0
     prot.check(m, 500, False, False)
-    assert prot.active == _bit(p.FAULT_OC_DISCHARGE)
+    assert prot.out.active == _bit(p.FAULT_OC_DISCHARGE)
     cfg, m = fresh(current_ma=-10001)
     prot = p.Protection(cfg)
     _run(prot, m, 0, 500, 100)
-    assert prot.active == _bit(p.FAULT_OC_CHARGE)
+    assert prot.out.active == _bit(p.FAULT_OC_CHARGE)
     cfg, m = fresh(current_ma=-10000)
     prot = p.Protection(cfg)
     _run(prot, m, 0, 1000, 100)
-    assert prot.active == 0
+    assert prot.out.active == 0
 
 
 def test_external_faults():
     cfg, m = fresh()
     prot = p.Protection(cfg)
     prot.set_fault(p.FAULT_LOOP_OVERRUN, True)
-    assert prot.tier == p.TIER_WARNING and not prot.open_required and prot.count == 1
+    assert prot.out.tier == p.TIER_WARNING and not prot.out.open_required and prot.out.count == 1
     prot.set_fault(p.FAULT_PRECHARGE_FAILED, True)  # one-shot event, never withdrawn
-    assert prot.tier == p.TIER_OPEN and prot.open_required and prot.count == 2
+    assert prot.out.tier == p.TIER_OPEN and prot.out.open_required and prot.out.count == 2
     prot.request_reset()
-    assert prot.count == 2  # still reported in this cycle
+    assert prot.out.count == 2  # still reported in this cycle
     prot.check(m, 0, False, False)
     prot.request_reset()
-    assert prot.active == 0
+    assert prot.out.active == 0
 
 
 def test_external_condition_reported_every_cycle_keeps_latch():
@@ -207,10 +212,10 @@ def test_external_condition_reported_every_cycle_keeps_latch():
         prot.check(m, t, False, False)
         prot.request_reset()
         prot.set_fault(p.FAULT_INTERNAL_ERROR, True)
-        assert prot.open_required
+        assert prot.out.open_required
     prot.set_fault(p.FAULT_INTERNAL_ERROR, False)
     prot.request_reset()
-    assert not prot.open_required
+    assert not prot.out.open_required
 
 
 def test_only_external_bits_are_settable():
@@ -227,10 +232,10 @@ def test_measurements_valid_only_when_fresh_and_plausible():
     cfg, m = fresh()
     prot = p.Protection(cfg)
     prot.check(m, 0, False, False)
-    assert prot.measurements_valid
+    assert prot.out.meas_valid
     prot.check(m, 100, True, False)
-    assert not prot.measurements_valid
+    assert not prot.out.meas_valid
     m.cell_mv[0] = 100
     m.update_stats()
     prot.check(m, 200, False, False)
-    assert not prot.measurements_valid
+    assert not prot.out.meas_valid

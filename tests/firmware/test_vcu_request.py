@@ -5,7 +5,7 @@ the DIAG_Request commands, through Comm on a minimal board. Runs under CPython a
 from firmware import can_codec, config
 from firmware import can_codec_peer as peer  # the tester's and VCU's encoders
 from firmware.comm import Comm, crc8_j1850
-from firmware.measurement import Measurements
+from firmware.data import Data
 
 
 class Board:
@@ -41,7 +41,7 @@ def frame(close, alive, reset=0, charge=0, crc_error=0):
 def _comm():
     cfg = config.load()
     board = Board()
-    return board, Comm(board, cfg, Measurements(cfg))
+    return board, Comm(board, cfg, Data(cfg))
 
 
 def _send(board, comm, data, now_ms=0):
