@@ -28,7 +28,7 @@ from boards.lockstep import LockstepBoard, SlcanPort, parse_options
 from firmware.compat import const
 
 _MAX_CLIENTS = const(4)
-_RX_BUF = const(1024)  # per client; frames wait in the kernel's socket buffer beyond this
+_RX_BUF = const(512)  # per client; frames wait in the kernel's socket buffer beyond this
 _TX_BUF = const(1024)
 _IPPROTO_TCP = const(6)
 _TCP_NODELAY = const(1)
