@@ -132,6 +132,17 @@ class HwBoard:
         with f:
             return json.load(f)
 
+    def storage_path(self, name):
+        """Filesystem path of storage `name` (firmware update slots)."""
+        return "cg_" + name
+
+    def reset(self, hard):
+        """ECU reset (UDS 0x11), outputs open first."""
+        self.set_contactors(0, 0, 0)
+        if hard:
+            self.machine.reset()
+        self.machine.soft_reset()
+
     def storage_read(self, name):
         try:
             with open("cg_" + name, "rb") as f:

@@ -31,6 +31,11 @@ for _i in range(6):
     _HEX[97 + _i] = 10 + _i
 
 
+class Restart(BaseException):
+    """A requested reset (`reset`); main.py catches it (as the board module's `Restart`) and
+    starts the firmware again."""
+
+
 class SlcanPort:
     """One SLCAN byte stream: its receive buffer (lines from `pos` to `fill`) and open state."""
 
@@ -157,6 +162,21 @@ class LockstepBoard:
         import os
 
         os.rename(tmp, self._storage + "/" + name)
+
+    def storage_path(self, name):
+        """Filesystem path of storage `name` (firmware update slots), None without storage."""
+        return self._storage + "/" + name if self._storage else None
+
+    def reset(self, hard):
+        """ECU reset (UDS 0x11, or into the programming session): outputs open, then Restart,
+        on which main.py starts the firmware again in this process; the bus and its clients
+        stay connected, as a CAN bus stays when an ECU resets."""
+        self.set_contactors(0, 0, 0)
+        self.flush()
+        self._cause = 0 if hard else 2
+        self._last_feed = self.ticks_ms()
+        print("cellguard " + self.name + " board: reset (" + ("hard" if hard else "soft") + ")")
+        raise Restart()
 
     def config_overrides(self):
         if not self._config_path:

@@ -28,7 +28,7 @@ Run (the host's `hil.bench.qemu.QemuDut` does this through the raw REPL):
 import micropython
 
 import boards.semihost as semihost
-from boards.lockstep import LockstepBoard, SlcanPort, parse_options
+from boards.lockstep import LockstepBoard, Restart, SlcanPort, parse_options  # noqa: F401
 from firmware.compat import const, ticks_diff, ticks_ms, ticks_us
 
 _UART1_DATA = const(0x40005000)

@@ -12,7 +12,7 @@ line:
 The trace ends at the end of input or at an empty line (a board's console has no end of file:
 on the Cortex-M image the host ends it so).
 
-Run: micropython -X heapsize=96K -c "import boards.replay as r; r.main()" CONFIG [INITIAL_SOC]
+Run: micropython -X heapsize=168K -c "import boards.replay as r; r.main()" CONFIG [INITIAL_SOC]
 with the bundle on sys.path; INITIAL_SOC (0.01 %) starts the estimator as if that SOC had been
 restored with a 30 % error bound, instead of from OCV.
 """

@@ -8,7 +8,7 @@ clock and file-backed persistent storage. The TCP server is a small virtual bus:
 client sends is seen by the firmware and by every other open client, and every frame the firmware
 sends reaches every open client.
 
-Run: micropython -X heapsize=96K firmware/main.py sim --port PORT [--realtime] [--config F]
+Run: micropython -X heapsize=168K firmware/main.py sim --port PORT [--realtime] [--config F]
      [--storage DIR] [--wdt-ms N] [--preload MOD,MOD]
 
 Fault injection (this board only, never a hardware one): a SIM_Stall frame makes the board
@@ -24,7 +24,7 @@ import socket
 import sys
 import time
 
-from boards.lockstep import LockstepBoard, SlcanPort, parse_options
+from boards.lockstep import LockstepBoard, Restart, SlcanPort, parse_options  # noqa: F401
 from firmware.compat import const
 
 _MAX_CLIENTS = const(4)

@@ -15,6 +15,7 @@ from .comm import Comm
 from .compat import IS_MICROPYTHON, ticks_add, ticks_diff, ticks_us
 from .contactors import Contactors
 from .data import Data
+from .diag_port import DiagPort
 from .estimation import SocEstimator
 from .fault_memory import FaultMemory
 from .limits import Limits
@@ -78,15 +79,21 @@ class Bms:
         self._last_ms = None
         # Work that runs between control cycles, never inside one (diagnostics, charging
         # communication): objects with `service(now_ms)`, each bounding its own time per call.
-        self.services = []
+        self.diag = DiagPort(self)  # UDS while a tester talks (firmware/diag_port.py)
+        self.comm.diag = self.diag
+        self.services = [self.diag]
 
     def run_services(self, now_ms):
-        """Give every between-cycle service its turn; a service that raises fails safe."""
+        """Give every between-cycle service its turn; a service that raises fails safe. True
+        when one has more to do at once (it returned a true value): the loop does not idle."""
+        busy = False
         for s in self.services:
             try:
-                s.service(now_ms)
+                if s.service(now_ms):
+                    busy = True
             except Exception as e:  # noqa: BLE001 - a service fault must not end the BMS
                 self.fail(e)
+        return busy
 
     def cycle(self, now_ms):
         """Run one control cycle at board time `now_ms`."""
@@ -117,9 +124,6 @@ class Bms:
         if comm.take_reset_request():
             prot.request_reset()
             cont.reset_retries()
-        if comm.diag_clear:
-            comm.diag_clear = False
-            self.fault_memory.clear()
         dt = self.cfg.cycle_ms if self._last_ms is None else ticks_diff(now_ms, self._last_ms)
         self._last_ms = now_ms
         valid = faults.meas_valid  # fresh and plausible: check() has just looked
@@ -149,7 +153,7 @@ class Bms:
         self.limits.cap(p.charge_ma_30s, p.discharge_ma_30s)
         self.balancer.update(meas, faults.open_required, now_ms)
         board.set_balancing(d.balancing.mask)
-        self.fault_memory.update(faults.active, meas, d.soc.soc, dt)
+        self.fault_memory.update(faults.active, meas, d.soc.soc, dt, valid)
         comm.transmit(self)
         self.alive = (self.alive + 1) & 15
 
@@ -212,9 +216,11 @@ def build(board, cfg=None):
     return Bms(board, cfg)
 
 
-def run(board, cfg=None):
-    """The main loop. Never returns on a board; the sim board exits on watchdog reset."""
-    bms = build(board, cfg)
+def run(board, cfg=None, bms=None):
+    """The main loop (of `bms`, built here unless given). Never returns on a board; the sim
+    board exits on watchdog reset."""
+    if bms is None:
+        bms = build(board, cfg)
     period = bms.cfg.cycle_ms
     next_due = ticks_add(board.ticks_ms(), period)
     comm = bms.comm
@@ -236,13 +242,15 @@ def run(board, cfg=None):
                 gc.collect()
                 bms.heap_live = _heap_used()
                 bms.persist_service(now)
-            bms.run_services(board.ticks_ms())
+            busy = bms.run_services(board.ticks_ms())
             try:
                 if comm.tick_pending:
                     comm.tick_pending = False
                     comm.send_cycle_diag(comm.tick_seq, bms.cycle_us, bms.heap_live)
                 elif ran and board.realtime:
                     comm.send_cycle_diag(bms.alive, bms.cycle_us, bms.heap_live)
+                elif busy:
+                    board.wait(0)  # a service has frames to send: poll again at once
                 else:
                     board.wait(max(0, ticks_diff(next_due, now)) if board.realtime else 1000)
             except Exception as e:  # noqa: BLE001 - nor may a transmit or idle fault

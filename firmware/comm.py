@@ -1,8 +1,9 @@
 """CAN communication: what the BMS receives and when it transmits what.
 
-Owns the receive dispatch (bench measurement injection, lock-step ticks, vehicle requests,
-diagnostic requests) and the transmit schedule of every BMS message in dbc/cellguard.dbc. All
-packing goes through the codec generated from the DBC (`can_codec`); buffers are preallocated so a
+Owns the receive dispatch (bench measurement injection, lock-step ticks, vehicle requests; the
+frames of the two diagnostic request ids go to the diagnostic port, firmware/diag_port.py) and
+the transmit schedule of every BMS message in dbc/cellguard.dbc. All packing goes through the
+codec generated from the DBC (`can_codec`); buffers are preallocated so a
 cycle does not allocate.
 
 VCU_Request integrity (AUTOSAR E2E profile 1 style): byte 7 is a CRC-8 SAE J1850 over the data ID
@@ -17,12 +18,6 @@ rejected, the next one in sequence is accepted. The first frame after start sets
 from . import can_codec as c
 from .compat import const, ticks_diff
 from .data import cell_soc
-
-_DIAG_READ = const(1)
-_DIAG_CLEAR = const(2)
-_DIAG_KEY = const(0x3CA1EA5E)  # DIAG_Request CLEAR only with this key (dbc/cellguard.dbc)
-_FM_END = const(255)  # FmEntry of the frame closing a fault memory read-out
-_FM_PARTS = const(8)  # BMS_FaultMemory frames per entry
 
 
 def crc8_j1850(data, n, crc=0xFF):
@@ -61,9 +56,10 @@ class Comm:
         self.vcu_errors = 0
         self.vcu_bad = 0  # up/down counter of rejected frames (module docstring)
         self.vcu_charge = 0
-        self.diag_clear = False  # a keyed CLEAR arrived; the application clears and resets this
-        self._fm_next = -1  # fault memory read-out: next fault bit to look at, -1 = idle
-        self._fm_sent = 0
+        self.diag = None  # the ISO-TP layer of the diagnostic server (firmware/isotp.py)
+        # UDS 0x28 communication control: normal messages received / sent
+        self.rx_enabled = True
+        self.tx_enabled = True
         self.tick_pending = False
         self.tick_seq = 0
         self._reset_edge = False
@@ -74,13 +70,16 @@ class Comm:
         self._v_next = 0
         self._t_next = 0
         self._b_next = 0
-        # Frames per cycle so that each full multiplexed set goes out once per its period.
-        self._v_per_cycle = _per_cycle(self._v_groups, cfg.tx_cells_ms, cfg.cycle_ms)
-        self._t_per_cycle = _per_cycle(self._t_groups, cfg.tx_cells_ms, cfg.cycle_ms)
-        self._b_per_cycle = _per_cycle(self._b_groups, cfg.tx_balancing_ms, cfg.cycle_ms)
+        # Each full multiplexed set goes out once per its period (GenMsgCycleTime in the DBC),
+        # its groups spread evenly over the cycles of that period (_due).
+        self._cells_every = max(1, cfg.tx_cells_ms // cfg.cycle_ms)
+        self._bal_every = max(1, cfg.tx_balancing_ms // cfg.cycle_ms)
         self._status_every = max(1, cfg.tx_status_ms // cfg.cycle_ms)
         self._s_next = 0  # BMS_CellSoc group
-        self._est_every = max(1, cfg.tx_cells_ms // cfg.cycle_ms)  # BMS_Estimation
+        self._b_sent = -1  # reason and strategy of the last BMS_Balancing sent
+        # The cycle counter wraps where every schedule above starts over, so it stays a small
+        # int however long the BMS runs (no big-int allocation after 2**30 cycles).
+        self._wrap = self._status_every * self._cells_every * self._bal_every
 
     # ---- receive -----------------------------------------------------------------------------
     def poll(self, now_ms):
@@ -93,8 +92,14 @@ class Comm:
             cid = board.can_recv(rx)
             if cid < 0:
                 return
+            if cid == c.UDS_PHYSICAL_REQUEST_ID or cid == c.UDS_FUNCTIONAL_REQUEST_ID:
+                if self.diag is not None:  # ISO-TP frames may be shorter than 8 bytes
+                    self.diag.on_frame(cid, rx, board.rx_dlc, now_ms)
+                continue
             if board.rx_dlc != 8:
                 meas.rx_errors += 1
+                continue
+            if not self.rx_enabled and cid != c.SIM_TICK_ID:
                 continue
             if cid == c.SIM_CELL_VOLTAGES_ID:
                 c.decode_sim_cell_voltages(rx, out)
@@ -110,13 +115,6 @@ class Comm:
             elif cid == c.SIM_AUX_ID:
                 c.decode_sim_aux(rx, out)
                 meas.set_aux(out[0] | out[1] << 1 | out[2] << 2, out[3], now_ms)
-            elif cid == c.DIAG_REQUEST_ID:
-                c.decode_diag_request(rx, out)
-                if out[0] == _DIAG_READ and self._fm_next < 0:
-                    self._fm_next = 0
-                    self._fm_sent = 0
-                elif out[0] == _DIAG_CLEAR and out[1] == _DIAG_KEY:
-                    self.diag_clear = True
             elif cid == c.SIM_TICK_ID:
                 c.decode_sim_tick(rx, out)
                 if board.advance(out[1]):
@@ -166,11 +164,15 @@ class Comm:
     def transmit(self, bms):
         """Send the frames due in this control cycle."""
         cycle = self._cycle
-        self._cycle = cycle + 1
+        self._cycle = (cycle + 1) % self._wrap
+        if not self.tx_enabled:
+            return
         if cycle % self._status_every == 0:
             self._send_status(bms)
         m = self.meas
-        for _ in range(self._v_per_cycle):
+        k = cycle % self._cells_every
+        due = _due(self._v_groups, self._cells_every, k)
+        for _ in range(due):
             self._v_next = self._send_group(
                 m.cell_mv,
                 self._v_next,
@@ -179,7 +181,7 @@ class Comm:
                 c.BMS_CELL_VOLTAGES_ID,
                 c.BMS_CELL_VOLTAGES_DLC,
             )
-        for _ in range(self._t_per_cycle):
+        for _ in range(_due(self._t_groups, self._cells_every, k)):
             self._t_next = self._send_group(
                 m.temp_dc,
                 self._t_next,
@@ -188,28 +190,18 @@ class Comm:
                 c.BMS_CELL_TEMPS_ID,
                 c.BMS_CELL_TEMPS_DLC,
             )
-        self._send_estimation(bms, cycle)
+        self._send_estimation(bms, cycle, k, due)
         bal = self.data.balancing
-        # A changed mask goes out at once (every group), so the status never lags the resistors.
-        for _ in range(self._b_groups if bal.changed else self._b_per_cycle):
+        # Cyclic and on change: a changed mask, reason or strategy goes out at once (every
+        # group), so the status never lags the resistors.
+        sent = bal.reason << 2 | bal.strategy
+        if bal.changed or sent != self._b_sent:
+            self._b_sent = sent
+            n = self._b_groups
+        else:
+            n = _due(self._b_groups, self._bal_every, cycle % self._bal_every)
+        for _ in range(n):
             self._send_balancing(bal)
-        b = self._fm_next
-        if b >= 0:  # fault memory read-out: one stored entry (8 frames) per cycle, then the end
-            stored = bms.fault_memory.stored
-            while stored >> b and not stored >> b & 1:
-                b += 1
-            tx = self.tx
-            if not stored >> b:
-                c.encode_bms_fault_memory(tx, 0, self._fm_sent, 0, _FM_END)
-                self._send(c.BMS_FAULT_MEMORY_ID, c.BMS_FAULT_MEMORY_DLC)
-                self._fm_next = -1
-                return
-            v = bms.fault_memory.entry(b)
-            for p in range(_FM_PARTS):
-                c.encode_bms_fault_memory(tx, p, v[2 * p], v[2 * p + 1], b)
-                self._send(c.BMS_FAULT_MEMORY_ID, c.BMS_FAULT_MEMORY_DLC)
-            self._fm_sent += 1
-            self._fm_next = b + 1
 
     def send_cycle_diag(self, seq, cycle_us, heap_used):
         """BMS_CycleDiag: acknowledges a SIM_Tick (lock-step) or a cycle (real time)."""
@@ -301,9 +293,10 @@ class Comm:
         c.encode_bms_thermal(tx, th.cooling, th.heating, th.reason)
         self._send(c.BMS_THERMAL_ID, c.BMS_THERMAL_DLC)
 
-    def _send_estimation(self, bms, cycle):
+    def _send_estimation(self, bms, cycle, k, due):
         # BMS_PowerLimits with the status frames; BMS_Estimation and BMS_CellSoc (every cell's
-        # SOC) at the cell-frame period.
+        # SOC) at the cell-frame period: `k` is the cycle within it, `due` the BMS_CellVoltages
+        # groups sent in this cycle (the same for SOC).
         est = self.data.soc
         tx = self.tx
         if cycle % self._status_every == 0:
@@ -316,7 +309,7 @@ class Comm:
                 s.discharge_ma_30s // 100,
             )
             self._send(c.BMS_POWER_LIMITS_ID, c.BMS_POWER_LIMITS_DLC)
-        if cycle % self._est_every == 0:
+        if k == 0:
             c.encode_bms_estimation(
                 tx,
                 est.soc_bound,
@@ -328,7 +321,7 @@ class Comm:
             )
             self._send(c.BMS_ESTIMATION_ID, c.BMS_ESTIMATION_DLC)
         n = len(est.soc0)
-        for _ in range(self._v_per_cycle):
+        for _ in range(due):
             g = self._s_next
             i = g * _GROUP_CELLS
             c.encode_bms_cell_soc(
@@ -372,9 +365,10 @@ class Comm:
         self._send(c.BMS_BALANCING_ID, c.BMS_BALANCING_DLC)
 
 
-def _per_cycle(groups, period_ms, cycle_ms):
-    cycles = max(1, period_ms // cycle_ms)
-    return (groups + cycles - 1) // cycles
+def _due(groups, cycles, k):
+    # Frames of a set of `groups` spread evenly over `cycles` cycles that fall in cycle k
+    # (0..cycles-1): ceil((k+1)g/c) - ceil(kg/c), so the set starts in cycle 0 and sums to g.
+    return ((k + 1) * groups + cycles - 1) // cycles - (k * groups + cycles - 1) // cycles
 
 
 def _div_round(a, b):

@@ -301,10 +301,7 @@ def load(overrides=None):
         key = row[0]
         if key in overrides:
             v = overrides[key]
-            if not _is_int(v):
-                _fail(key, "must be an integer")
-            if v < int(row[1]) or v > int(row[2]):
-                _fail(key, "must be in " + row[1] + ".." + row[2])
+            _check_range(row, v)
         else:
             v = row[column]
             if v != "*":
@@ -340,19 +337,74 @@ def load(overrides=None):
     if 4 * values["balance_sense_mohm"] > values["balance_bleed_mohm"]:
         # Keeps the sense-line correction well-conditioned and its products small (measurement).
         _fail("balance_sense_mohm", "must be at most balance_bleed_mohm / 4")
+    _check_order(values)
+    values["profile"] = prof or cellmodel.default(chem, cap, values["ocv_mv"])
+    return type("Config", (Config,), values)
+
+
+def _check_range(row, v):
+    if not _is_int(v):
+        _fail(row[0], "must be an integer")
+    if v < int(row[1]) or v > int(row[2]):
+        _fail(row[0], "must be in " + row[1] + ".." + row[2])
+
+
+def _check_order(values):
+    # Chains whose keys `values` lacks are skipped (check() passes only the chains of one key).
     for chain in _ORDER.split(";"):
         keys = chain.split(" < ")
+        if keys[0] not in values:
+            continue
         for i in range(1, len(keys)):
             if values[keys[i]] <= values[keys[i - 1]]:
                 _fail(keys[i], "must be greater than " + keys[i - 1])
-    values["profile"] = prof or cellmodel.default(chem, cap, values["ocv_mv"])
-    return type("Config", (Config,), values)
+
+
+def rows():
+    """The schema rows in order, each a new list [name, min, max, NMC default, LFP default]
+    (strings; desktop and diagnostic use)."""
+    return [list(r) for r in _rows()]
+
+
+def key_at(index):
+    """Name of the schema's row `index` (the UDS configuration DIDs count rows), or None."""
+    for i, row in enumerate(_rows()):
+        if i == index:
+            return row[0]
+    return None
+
+
+def check(cfg, key, value):
+    """Check `key` = `value` with every other key as in `cfg`, by the rules of load(): its
+    type and range and the ordering chains. ValueError names the key (diagnostic writes)."""
+    for row in _rows():
+        if row[0] == key:
+            _check_range(row, value)
+            break
+    else:
+        _fail(key, "unknown key")
+    if key in _ORDER:
+        values = {}
+        for chain in _ORDER.split(";"):
+            if key in chain.split(" < "):
+                for k in chain.split(" < "):
+                    values[k] = value if k == key else getattr(cfg, k)
+        _check_order(values)
 
 
 def from_board(board):
     """`load` of the board's overrides; a bad configuration halts the board (contactors open)."""
     try:
-        return load(board.config_overrides())
+        overrides = board.config_overrides()
+        from .diag_config import merged  # the keys a diagnostic tester wrote (UDS 0x2E)
+
+        with_diag = merged(board, overrides)
+        if with_diag is not overrides:
+            try:
+                return load(with_diag)
+            except ValueError as e:
+                print("cellguard: diagnostic configuration ignored:", e)
+        return load(overrides)
     except (ValueError, OSError) as e:
         board.halt("configuration rejected: " + str(e))
         raise

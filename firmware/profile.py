@@ -31,6 +31,8 @@ def _fail(key, why):
 
 
 def _num(v, key):
+    if v is None:
+        _fail(key, "missing")
     if type(v) is not int and type(v) is not float:
         _fail(key, "must be a number")
     return v
@@ -38,6 +40,8 @@ def _num(v, key):
 
 def _axis(d, key, scale, lo, hi, nmin, nmax):
     v = d.get(key)
+    if v is None:
+        _fail(key, "missing")
     if not isinstance(v, list) or not nmin <= len(v) <= nmax:
         _fail(key, "needs " + str(nmin) + ".." + str(nmax) + " numbers")
     out = array("h", [0] * len(v))
@@ -97,6 +101,8 @@ def load(d):
 
 
 def _table(rows, key, scale, lo, hi, nt, ns):
+    if rows is None:
+        _fail(key, "missing")
     if not isinstance(rows, list) or len(rows) != nt:
         _fail(key, "needs one row per temperature_c entry")
     out = array("H", [0] * (nt * ns))

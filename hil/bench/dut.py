@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -25,9 +26,10 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 from hil import REPO_ROOT
+from hil.bench.provision import new_record
 from hil.toolchain.build import (
     board_profile,
     build_bundle,
@@ -46,12 +48,40 @@ heap here also fits the board. Runs on a 32-bit binary (CELLGUARD_MICROPYTHON) a
 
 
 DEFAULT_HEAP = f"{round(smallest_budget() * UNIX64_PER_BOARD32 / 1024)}K"
-"""-X heapsize of the 64-bit binary that stands for the smallest board budget (32-bit bytes)."""
+"""-X heapsize of the 64-bit binary that stands for the smallest budget (32-bit bytes) of the
+boards that run the whole firmware."""
 WDT_EXIT_CODE = 75
 
 
 class DutError(RuntimeError):
-    """The device under test failed to start or died."""
+    """The device under test failed to start or died.
+
+    `reason` is one line (the firmware's own message where it printed one, see
+    `firmware_message`); `str()` adds the end of the console for test reports."""
+
+    def __init__(self, reason: str, console: str = "") -> None:
+        self.reason = reason
+        self.console = console
+        tail = console[-2000:]
+        super().__init__(f"{reason}\n{tail}" if tail else reason)
+
+
+_ERROR_LINE = re.compile(r"^[A-Za-z_.]*(Error|Exception|Interrupt|Exit)\b.*")
+
+
+def firmware_message(console: str) -> str:
+    """The one line of a firmware console that says why it stopped: its `halted:` line (a
+    configuration it refused, with the key at fault), else the last line naming an exception (the
+    end of a traceback, e.g. `MemoryError: memory allocation failed, allocating 96 bytes`), else
+    its last line."""
+    lines = [line.strip() for line in console.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "halted:" in line:
+            return line[line.index("halted:") :]
+    for line in reversed(lines):
+        if _ERROR_LINE.match(line):
+            return line
+    return lines[-1] if lines else "it printed nothing"
 
 
 MICROPYTHON_ENV = "CELLGUARD_MICROPYTHON"
@@ -141,7 +171,8 @@ def binary_is_64bit() -> bool:
 
 class ProcessDut:
     """What every firmware process the bench starts shares: a work folder holding its
-    configuration, storage and console log, a CAN channel on 127.0.0.1:`port`, start/stop.
+    configuration, storage (with its provisioning record) and console log, a CAN channel on
+    127.0.0.1:`port`, start and stop.
 
     Subclasses give `command()` and `_wait_ready(deadline)`."""
 
@@ -170,36 +201,71 @@ class ProcessDut:
         """The python-can slcan channel that reaches this DUT."""
         return f"socket://127.0.0.1:{self.port}"
 
+    @property
+    def key_file(self) -> Path:
+        """The board's provisioning record (serial and secret, hil.bench.provision): generated
+        at the first start of this DUT, so every run has a key of its own."""
+        return self.storage / "provision"
+
     def command(self) -> list[str]:
         """The command line that starts the firmware."""
         raise NotImplementedError
 
-    def _popen(self) -> subprocess.Popen[bytes]:
-        log = self.log_path.open("ab")
-        try:
-            return subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
-            )
-        finally:
-            log.close()
+    def _popen(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
+        # A session of its own: a Ctrl-C in the terminal reaches the bench, which stops the
+        # firmware in order (CAN log flushed first), not both at once.
+        return subprocess.Popen(
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            start_new_session=True,
+        )
 
     def _wait_ready(self, deadline: float) -> bool:
         """Wait until the firmware serves CAN; False when `deadline` (monotonic) passed."""
         raise NotImplementedError
 
     def start(self, timeout_s: float = 10.0) -> None:
-        """Start the firmware and wait until it serves CAN."""
-        self.storage.mkdir(parents=True, exist_ok=True)
-        (self.workdir / "config.json").write_text(json.dumps(self.config))
-        self.proc = self._popen()
-        if not self._wait_ready(time.monotonic() + timeout_s):
-            self.stop()
-            raise DutError(f"firmware did not serve CAN on port {self.port}:\n{self.console()}")
+        """Start the firmware and wait until it serves CAN.
 
-    def _died(self) -> DutError | None:
-        if self.proc is not None and self.proc.poll() is not None:
-            return DutError(f"firmware exited with {self.proc.returncode}:\n{self.console()}")
-        return None
+        On failure the process is ended, the work folder removed (if this object made it) and
+        DutError says why in the firmware's own words."""
+        self.storage.mkdir(parents=True, exist_ok=True)
+        if not self.key_file.exists():
+            self.key_file.write_bytes(new_record(f"SIM-{self.port}"))
+        (self.workdir / "config.json").write_text(json.dumps(self.config))
+        log = self.log_path.open("ab")
+        try:
+            self.proc = self._popen(log)
+        finally:
+            log.close()
+        try:
+            if not self._wait_ready(time.monotonic() + timeout_s):
+                console = self.console()
+                raise DutError(
+                    f"the firmware did not serve CAN on port {self.port} within {timeout_s:g} s: "
+                    + firmware_message(console),
+                    console,
+                )
+        except BaseException:
+            self.stop()
+            self.cleanup()
+            raise
+
+    def raise_if_stopped(self, wait_s: float = 2.0) -> None:
+        """Raise DutError with the firmware's own message if its process has ended (waiting up
+        to `wait_s` for it to end: a bench that lost the connection calls this)."""
+        if self.proc is None:
+            return
+        try:
+            code = self.proc.wait(timeout=wait_s) if wait_s > 0 else self.proc.poll()
+        except subprocess.TimeoutExpired:
+            return
+        if code is None:
+            return
+        console = self.console()
+        raise DutError(f"the firmware stopped (exit {code}): {firmware_message(console)}", console)
 
     def alive(self) -> bool:
         """True while the firmware process runs."""
@@ -218,7 +284,8 @@ class ProcessDut:
             return ""
 
     def stop(self) -> int | None:
-        """Stop the firmware; returns its exit code (None if it was not running)."""
+        """Stop the firmware; returns its exit code (None if it was not started). `exit_code`
+        keeps it afterwards."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -228,8 +295,7 @@ class ProcessDut:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        code = self.proc.returncode
-        return code
+        return self.proc.returncode
 
     def cleanup(self) -> None:
         """Remove the work folder if this object created it."""
@@ -291,9 +357,7 @@ class UnixPortDut(ProcessDut):
     def _wait_ready(self, deadline: float) -> bool:
         # The sim board's SLCAN server accepting a connection means the firmware runs.
         while time.monotonic() < deadline:
-            died = self._died()
-            if died:
-                raise died
+            self.raise_if_stopped(wait_s=0)
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return True

@@ -67,40 +67,6 @@ FAULT_NAMES = (
     "CurrentLimitIgnored",
 )
 BMS_STATES = ("INIT", "STANDBY", "PRECHARGE", "CLOSED", "FAULT", "OPENING", "RETRY_WAIT")
-# BMS_FaultMemory FmValue00..15 (dbc/cellguard.dbc): the key of each in read_fault_memory()'s dicts.
-FAULT_MEMORY_FIELDS = (
-    "dtc",
-    "count",
-    "first_s",
-    "active",
-    "last_s",
-    "soc_pct",
-    "pack_voltage_v",
-    "pack_current_a",
-    "cell_v_min",
-    "cell_min",
-    "cell_v_max",
-    "cell_max",
-    "temp_min_sensor",
-    "temp_min_c",
-    "temp_max_sensor",
-    "temp_max_c",
-)
-# Scale from the raw FmValue to the unit of the key (1 where the raw value is the unit).
-_FAULT_MEMORY_SCALE = {
-    "soc_pct": 0.01,
-    "pack_voltage_v": 0.001,
-    "pack_current_a": 0.1,
-    "cell_v_min": 0.001,
-    "cell_v_max": 0.001,
-    "temp_min_c": 0.1,
-    "temp_max_c": 0.1,
-}
-DIAG_READ = 1
-DIAG_CLEAR = 2
-DIAG_CLEAR_KEY = 0x3CA1EA5E
-FAULT_MEMORY_END = 255
-
 
 VCU_DATA_ID = bytes((0x00, 0x03))  # E2E data ID of VCU_Request (its id 0x300, low byte first)
 
@@ -135,6 +101,8 @@ class BmsStatus:
     pack_current_a: float = float("nan")
     cell_v_min: float = float("nan")
     cell_v_max: float = float("nan")
+    temp_min_c: float = float("nan")
+    temp_max_c: float = float("nan")
     limits: Limits = field(default_factory=lambda: Limits(0.0, 0.0, 0.0))
     faults: frozenset[str] = frozenset()
     balancing: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
@@ -142,7 +110,6 @@ class BmsStatus:
     cycle_time_us: int = 0
     heap_used: int = 0
     frames: int = 0
-    fault_memory_frames: list[dict[str, int]] = field(default_factory=list)
     # BMS_Estimation, BMS_PowerLimits, BMS_CellSoc (the estimator's messages)
     soc_bound_pct: float = float("nan")
     soh_capacity_pct: float = float("nan")
@@ -223,8 +190,13 @@ class Bench:
         self.measurement_hook: MeasurementHook | None = None
         self.faults: FaultHooks | None = None  # set by hil.bench.inject.FaultInjector
         self.dut: ProcessDut | None = None  # set when the bench started the firmware itself
+        self.listeners: list[Callable[[StepRecord], None]] = []
+        """Called with every step's record (a run recorder, the test-centre report)."""
         self._buf = bytearray(8)
         self._logger = can.Logger(log_path) if log_path else None
+        self.log_start = time.time()
+        """Wall-clock time (s since the epoch) of simulated time 0 in the CAN log: a log's
+        timestamps are this plus the simulated time, so BLF readers show when the run started."""
         self._decoders = {
             m.frame_id: m
             for m in self.db.messages
@@ -280,46 +252,6 @@ class Bench:
         buf[7] = vcu_crc(buf)
         return codec.VCU_REQUEST_ID, bytes(buf)
 
-    def diag_frame(self, command: int, key: int = 0) -> Frame:
-        """DIAG_Request (tester): DIAG_READ, or DIAG_CLEAR with DIAG_CLEAR_KEY."""
-        return self._frame(codec.encode_diag_request, codec.DIAG_REQUEST_ID, command, key)
-
-    def read_fault_memory(
-        self, load_current_a: float = 0.0, max_steps: int = 60, **step_kwargs: bool
-    ) -> list[dict[str, float | int | str]]:
-        """Read the BMS fault memory over CAN (DIAG_Request READ), stepping the loop until the
-        end frame; one dict per stored fault: `bit`, `name`, `dtc` (text, e.g. P1A00) and the
-        FAULT_MEMORY_FIELDS in SI-like units (V, A, degC, %, operating seconds)."""
-        frames = self.status.fault_memory_frames
-        frames.clear()
-        self.transport.send_many([self.diag_frame(DIAG_READ)])
-        for _ in range(max_steps):
-            self.step(load_current_a, **step_kwargs)
-            if any(f["FmEntry"] == FAULT_MEMORY_END for f in frames):
-                break
-        else:
-            raise BenchError(f"no end of the fault memory read-out within {max_steps} steps")
-        entries: dict[int, dict[str, float | int | str]] = {}
-        for f in frames:
-            bit = f["FmEntry"]
-            if bit == FAULT_MEMORY_END:
-                if f["FmValue00"] != len(entries):
-                    raise BenchError(f"fault memory: {len(entries)} entries, end says {f}")
-                break
-            e = entries.setdefault(bit, {"bit": bit, "name": FAULT_NAMES[bit]})
-            part = f["FmPart"]
-            for k in (2 * part, 2 * part + 1):
-                key = FAULT_MEMORY_FIELDS[k]
-                e[key] = f[f"FmValue{k:02d}"] * _FAULT_MEMORY_SCALE.get(key, 1)
-        for e in entries.values():
-            e["dtc"] = f"P{int(e['dtc']):04X}"
-        return list(entries.values())
-
-    def clear_fault_memory(self) -> None:
-        """Send the keyed DIAG_Request CLEAR and run one step so the BMS takes it."""
-        self.transport.send_many([self.diag_frame(DIAG_CLEAR, DIAG_CLEAR_KEY)])
-        self.step(0.0)
-
     # ---- the loop ----------------------------------------------------------------------------
     def within_limits(self, load_current_a: float) -> float:
         """`load_current_a` (A, + = discharge) clipped to the current limits the BMS published
@@ -355,8 +287,13 @@ class Bench:
                 self._frame(codec.encode_sim_tick, codec.SIM_TICK_ID, self.seq, self.cycle_ms)
             )
         self._log(frames)
-        self.transport.send_many(frames)
-        self._receive()
+        try:
+            self.transport.send_many(frames)
+            self._receive()
+        except (OSError, BenchError):
+            if self.dut is not None:  # a firmware that stopped says why (DutError)
+                self.dut.raise_if_stopped()
+            raise
         self._apply()
         dt = self.cycle_ms / 1000.0
         if faults is not None:
@@ -369,6 +306,8 @@ class Bench:
         )
         record = StepRecord(self.t_s, load_current_a, self.pack.current_a, snapshot, m)
         self.t_s += dt
+        for listener in self.listeners:
+            listener(record)
         return record
 
     def step_until(
@@ -436,6 +375,9 @@ class Bench:
         elif name == "BMS_CellVoltageStats":
             s.cell_v_min = float(v["CellVoltageMin"])
             s.cell_v_max = float(v["CellVoltageMax"])
+        elif name == "BMS_TempStats":
+            s.temp_min_c = float(v["TempMin"])
+            s.temp_max_c = float(v["TempMax"])
         elif name == "BMS_Limits":
             s.limits = Limits(
                 float(v["ChargeCurrentLimit"]),
@@ -456,8 +398,6 @@ class Bench:
             s.cooling = bool(v["Cooling"])
             s.heating = bool(v["Heating"])
             s.thermal_reason = int(v["ThermalReason"])
-        elif name == "BMS_FaultMemory":
-            s.fault_memory_frames.append({k: int(x) for k, x in v.items()})
         elif name in ("BMS_Estimation", "BMS_PowerLimits", "BMS_CellSoc"):
             self._decode_estimation(name, v)
         elif name == "BMS_CycleDiag":
@@ -502,7 +442,7 @@ class Bench:
         for can_id, data in frames:
             self._logger.on_message_received(
                 can.Message(
-                    timestamp=self.t_s,
+                    timestamp=self.log_start + self.t_s,
                     arbitration_id=can_id,
                     data=data,
                     is_extended_id=False,
@@ -516,7 +456,7 @@ class Bench:
             return
         self._logger.on_message_received(
             can.Message(
-                timestamp=self.t_s + self.cycle_ms / 1000.0,
+                timestamp=self.log_start + self.t_s + self.cycle_ms / 1000.0,
                 arbitration_id=frame[0],
                 data=frame[1],
                 is_extended_id=False,

@@ -1,21 +1,36 @@
-"""Run records -> time series, summary figures, CSV and PNG plots.
+"""Run records -> time series, summary figures, CSV files and the plots of `hil.bench.plots`.
 
-`Recorder` collects one row per control period (cell voltages every `cell_every` rows, so long
-192-cell runs stay small); `Recorder.summary()` computes the figures the `cellguard sim` summary
-prints; `write_report()` writes `series.csv`, `cells.csv`, `summary.json` and the plots.
+`Recorder` collects every control period in typed columns (8 bytes a value, so a 9 h run of
+330 000 cycles stays near 100 MB) and every cell each second; `Recorder.summary()` computes the
+figures the `cellguard sim` summary prints; `write_report()` writes into the report folder:
+
+- `series.csv`: one row per second (the first control cycle of each second; `faults` is every
+  fault active at any moment of that second, so a short one is not lost), columns in
+  SERIES_COLUMNS;
+- `cells.csv.gz`: per second, every cell's voltage, temperature and SOC (plant) and the SOC the
+  BMS published for it (gzip: 16 cells over 9 h are 12 MB as text, 3 MB packed);
+- `summary.json` and the PNG plots (`hil.bench.plots.write_plots`).
+
+Usage:
+    rec = Recorder()
+    bench.listeners.append(lambda step: rec.add(step, bench.pack, scenario.segment_name))
+    write_report(rec, Path("reports/latest"), rec.summary(wall_s), RunInfo(...))
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hil.bench.loop import FAULT_NAMES, StepRecord
+from hil.bench.loop import BMS_STATES, FAULT_NAMES, StepRecord
 from sim.pack import Pack
 
 SERIES_COLUMNS = (
@@ -23,85 +38,215 @@ SERIES_COLUMNS = (
     "segment",
     "load_a",
     "current_a",
+    "bms_current_a",
     "soc_true_pct",
     "soc_bms_pct",
+    "soc_bound_pct",
     "soc_spread_pct",
     "pack_v",
+    "bms_pack_v",
     "cell_v_min",
+    "cell_v_mean",
     "cell_v_max",
+    "bms_cell_v_min",
+    "bms_cell_v_max",
+    "temp_min_c",
+    "temp_mean_c",
     "temp_max_c",
+    "bms_temp_min_c",
+    "bms_temp_max_c",
     "charge_limit_a",
     "discharge_limit_a",
+    "charge_10s_a",
+    "discharge_10s_a",
+    "charge_30s_a",
+    "discharge_30s_a",
     "state",
+    "contactor_neg",
+    "contactor_pre",
+    "contactor_pos",
     "contactors_closed",
+    "fault_tier",
     "faults",
     "balancing_cells",
     "cycle_time_us",
     "heap_used",
-    "soc_bound_pct",
     "soh_capacity_pct",
+    "soh_capacity_confidence_pct",
     "soh_resistance_pct",
+    "soh_resistance_confidence_pct",
+)
+"""Columns of the time series; units in the names (A, V, degC, %, %-points, us, bytes). Current
+is positive for discharge; `bms_*` are what the BMS published on CAN, the others the plant's
+truth (cell values: minimum, mean and maximum over the cells). `faults` is a bit mask of
+FAULT_NAMES (bit = index, as BMS_Faults), `fault_tier` 0 none, 1 warning, 2 derate, 3 open;
+`state` is the BmsState name in the CSV and its number in `Recorder.column`."""
+
+_TEXT = {"segment"}  # columns stored as codes into a table of names
+_INTS = set(SERIES_COLUMNS[SERIES_COLUMNS.index("state") : SERIES_COLUMNS.index("heap_used") + 1])
+"""The integer columns (state .. heap_used, in a row in SERIES_COLUMNS)."""
+_DECIMALS = {"t_s": 1, "cell_v": 4, "pack_v": 2, "temp": 2, "soc": 3, "_a": 3, "_pct": 2}
+TIERS = ("none", "warning", "derate", "open")
+BALANCE_BUCKET_S = 60.0
+"""Width of the windows over which each cell's balancing duty (share of time bleeding) counts."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run was, for titles and the summary: every plot carries it, so a PNG shared alone
+    still says which run it shows."""
+
+    scenario: str
+    cells: int
+    chemistry: str
+    seed: int
+    thresholds: dict[str, float] = field(default_factory=dict)
+    """Firmware limits drawn as lines: cell_ov_mv, cell_uv_mv, cell_charge_max_mv,
+    cell_discharge_min_mv (mV), ot_charge_dc, ot_discharge_dc, ut_charge_dc, ut_discharge_dc
+    (0.1 degC), as `firmware.config` resolved them for the run."""
+    heap_bytes: int | None = None
+    """The MicroPython heap the firmware ran with (drawn on the heap histogram)."""
+
+    @property
+    def title(self) -> str:
+        """`default · 16 × NMC · seed 0`."""
+        return f"{self.scenario} · {self.cells} × {self.chemistry} · seed {self.seed}"
+
+
+THRESHOLD_KEYS = (
+    "cell_ov_mv",
+    "cell_uv_mv",
+    "cell_charge_max_mv",
+    "cell_discharge_min_mv",
+    "ot_charge_dc",
+    "ot_discharge_dc",
+    "ut_charge_dc",
+    "ut_discharge_dc",
 )
 
 
 @dataclass
 class Recorder:
-    """Collects the run's time series from bench steps and the plant's true state."""
+    """Collects a run's time series from bench steps and the plant's true state."""
 
     cell_every: int = 10
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    """Every how many steps the per-cell arrays are kept (10: each second at 100 ms)."""
+    columns: dict[str, array[Any]] = field(
+        default_factory=lambda: {
+            c: array("q" if c in _INTS or c in _TEXT else "d") for c in SERIES_COLUMNS
+        }
+    )
+    names: dict[str, list[str]] = field(default_factory=lambda: {c: [] for c in _TEXT})
     cell_t: list[float] = field(default_factory=list)
     cell_v: list[np.ndarray] = field(default_factory=list)
     cell_temp: list[np.ndarray] = field(default_factory=list)
+    cell_soc: list[np.ndarray] = field(default_factory=list)
+    cell_soc_bms: list[np.ndarray] = field(default_factory=list)
+    bleed_steps: dict[int, np.ndarray] = field(default_factory=dict)
+    """Per BALANCE_BUCKET_S window: how many steps each cell bled."""
+    bucket_steps: dict[int, int] = field(default_factory=dict)
     faults_seen: set[str] = field(default_factory=set)
     opens: int = 0
     _was_closed: bool = False
 
+    def __len__(self) -> int:
+        return len(self.columns["t_s"])
+
+    def _code(self, column: str, text: str) -> int:
+        table = self.names[column]
+        if text not in table:
+            table.append(text)
+        return table.index(text)
+
     def add(self, rec: StepRecord, pack: Pack, segment: str) -> None:
         """Record one step."""
         s = rec.status
-        voltages = pack.cell_voltage_v
+        v = pack.cell_voltage_v
         temps = pack.temperature_c
-        fault_bits = sum(1 << i for i, n in enumerate(FAULT_NAMES) if n in s.faults)
+        soc = pack.soc
         self.faults_seen |= s.faults
         if self._was_closed and not s.closed:
             self.opens += 1
         self._was_closed = s.closed
-        self.rows.append(
-            (
-                rec.t_s,
-                segment,
-                rec.load_a,
-                rec.current_a,
-                100.0 * float(pack.mean_soc),
-                s.soc_pct,
-                100.0 * float(np.ptp(pack.soc)),
-                float(pack.pack_voltage_v),
-                float(voltages.min()),
-                float(voltages.max()),
-                float(temps.max()),
-                s.limits.charge_current_a,
-                s.limits.discharge_current_a,
-                s.state_name,
-                int(s.closed),
-                fault_bits,
-                int(s.balancing.sum()),
-                s.cycle_time_us,
-                s.heap_used,
-                s.soc_bound_pct,
-                s.soh_capacity_pct,
-                s.soh_resistance_pct,
-            )
-        )
-        if len(self.rows) % self.cell_every == 1 or self.cell_every == 1:
+        cell_soc_bms = s.cell_soc_pct
+        values: dict[str, float | int] = {
+            "t_s": rec.t_s,
+            "segment": self._code("segment", segment),
+            "load_a": rec.load_a,
+            "current_a": rec.current_a,
+            "bms_current_a": s.pack_current_a,
+            "soc_true_pct": 100.0 * float(pack.mean_soc),
+            "soc_bms_pct": s.soc_pct,
+            "soc_bound_pct": s.soc_bound_pct,
+            "soc_spread_pct": 100.0 * float(np.ptp(soc)),
+            "pack_v": float(pack.pack_voltage_v),
+            "bms_pack_v": s.pack_voltage_v,
+            "cell_v_min": float(v.min()),
+            "cell_v_mean": float(v.mean()),
+            "cell_v_max": float(v.max()),
+            "bms_cell_v_min": s.cell_v_min,
+            "bms_cell_v_max": s.cell_v_max,
+            "temp_min_c": float(temps.min()),
+            "temp_mean_c": float(temps.mean()),
+            "temp_max_c": float(temps.max()),
+            "bms_temp_min_c": s.temp_min_c,
+            "bms_temp_max_c": s.temp_max_c,
+            "charge_limit_a": s.limits.charge_current_a,
+            "discharge_limit_a": s.limits.discharge_current_a,
+            "charge_10s_a": s.sop_a[0],
+            "discharge_10s_a": s.sop_a[1],
+            "charge_30s_a": s.sop_a[2],
+            "discharge_30s_a": s.sop_a[3],
+            "state": s.state,
+            "contactor_neg": int(s.contactor_neg),
+            "contactor_pre": int(s.contactor_pre),
+            "contactor_pos": int(s.contactor_pos),
+            "contactors_closed": int(s.closed),
+            "fault_tier": s.fault_tier,
+            "faults": sum(1 << i for i, n in enumerate(FAULT_NAMES) if n in s.faults),
+            "balancing_cells": int(s.balancing.sum()),
+            "cycle_time_us": s.cycle_time_us,
+            "heap_used": s.heap_used,
+            "soh_capacity_pct": s.soh_capacity_pct,
+            "soh_capacity_confidence_pct": s.soh_capacity_confidence_pct,
+            "soh_resistance_pct": s.soh_resistance_pct,
+            "soh_resistance_confidence_pct": s.soh_resistance_confidence_pct,
+        }
+        for name, value in values.items():
+            self.columns[name].append(value)  # type: ignore[arg-type]
+        bucket = int(rec.t_s // BALANCE_BUCKET_S)
+        if bucket not in self.bleed_steps:
+            self.bleed_steps[bucket] = np.zeros(len(v), dtype=np.int32)
+            self.bucket_steps[bucket] = 0
+        if len(s.balancing) == len(v):
+            self.bleed_steps[bucket] += s.balancing
+        self.bucket_steps[bucket] += 1
+        if (len(self) - 1) % self.cell_every == 0:
             self.cell_t.append(rec.t_s)
-            self.cell_v.append(voltages.copy())
+            self.cell_v.append(v.copy())
             self.cell_temp.append(temps.copy())
+            self.cell_soc.append(100.0 * soc)
+            self.cell_soc_bms.append(cell_soc_bms.copy())
 
     def column(self, name: str) -> np.ndarray:
-        """One column of the series as an array."""
-        i = SERIES_COLUMNS.index(name)
-        return np.array([r[i] for r in self.rows])
+        """One column of the series as an array (text columns as their names)."""
+        data = np.frombuffer(self.columns[name], dtype=np.int64 if name in _INTS | _TEXT else float)
+        if name in _TEXT:
+            return np.array(self.names[name], dtype=object)[data] if len(data) else data
+        return data.copy()
+
+    def codes(self, name: str) -> tuple[np.ndarray, list[str]]:
+        """A text column as codes and the names they index."""
+        return np.frombuffer(self.columns[name], dtype=np.int64).copy(), list(self.names[name])
+
+    def balancing_duty(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each cell's balancing duty per BALANCE_BUCKET_S window: (window start times in s,
+        duty 0..1 as an array [window, cell])."""
+        buckets = sorted(self.bleed_steps)
+        if not buckets:
+            return np.zeros(0), np.zeros((0, 0))
+        duty = np.array([self.bleed_steps[b] / max(1, self.bucket_steps[b]) for b in buckets])
+        return np.array(buckets) * BALANCE_BUCKET_S, duty
 
     def summary(self, wall_s: float, init_s: float = 60.0) -> dict[str, Any]:
         """Figures of the run. SOC error is BMS minus plant (mean cell SOC), after `init_s`."""
@@ -115,7 +260,7 @@ class Recorder:
             "simulated_s": sim_s,
             "wall_s": wall_s,
             "realtime_ratio": sim_s / wall_s if wall_s > 0 else float("inf"),
-            "steps": len(self.rows),
+            "steps": len(self),
             "soc_error_rmse_pct": float(np.sqrt(np.mean(err[valid] ** 2))) if valid.any() else None,
             "soc_error_max_pct": float(np.max(np.abs(err[valid]))) if valid.any() else None,
             "soc_true_start_pct": float(self.column("soc_true_pct")[0]),
@@ -149,110 +294,89 @@ class Recorder:
         }
 
 
-def write_report(rec: Recorder, out: Path, summary: dict[str, Any]) -> list[Path]:
-    """Write the series, summary and plots into `out`; returns the files written."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "series.csv", out / "cells.csv", out / "summary.json"]
-    with (out / "series.csv").open("w", newline="") as f:
+def _decimals(column: str) -> int:
+    for key, n in _DECIMALS.items():
+        if key in column:
+            return n
+    return 3
+
+
+def per_second(rec: Recorder, dt_s: float) -> np.ndarray:
+    """Indices of the first step of each second (all steps when a step is a second or more)."""
+    t = rec.column("t_s")
+    if len(t) == 0:
+        return np.zeros(0, dtype=int)
+    second = np.floor(t / max(1.0, dt_s) + 1e-9).astype(np.int64)
+    return np.flatnonzero(np.r_[True, second[1:] != second[:-1]])
+
+
+def write_series(rec: Recorder, path: Path, dt_s: float = 0.1) -> None:
+    """series.csv: one row per second; `faults` ORs every step of that second."""
+    rows = per_second(rec, dt_s)
+    data = {}
+    for c in SERIES_COLUMNS:
+        col = rec.column(c)
+        if c == "faults":
+            col = np.bitwise_or.reduceat(col, rows) if len(rows) else col
+        else:
+            col = col[rows]
+        if c in _TEXT:
+            data[c] = col
+        elif c == "state":
+            data[c] = [BMS_STATES[x] if 0 <= x < len(BMS_STATES) else str(x) for x in col]
+        elif c in _INTS:
+            data[c] = [str(int(x)) for x in col]
+        else:
+            n = _decimals(c)
+            data[c] = ["" if not np.isfinite(x) else f"{x:.{n}f}" for x in col]
+    with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(SERIES_COLUMNS)
-        w.writerows(rec.rows)
-    with (out / "cells.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        n = len(rec.cell_v[0]) if rec.cell_v else 0
-        w.writerow(
-            ["t_s"] + [f"cell{i + 1}_v" for i in range(n)] + [f"cell{i + 1}_c" for i in range(n)]
-        )
-        for t, v, c in zip(rec.cell_t, rec.cell_v, rec.cell_temp, strict=True):
-            w.writerow([f"{t:.1f}"] + [f"{x:.4f}" for x in v] + [f"{x:.2f}" for x in c])
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    written += _plots(rec, out)
+        w.writerows(zip(*(data[c] for c in SERIES_COLUMNS), strict=True))
+
+
+def write_cells(rec: Recorder, path: Path) -> None:
+    """cells.csv.gz: per kept second, every cell's voltage, temperature, SOC (plant) and the SOC
+    the BMS published for it (empty until it did)."""
+    n = len(rec.cell_v[0]) if rec.cell_v else 0
+    header = ["t_s"]
+    for stem in ("v", "c", "soc", "soc_bms"):
+        header += [f"cell{i + 1}_{stem}" for i in range(n)]
+    text = io.StringIO()
+    w = csv.writer(text)
+    w.writerow(header)
+    for t, v, c, soc, bms in zip(
+        rec.cell_t, rec.cell_v, rec.cell_temp, rec.cell_soc, rec.cell_soc_bms, strict=True
+    ):
+        row = [f"{t:.1f}", *(f"{x:.4f}" for x in v), *(f"{x:.2f}" for x in c)]
+        row += [f"{x:.2f}" for x in soc]
+        row += ["" if not np.isfinite(x) else f"{x:.2f}" for x in bms]
+        w.writerow(row)
+    with gzip.open(path, "wt", newline="", compresslevel=6) as f:
+        f.write(text.getvalue())
+
+
+def write_report(
+    rec: Recorder, out: Path, summary: dict[str, Any], info: RunInfo | None = None
+) -> list[Path]:
+    """Write the series, the cells, the summary and the plots into `out`; returns the files."""
+    from hil.bench.plots import write_plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    info = info or RunInfo(
+        str(summary.get("scenario", "run")),
+        int(summary.get("cells", len(rec.cell_v[0]) if rec.cell_v else 0)),
+        str(summary.get("chemistry", "?")),
+        int(summary.get("seed", 0)),
+    )
+    written = [out / "series.csv", out / "cells.csv.gz", out / "summary.json"]
+    write_series(rec, written[0])
+    write_cells(rec, written[1])
+    written[2].write_text(json.dumps(summary, indent=2) + "\n")
+    written += write_plots(rec, out, info)
     return written
 
 
-def _plots(rec: Recorder, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t_h = rec.column("t_s") / 3600.0
-    files = []
-
-    def save(fig: Any, name: str) -> None:
-        fig.tight_layout()
-        path = out / name
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        files.append(path)
-
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
-    ax.plot(t_h, rec.column("soc_true_pct"), label="plant (mean cell SOC)")
-    ax.plot(t_h, rec.column("soc_bms_pct"), "--", label="BMS estimate")
-    ax.set_ylabel("SOC [%]")
-    ax.legend()
-    ax.grid(True)
-    ax2.plot(t_h, rec.column("soc_bms_pct") - rec.column("soc_true_pct"), color="C3")
-    bound = rec.column("soc_bound_pct")
-    ax2.fill_between(t_h, -bound, bound, color="C0", alpha=0.15, label="BMS error bound")
-    ax2.legend()
-    ax2.set_ylabel("SOC error [%-points]")
-    ax2.set_xlabel("time [h]")
-    ax2.grid(True)
-    save(fig, "soc.png")
-
-    ct = np.array(rec.cell_t) / 3600.0
-    fig, ax = plt.subplots(figsize=(10, 5))
-    ax.plot(ct, np.array(rec.cell_v), linewidth=0.6)
-    ax.set_ylabel("cell voltage [V]")
-    ax.set_xlabel("time [h]")
-    ax.set_title("cell terminal voltages (plant)")
-    ax.grid(True)
-    save(fig, "cell_voltages.png")
-
-    fig, ax = plt.subplots(figsize=(10, 5))
-    ax.plot(ct, np.array(rec.cell_temp), linewidth=0.6)
-    ax.set_ylabel("cell temperature [°C]")
-    ax.set_xlabel("time [h]")
-    ax.grid(True)
-    save(fig, "temperatures.png")
-
-    fig, ax = plt.subplots(figsize=(10, 5))
-    ax.plot(t_h, rec.column("current_a"), label="pack current (+ = discharge)", linewidth=0.6)
-    ax.plot(t_h, rec.column("discharge_limit_a"), label="BMS discharge limit")
-    ax.plot(t_h, -rec.column("charge_limit_a"), label="BMS charge limit (negated)")
-    ax.set_ylabel("current [A]")
-    ax.set_xlabel("time [h]")
-    ax.legend()
-    ax.grid(True)
-    save(fig, "current_limits.png")
-
-    faults = rec.column("faults").astype(int)
-    fig, (ax, ax2) = plt.subplots(
-        2, 1, figsize=(10, 5), sharex=True, gridspec_kw={"height_ratios": [1, 2]}
-    )
-    ax.step(t_h, rec.column("contactors_closed"), where="post")
-    ax.set_yticks([0, 1], ["open", "closed"])
-    ax.set_ylabel("contactors")
-    ax.grid(True)
-    for i in range(len(FAULT_NAMES)):
-        active = (faults >> i) & 1
-        if active.any():
-            ax2.fill_between(t_h, i - 0.4, i - 0.4 + 0.8 * active, step="post")
-    ax2.set_yticks(range(len(FAULT_NAMES)), FAULT_NAMES, fontsize=7)
-    ax2.set_xlabel("time [h]")
-    ax2.set_title("active faults")
-    ax2.grid(True, axis="x")
-    save(fig, "timeline.png")
-
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
-    ax.plot(t_h, rec.column("soc_spread_pct"), color="C2")
-    ax.set_ylabel("SOC spread [%-points]")
-    ax.set_title("plant cell SOC spread (max - min) and balancing activity")
-    ax.grid(True)
-    ax2.step(t_h, rec.column("balancing_cells"), where="post", color="C1")
-    ax2.set_ylabel("cells bleeding")
-    ax2.set_xlabel("time [h]")
-    ax2.grid(True)
-    save(fig, "balancing.png")
-    return files
+def tier_name(tier: int) -> str:
+    """FaultTier as text."""
+    return TIERS[tier] if 0 <= tier < len(TIERS) else str(tier)

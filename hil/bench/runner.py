@@ -22,6 +22,26 @@ from sim.pack import Pack, PackConfig
 from sim.sensors import SensorModel
 
 
+def bench_firmware_config(
+    cells: int,
+    chemistry: str,
+    sensors: SensorModel | None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The firmware configuration a bench gives the BMS: the pack size and chemistry, the
+    sense-line resistance of `sensors` (None: a bench without a plant, nothing to compensate),
+    the caller's `overrides`, and the plant's own cell profile unless the overrides bring one."""
+    fw: dict[str, Any] = {"cell_count": cells, "temp_count": cells, "chemistry": chemistry}
+    if sensors is not None:
+        # The plant's sense-line resistance is the one source: the firmware is told the same
+        # value unless the overrides set it themselves (e.g. 0, to run it uncompensated).
+        fw["balance_sense_mohm"] = round(sensors.sense_line_ohm * 1000)
+    fw.update(overrides or {})
+    # The estimator runs on the model of the simulated cell unless the caller brings a profile.
+    fw.setdefault("profile", plant_profile(chemistry))
+    return fw
+
+
 @contextmanager
 def open_bench(
     *,
@@ -52,17 +72,7 @@ def open_bench(
     QemuDut's `preamble`).
     """
     sensors = SensorModel(seed=seed)
-    # The plant's sense-line resistance is the one source: the firmware is told the same value
-    # unless `firmware_config` sets balance_sense_mohm itself (e.g. 0, to run it uncompensated).
-    fw: dict[str, Any] = {
-        "cell_count": cells,
-        "temp_count": cells,
-        "chemistry": chemistry,
-        "balance_sense_mohm": round(sensors.sense_line_ohm * 1000),
-    }
-    fw.update(firmware_config or {})
-    # The estimator runs on the model of the simulated cell unless the caller brings a profile.
-    fw.setdefault("profile", plant_profile(chemistry))
+    fw = bench_firmware_config(cells, chemistry, sensors, firmware_config)
     pack = Pack(PackConfig(chemistry=chemistry, n_cells=cells, seed=seed, **(pack_config or {})))
     dut: ProcessDut | None = None
     transport: Transport
@@ -70,27 +80,47 @@ def open_bench(
         dut = make_dut(
             target, fw, heap=heap, workdir=workdir, bundle_board=bundle_board, **(dut_options or {})
         )
-        dut.start()
-        transport = SlcanSocketTransport("127.0.0.1", dut.port)
+        dut.start()  # cleans up after itself when it fails
+        try:
+            transport = SlcanSocketTransport("127.0.0.1", dut.port)
+        except OSError:
+            _stop(dut, check=True)  # a firmware that stopped says why; else the OSError stands
+            raise
     else:
         transport = open_transport(can)
-    bench = Bench(
-        transport,
-        pack,
-        sensors,
-        cycle_ms=int(fw.get("cycle_ms", 100)),
-        lockstep=can is None,
-        log_path=str(log_path) if log_path else None,
-        reply_timeout_s=dut.reply_timeout_s if dut is not None else 5.0,
-    )
+    try:
+        bench = Bench(
+            transport,
+            pack,
+            sensors,
+            cycle_ms=int(fw.get("cycle_ms", 100)),
+            lockstep=can is None,
+            log_path=str(log_path) if log_path else None,
+            reply_timeout_s=dut.reply_timeout_s if dut is not None else 5.0,
+        )
+    except BaseException:
+        transport.close()
+        if dut is not None:
+            _stop(dut)
+        raise
     bench.dut = dut
     try:
         yield bench
     finally:
-        bench.close()
-        if dut is not None:
-            dut.stop()
-            dut.cleanup()
+        try:
+            bench.close()
+        finally:
+            if dut is not None:
+                _stop(dut)
+
+
+def _stop(dut: ProcessDut, check: bool = False) -> None:
+    try:
+        if check:
+            dut.raise_if_stopped()
+    finally:
+        dut.stop()
+        dut.cleanup()
 
 
 def make_dut(

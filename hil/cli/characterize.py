@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from hil.cellmodel.characterize import DEFAULT_MAX_RESIDUAL_MV, CharacterizeError, characterize
 from hil.cellmodel.traces import TraceError
+from hil.cli.errors import Failure, UsageError
+from hil.cli.options import output_file
 from sim.cells import CHEMISTRIES
 
 NAME = "characterize"
@@ -39,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Fit, write the profile and print the summary; 1 with a message if the data is refused."""
+    """Fit, write the profile and print the summary. A malformed trace is a usage error (2); a
+    fit refused for its residual a failure (1)."""
+    output_file(args.out)
     chem = CHEMISTRIES[args.chemistry]
     files = [*args.c20_discharge, *args.c20_charge, *args.hppc]
     try:
@@ -54,9 +57,10 @@ def run(args: argparse.Namespace) -> int:
             voltage_max_v=chem.v_max_v if args.voltage_max is None else args.voltage_max,
             max_residual_mv=args.max_residual_mv,
         )
-    except (CharacterizeError, TraceError) as exc:
-        print(f"cellguard characterize: {exc}", file=sys.stderr)
-        return 1
+    except TraceError as exc:
+        raise UsageError(str(exc)) from None
+    except CharacterizeError as exc:
+        raise Failure(str(exc)) from None
     profile.to_json(args.out)
     print(f"{args.out}: {profile.name} ({profile.chemistry}), {profile.capacity_ah:.4f} Ah")
     print(

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from hil import DBC_PATH
+from hil.cli.options import load_dbc
 from hil.toolchain import codegen
 
 NAME = "codegen"
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate (or with --check verify) the codec; return the exit status."""
+    load_dbc(args.dbc)  # a missing or malformed DBC: one line naming it
     if args.check:
         if codegen.is_stale(args.dbc, args.out, codegen.FIRMWARE_NODE):
             print(

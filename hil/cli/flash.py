@@ -29,6 +29,8 @@ from typing import Any
 
 import firmware
 from firmware import config as fw_config
+from hil.cli.errors import Failure
+from hil.cli.options import check_firmware_config, config_file
 from hil.toolchain.build import BUILD_DIR, bundle_files, profiled_boards, stage_flash_bundle
 
 NAME = "flash"
@@ -164,8 +166,10 @@ class Flasher:
             return ""
         result = self.runner(cmd)
         if result.returncode != 0:
+            said = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            # mpremote's last line says why (a traceback ends with the exception)
             raise FlashError(
-                f"mpremote failed ({result.returncode}): {result.stderr.strip() or result.stdout}"
+                f"mpremote failed ({result.returncode}): {said[-1] if said else 'no output'}"
             )
         return result.stdout
 
@@ -252,11 +256,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Flash (or print the steps); returns the exit status."""
-    config = json.loads(args.config.read_text()) if args.config else None
+    config = None
+    if args.config:  # checked with the firmware's own rules before anything is built or copied
+        config = config_file(args.config)
+        check_firmware_config(config, f"--config {args.config}")
     flasher = Flasher(args.board, args.port, dry_run=args.dry_run)
     try:
         flasher.run(config=config, measurement=args.measurement, stage_dir=args.stage_dir)
     except FlashError as e:
-        print(f"cellguard flash: {e}", file=sys.stderr)
-        return 1
+        raise Failure(str(e).splitlines()[0]) from None
     return 0

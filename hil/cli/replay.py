@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from hil.bench.dut import DEFAULT_HEAP
+from hil.bench.dut import DEFAULT_HEAP, firmware_message
 from hil.cellmodel.replay import (
     TraceError,
     accuracy,
@@ -19,11 +19,19 @@ from hil.cellmodel.replay import (
     replay,
     write_estimates,
 )
+from hil.cli.errors import Failure, UsageError
+from hil.cli.options import (
+    check_firmware_config,
+    config_file,
+    heap_size,
+    output_file,
+    read_json_object,
+)
 
 NAME = "replay"
 HELP = (
     "run the firmware (MicroPython, as on a board) over TRACE.csv and write its SOC estimates; "
-    "with --truth print RMSE, max error and time to converge within 2 %%"
+    "with --truth print RMSE, max error and time to converge within 2 %"
 )
 
 
@@ -39,12 +47,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PCT",
         help="start from this SOC (as if restored, 30 %% error bound) instead of from OCV",
     )
-    parser.add_argument("--config", type=Path, help="firmware configuration overrides JSON")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="firmware configuration overrides: a JSON object of firmware/config.py keys "
+        "(cell_count and temp_count come from the trace, the profile from --profile)",
+    )
     parser.add_argument(
         "--heap",
+        type=heap_size,
         default=None,
-        help=f"MicroPython heap (default {DEFAULT_HEAP} on the unix port, the smallest board "
-        "budget on the image)",
+        help=f"MicroPython heap (board budget; default {DEFAULT_HEAP} on the unix port, the "
+        "smallest full-firmware board budget on the image)",
     )
     parser.add_argument(
         "--dut",
@@ -55,17 +70,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON line")
 
 
+OWNED_KEYS = {
+    "cell_count": "the trace's voltage columns",
+    "temp_count": "the trace's temperature columns",
+    "profile": "--profile",
+}
+
+
 def run(args: argparse.Namespace) -> int:
-    """Replay, write the estimates, print the figures; 2 on a malformed input."""
+    """Replay, write the estimates, print the figures. Every input is checked before the run
+    (exit 2, one line naming the file and line or key); a firmware that stops exits 1."""
+    output_file(args.out)
+    if args.initial_soc is not None and not 0 <= args.initial_soc <= 100:
+        raise UsageError(f"--initial-soc {args.initial_soc:g}: must be in 0..100")
     try:
         trace = read_trace(args.trace)
         truth = read_truth(args.truth, trace.cells) if args.truth else None
-        profile = json.loads(args.profile.read_text())
-        overrides = json.loads(args.config.read_text()) if args.config else None
-    except (TraceError, OSError, json.JSONDecodeError) as e:
-        print(f"cellguard replay: {e}", file=sys.stderr)
-        return 2
+    except TraceError as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"{e.filename}: cannot read it: {e.strerror}") from None
+    profile = read_json_object(args.profile, "--profile", "cell profile keys")
+    overrides = config_file(args.config, OWNED_KEYS)
     config = firmware_config(profile, trace, overrides)
+    check_firmware_config(
+        config, source=f"--config {args.config}", blame={"profile": f"--profile {args.profile}"}
+    )
     with tqdm(
         total=len(trace.time_s), unit="sample", disable=len(trace.time_s) < 20000, file=sys.stderr
     ) as bar:
@@ -78,17 +108,19 @@ def run(args: argparse.Namespace) -> int:
                 progress=lambda k: bar.update(k - bar.n),
                 target=args.dut,
             )
-        except (TraceError, RuntimeError) as e:
-            print(f"cellguard replay: {e}", file=sys.stderr)
-            return 2
+        except RuntimeError as e:
+            first, _, console = str(e).partition("\n")
+            reason = firmware_message(console)
+            size = f"--heap {args.heap}" if args.heap else "the default heap"
+            hint = f" ({size} too small?)" if "MemoryError" in reason else ""
+            raise Failure(f"{first.rstrip(':')}: {reason}{hint}") from None
     write_estimates(args.out, est, trace.single)
     figures: dict[str, object] = {"samples": len(trace.time_s), "out": str(args.out)}
     if truth is not None:
         try:
             figures.update(accuracy(est, *truth))
         except TraceError as e:
-            print(f"cellguard replay: {e}", file=sys.stderr)
-            return 2
+            raise UsageError(f"--truth {args.truth}: {e}") from None
     if args.json:
         print(json.dumps(figures))
     else:

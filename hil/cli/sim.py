@@ -15,15 +15,23 @@ from typing import Any
 
 from tqdm import tqdm
 
-from hil.bench.dut import DEFAULT_HEAP
-from hil.bench.report import Recorder, write_report
-from hil.bench.runner import open_bench
+from hil.bench.dut import DEFAULT_HEAP, DutError, heap_bytes
+from hil.bench.loop import Bench
+from hil.bench.report import THRESHOLD_KEYS, Recorder, RunInfo, write_report
+from hil.bench.runner import bench_firmware_config, open_bench
+from hil.cli.errors import Failure, Interrupted, PendingSignal, deferred_interrupts
+from hil.cli.options import check_firmware_config, config_file, heap_size, output_folder
 from sim.cells import get_chemistry
-from sim.scenario import SCENARIOS, build_scenario
+from sim.scenario import SCENARIOS, Scenario, build_scenario
+from sim.sensors import SensorModel
 
 NAME = "sim"
 HELP = "run the simulated closed loop (the main job) and write a report"
 _BAR = "{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]"
+
+
+OWNED_KEYS = {"cell_count": "--cells", "temp_count": "--cells", "chemistry": "--chemistry"}
+"""Firmware keys the command line sets (the plant must agree): a --config file may not."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,46 +41,78 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", default="default", choices=sorted(SCENARIOS))
     parser.add_argument("--seed", type=int, default=0, help="plant spread and sensor noise seed")
     parser.add_argument("--out", type=Path, default=Path("reports/latest"), help="report folder")
-    parser.add_argument("--heap", default=DEFAULT_HEAP, help="MicroPython heap (-X heapsize)")
-    parser.add_argument("--log-format", default="blf", choices=["blf", "asc"])
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="firmware configuration overrides: a JSON object of firmware/config.py keys, checked "
+        "with the firmware's own rules before the run (cell_count, temp_count and chemistry "
+        "come from --cells and --chemistry)",
+    )
+    parser.add_argument(
+        "--heap", type=heap_size, default=DEFAULT_HEAP, help="MicroPython heap (-X heapsize)"
+    )
+    parser.add_argument(
+        "--log-format",
+        default="blf",
+        choices=["blf", "asc", "none"],
+        help="CAN log of every frame: blf (default, zlib-compressed), asc (text) or none",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the scenario, print the summary, write the report."""
-    if not 1 <= args.cells <= 192:
-        raise SystemExit("cellguard sim: --cells must be 1..192")
+    overrides = config_file(args.config, OWNED_KEYS)
+    sensors = SensorModel(seed=args.seed)
+    fw = bench_firmware_config(args.cells, args.chemistry, sensors, overrides)
+    resolved = check_firmware_config(
+        fw,
+        source=f"--config {args.config}",
+        blame={"cell_count": f"--cells {args.cells}", "temp_count": f"--cells {args.cells}"},
+    )
+    info = RunInfo(
+        args.scenario,
+        args.cells,
+        args.chemistry,
+        args.seed,
+        thresholds={k: getattr(resolved, k) for k in THRESHOLD_KEYS},
+        heap_bytes=heap_bytes(args.heap),
+    )
+    out = output_folder(args.out)
     chem = get_chemistry(args.chemistry)
     scenario = build_scenario(args.scenario, args.chemistry, chem.capacity_ah)
-    args.out.mkdir(parents=True, exist_ok=True)
-    log_path = args.out / f"can.{args.log_format}"
+    log_path = None if args.log_format == "none" else out / f"can.{args.log_format}"
     rec = Recorder(cell_every=10)
     t0 = time.perf_counter()
-    with open_bench(
-        cells=args.cells,
-        chemistry=args.chemistry,
-        seed=args.seed,
-        heap=args.heap,
-        log_path=log_path,
-    ) as bench:
-        bar = tqdm(total=100, unit="%", disable=args.no_progress, bar_format=_BAR)
-        shown = 0
-        while not scenario.done:
-            load = scenario.current_request(bench.t_s, bench.pack, bench.status.limits)
-            step = bench.step(load)
-            rec.add(step, bench.pack, scenario.segment_name)
-            if len(rec.rows) % 100 == 0:
-                done = int(100 * scenario.progress(bench.t_s, bench.pack))
-                bar.update(done - shown)
-                shown = done
-                bar.set_postfix_str(
-                    f"{bench.t_s / 3600:.2f} h {scenario.segment_name} "
-                    f"SOC {100 * bench.pack.mean_soc:.1f}% BMS {bench.status.soc_pct:.1f}% "
-                    f"{bench.status.state_name}",
-                    refresh=False,
-                )
-        bar.update(100 - shown)
-        bar.close()
+    try:
+        with (
+            open_bench(
+                cells=args.cells,
+                chemistry=args.chemistry,
+                seed=args.seed,
+                firmware_config=overrides,
+                heap=args.heap,
+                log_path=log_path,
+            ) as bench,
+            deferred_interrupts() as signal_received,
+        ):
+            try:
+                _run_scenario(bench, scenario, rec, args.no_progress, signal_received)
+            finally:
+                if bench.dut is not None:
+                    (out / "console.log").write_text(bench.dut.console())
+    except DutError as e:
+        if e.console:
+            (out / "console.log").write_text(e.console)
+        hint = f" (--heap {args.heap} too small?)" if "MemoryError" in e.reason else ""
+        raise Failure(f"{e.reason}{hint}; console in {out / 'console.log'}") from None
+    if signal_received.signum is not None:
+        kept = f"; {log_path} holds every frame up to there" if log_path else ""
+        raise Interrupted(
+            signal_received.signum,
+            f"stopped at {bench.t_s / 3600:.2f} h simulated{kept} (no report written)",
+        )
     wall = time.perf_counter() - t0
     summary = rec.summary(wall)
     summary.update(
@@ -84,9 +124,36 @@ def run(args: argparse.Namespace) -> int:
             "heap": args.heap,
         }
     )
-    files = write_report(rec, args.out, summary)
-    _print_summary(summary, files + [log_path])
+    files = write_report(rec, out, summary, info)
+    logs = [log_path] if log_path else []
+    _print_summary(summary, files + logs + [out / "console.log"])
     return 0
+
+
+def _run_scenario(
+    bench: Bench, scenario: Scenario, rec: Recorder, quiet: bool, stop: PendingSignal
+) -> None:
+    with tqdm(total=100, unit="%", disable=quiet, bar_format=_BAR) as bar:
+        shown = 0
+        segment = scenario.segment_name
+        while not scenario.done and stop.signum is None:
+            load = scenario.current_request(bench.t_s, bench.pack, bench.status.limits)
+            # the request may have ended the last segment: its step still belongs to it
+            segment = segment if scenario.done else scenario.segment_name
+            step = bench.step(load)
+            rec.add(step, bench.pack, segment)
+            if len(rec) % 100 == 0:
+                done = int(100 * scenario.progress(bench.t_s, bench.pack))
+                bar.update(done - shown)
+                shown = done
+                bar.set_postfix_str(
+                    f"{bench.t_s / 3600:.2f} h {scenario.segment_name} "
+                    f"SOC {100 * bench.pack.mean_soc:.1f}% BMS {bench.status.soc_pct:.1f}% "
+                    f"{bench.status.state_name}",
+                    refresh=False,
+                )
+        if stop.signum is None:
+            bar.update(100 - shown)
 
 
 def _print_summary(s: dict[str, Any], files: list[Path]) -> None:

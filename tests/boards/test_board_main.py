@@ -23,6 +23,12 @@ class _Board:
     def config_overrides(self) -> dict[str, int]:
         return {}
 
+    def storage_read(self, name: str) -> bytes | None:
+        return None  # erased storage: factory image, no diagnostic configuration
+
+    def storage_write(self, name: str, data: bytes) -> None:
+        pass
+
 
 @pytest.mark.parametrize("ending", [KeyboardInterrupt, SystemExit, MemoryError])
 def test_contactors_open_when_the_loop_ends(
@@ -33,11 +39,12 @@ def test_contactors_open_when_the_loop_ends(
     fake.from_args = lambda args: board  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "boards.fakeboard", fake)
 
-    def run(b: _Board, cfg: object = None) -> None:
+    def run(b: _Board, cfg: object = None, bms: object = None) -> None:
         b.set_contactors(1, 0, 1)  # running, pack connected
         raise ending()
 
     monkeypatch.setattr(app, "run", run)
+    monkeypatch.setattr(app, "build", lambda b, cfg=None: types.SimpleNamespace(cfg=cfg))
     monkeypatch.setattr(sys, "argv", ["main.py", "fakeboard"])
     with pytest.raises(ending):
         runpy.run_path(str(REPO_ROOT / "firmware" / "main.py"), run_name="__main__")

@@ -193,28 +193,6 @@ def test_vehicle_open_request_under_load_waits_bounded(bench: Bench) -> None:
     assert steps_until_open(bench, 5, vcu_close=False) == 1
 
 
-def test_fault_memory_records_reads_and_clears(bench: Bench) -> None:
-    """An over-voltage leaves a record readable over CAN (DTC, count, freeze frame with the cell
-    that was high); a keyed CLEAR empties the memory."""
-    close(bench)
-
-    def overvoltage(m: Measurement) -> Measurement:
-        m.cell_mv[6] = 4400
-        return m
-
-    bench.measurement_hook = overvoltage
-    steps_until_open(bench, 10)
-    bench.measurement_hook = None
-    entries = {e["name"]: e for e in bench.read_fault_memory()}
-    ov = entries["CellOverVoltage"]
-    assert ov["dtc"] == "P1A00" and ov["count"] == 1 and ov["active"] == 1
-    assert ov["cell_max"] == 7 and abs(float(ov["cell_v_max"]) - 4.4) < 0.001
-    assert 0 < float(ov["soc_pct"]) <= 100
-    bench.clear_fault_memory()
-    bench.step(0.0, fault_reset=True)
-    assert bench.read_fault_memory() == []
-
-
 def test_cooling_follows_the_hottest_sensor(bench_factory) -> None:  # type: ignore[no-untyped-def]
     """A pack at 40 degC (cooling on above 35 degC) switches the cooling output on, and the
     plant applies it."""

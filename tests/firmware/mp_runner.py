@@ -18,7 +18,12 @@ import os
 import sys
 
 # Need hypothesis or subprocess: pytest runs them under CPython.
-CPYTHON_ONLY = ("test_micropython.py", "test_properties.py", "test_estimation_properties.py")
+CPYTHON_ONLY = (
+    "test_micropython.py",
+    "test_properties.py",
+    "test_estimation_properties.py",
+    "test_uds.py",  # udsoncan and can-isotp: CPython packages
+)
 
 
 def _print_exception(e):

@@ -1,11 +1,24 @@
-"""Fault memory: bounded records with first/last occurrence, count and freeze frame; the
-persistence hooks (round trip, implausible content rejected). Runs under CPython and MicroPython.
+"""Fault memory: bounded records with first/last occurrence, count and freeze frame; the ISO
+14229-1 DTC status bits per DTC; clearing never drops an active fault; the persistence hooks
+(round trip, a new operation cycle at restore, implausible content rejected). Runs under CPython
+and MicroPython.
 """
+
+import struct
 
 from fw_support import fresh
 
 from firmware import protection as p
-from firmware.fault_memory import FaultMemory
+from firmware.fault_memory import FREEZE_FMT, FREEZE_SIZE, FaultMemory
+
+TF = 0x01  # testFailed
+TFTOC = 0x02  # testFailedThisOperationCycle
+PENDING = 0x04
+CONFIRMED = 0x08
+TNCSLC = 0x10  # testNotCompletedSinceLastClear
+TFSLC = 0x20  # testFailedSinceLastClear
+TNCTOC = 0x40  # testNotCompletedThisOperationCycle
+WIR = 0x80  # warningIndicatorRequested
 
 
 def _bit(b):
@@ -22,21 +35,24 @@ def _fm():
     return cfg, m, FaultMemory(cfg)
 
 
+def _freeze(fm, b):
+    out = bytearray(FREEZE_SIZE)
+    fm.freeze_frame(b, out, 0)
+    return struct.unpack(FREEZE_FMT, out)
+
+
 def test_first_occurrence_freezes_the_measurements():
     cfg, m, fm = _fm()
     fm.update(0, m, 5000, 2500)  # 2.5 s of operation, nothing active
-    assert fm.op_s == 2 and fm.stored == 0 and not fm.dirty
+    assert fm.op_s == 2 and fm.stored == 0
+    fm.dirty = False
     fm.update(_bit(p.FAULT_CELL_OV), m, 5000, 100)
     assert fm.stored == _bit(p.FAULT_CELL_OV) and fm.dirty
-    e = list(fm.entry(p.FAULT_CELL_OV))
-    assert e[0] == 0x1A00  # DTC P1A00
-    assert e[1] == 1  # count
-    assert e[2] == 2 and e[4] == 2  # first and last occurrence, operating seconds
-    assert e[3] == 1  # active
-    assert e[5] == 5000  # SOC 0.01 %
-    assert e[6] == m.pack_mv and e[7] == -12  # pack mV, current 0.1 A (toward zero)
-    assert (e[8], e[9], e[10], e[11]) == (3650, 4, 3800, 10)  # cells numbered from 1
-    assert (e[12], e[13], e[14], e[15]) == (3, 200, 12, 310)
+    assert fm.occurrences(p.FAULT_CELL_OV) == (1, 2, 2)  # count, first and last operating s
+    vmin, vmax, vmin_n, vmax_n, tmin, tmax, tmin_n, tmax_n, current, pack, soc = _freeze(fm, 0)
+    assert (vmin, vmin_n, vmax, vmax_n) == (3650, 4, 3800, 10)  # cells numbered from 1
+    assert (tmin_n, tmin, tmax_n, tmax) == (3, 200, 12, 310)
+    assert current == -1234 and pack == m.pack_mv and soc == 5000
 
 
 def test_later_occurrences_count_and_keep_the_first_freeze_frame():
@@ -48,11 +64,9 @@ def test_later_occurrences_count_and_keep_the_first_freeze_frame():
     m.update_stats()
     fm.update(0, m, 4000, 1000)
     fm.update(ov, m, 4000, 3000)
-    e = fm.entry(p.FAULT_CELL_OV)
-    assert e[1] == 2 and e[2] == 1 and e[4] == 6
-    assert e[8] == 3650 and e[5] == 5000  # the freeze frame of the first occurrence
-    fm.update(0, m, 4000, 100)
-    assert fm.entry(p.FAULT_CELL_OV)[3] == 0  # stored, no longer active
+    assert fm.occurrences(p.FAULT_CELL_OV) == (2, 1, 6)
+    f = _freeze(fm, p.FAULT_CELL_OV)
+    assert f[0] == 3650 and f[10] == 5000  # the freeze frame of the first occurrence
 
 
 def test_bounded_one_record_per_fault_and_count_saturates():
@@ -63,27 +77,80 @@ def test_bounded_one_record_per_fault_and_count_saturates():
         fm.update(every, m, 0, 100)
         fm.update(0, m, 0, 100)
     assert fm.stored == every and len(fm._buf) == size == p.FAULT_BITS * 32
+    assert len(fm.status) == p.FAULT_BITS
     fm._buf[8] = 0xFE  # bit 0's count: 65534
     fm._buf[9] = 0xFF
     for _ in range(3):
         fm.update(1, m, 0, 0)
         fm.update(0, m, 0, 0)
-    assert fm._buf[8] | fm._buf[9] << 8 == 65535  # saturated
-    assert fm.entry(0)[1] == 32767  # the CAN signal's range
+    assert fm.occurrences(0)[0] == 65535  # saturated
 
 
-def test_clear_empties_the_records_not_the_clock():
+def test_status_bits_follow_iso_14229():
+    # Law: a never-failed DTC reads 0x50 until its test completes, then 0x00; a failure sets
+    # testFailed, this cycle, pending, confirmed and since clear (and the warning indicator for
+    # an open or derate tier); passing again clears testFailed and the indicator only.
     cfg, m, fm = _fm()
-    fm.update(_bit(p.FAULT_CELL_UV), m, 0, 7000)
+    ov = p.FAULT_CELL_OV
+    lo = p.FAULT_LOOP_OVERRUN  # a warning-tier fault: no warning indicator
+    assert fm.status[ov] == TNCSLC | TNCTOC
+    fm.update(0, m, 0, 100, valid=False)  # stale data: nothing tested yet
+    assert fm.status[ov] == TNCSLC | TNCTOC
+    fm.update(0, m, 0, 100)
+    assert fm.status[ov] == 0 and fm.status[lo] == 0
+    fm.update(_bit(ov) | _bit(lo), m, 0, 100)
+    assert fm.status[ov] == TF | TFTOC | PENDING | CONFIRMED | TFSLC | WIR
+    assert fm.status[lo] == TF | TFTOC | PENDING | CONFIRMED | TFSLC
+    fm.update(0, m, 0, 100)
+    assert fm.status[ov] == TFTOC | PENDING | CONFIRMED | TFSLC
+
+
+def test_a_failure_without_valid_data_is_a_completed_test():
+    cfg, m, fm = _fm()
+    fm.update(_bit(p.FAULT_MEAS_STALE), m, 0, 100, valid=False)
+    assert fm.status[p.FAULT_MEAS_STALE] & (TNCSLC | TNCTOC) == 0
+    assert fm.status[p.FAULT_MEAS_STALE] & TF
+
+
+def test_clear_never_drops_an_active_fault():
+    cfg, m, fm = _fm()
+    ov = p.FAULT_CELL_OV
+    uv = p.FAULT_CELL_UV
+    fm.update(_bit(uv), m, 0, 7000)
+    fm.update(_bit(ov), m, 0, 100)  # undervoltage gone, overvoltage active
     fm.dirty = False
     fm.clear()
-    assert fm.stored == 0 and fm.dirty and fm.op_s == 7
-    assert not any(fm._buf)
+    assert fm.dirty and fm.op_s == 7
+    assert fm.stored == _bit(ov)  # the active one keeps its record
+    assert fm.occurrences(ov)[0] == 1
+    assert fm.status[ov] & (TF | CONFIRMED | TFSLC) == TF | CONFIRMED | TFSLC
+    assert fm.status[uv] == TNCSLC | TNCTOC
+    assert not any(fm._buf[uv * 32 : uv * 32 + 32])
 
 
-def test_save_and_restore_round_trip():
+def test_clear_of_one_dtc_leaves_the_others():
     cfg, m, fm = _fm()
+    fm.update(_bit(p.FAULT_CELL_UV) | _bit(p.FAULT_OT_CHARGE), m, 0, 100)
+    fm.update(0, m, 0, 100)
+    fm.clear(_bit(p.FAULT_CELL_UV))
+    assert fm.stored == _bit(p.FAULT_OT_CHARGE)
+
+
+def test_dtc_setting_off_records_nothing_until_it_ends():
+    cfg, m, fm = _fm()
+    fm.frozen = True
+    fm.update(_bit(p.FAULT_CELL_OV), m, 0, 1000)
+    assert fm.stored == 0 and fm.op_s == 1  # the clock keeps running
+    fm.frozen = False
+    fm.update(_bit(p.FAULT_CELL_OV), m, 0, 100)  # still active: recorded now
+    assert fm.stored == _bit(p.FAULT_CELL_OV)
+
+
+def test_save_and_restore_round_trip_starts_a_new_operation_cycle():
+    cfg, m, fm = _fm()
+    fm.update(0, m, 0, 100)
     fm.update(_bit(p.FAULT_CELL_OV) | _bit(p.FAULT_STORAGE), m, 4321, 12000)
+    fm.update(_bit(p.FAULT_STORAGE), m, 4321, 100)
     buf = bytearray(fm.state_size)
     fm.save_state(buf)
     assert not fm.dirty
@@ -91,8 +158,16 @@ def test_save_and_restore_round_trip():
     assert other.restore_state(buf)
     assert other.stored == fm.stored and other.op_s == 12 and not other.dirty
     for b in (p.FAULT_CELL_OV, p.FAULT_STORAGE):
-        assert list(other.entry(b))[:3] == list(fm.entry(b))[:3]
-        assert list(other.entry(b))[4:] == list(fm.entry(b))[4:]
+        assert other.occurrences(b) == fm.occurrences(b)
+        assert _freeze(other, b) == _freeze(fm, b)
+        # Failed in the last cycle: pending; this cycle has tested nothing yet.
+        assert other.status[b] == PENDING | CONFIRMED | TFSLC | TNCTOC
+    other.update(0, m, 0, 100)  # a cycle without failure: the tests completed
+    assert other.status[p.FAULT_CELL_OV] == PENDING | CONFIRMED | TFSLC
+    again = FaultMemory(cfg)
+    other.save_state(buf)
+    assert again.restore_state(buf)  # a whole cycle without failure: no longer pending
+    assert again.status[p.FAULT_CELL_OV] == CONFIRMED | TFSLC | TNCTOC
 
 
 def _saved():
@@ -111,6 +186,7 @@ def _rejected(buf, cfg):
 
 def test_implausible_content_is_rejected_and_leaves_an_empty_memory():
     cfg, buf = _saved()
+    end = 12 + p.FAULT_BITS * 32
     assert _rejected(bytes(buf[:-1]), cfg)  # truncated
     bad = bytearray(buf)
     bad[0] ^= 1  # magic
@@ -129,4 +205,10 @@ def test_implausible_content_is_rejected_and_leaves_an_empty_memory():
     assert _rejected(bad, cfg)
     bad = bytearray(buf)
     bad[12 + 32 + 5] = 1  # data in a record that is not stored
+    assert _rejected(bad, cfg)
+    bad = bytearray(buf)
+    bad[end + 1] = TF | CONFIRMED  # a failed status without a record
+    assert _rejected(bad, cfg)
+    bad = bytearray(buf)
+    bad[end] = 0  # a stored record whose status never failed
     assert _rejected(bad, cfg)

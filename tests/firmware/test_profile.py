@@ -91,6 +91,15 @@ def test_errors_name_the_key_and_index():
     assert "must be a JSON object" in _error([1])
 
 
+def test_a_missing_key_is_called_missing():
+    """A profile without capacity_ah (or an axis, or a table) says the key is missing, not that
+    its value is not a number."""
+    for key in ("capacity_ah", "voltage_min_v", "soc_pct", "r1_ohm"):
+        d = _profile()
+        del d[key]
+        assert "'" + key + "': missing" in _error(d), key
+
+
 def test_config_takes_chemistry_capacity_and_ocv_from_the_profile():
     c = config.load({"profile": _profile()})
     assert c.chemistry == "NMC" and c.capacity_mah == 4000

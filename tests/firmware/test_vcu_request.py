@@ -1,5 +1,5 @@
-"""VCU_Request integrity (CRC-8 SAE J1850 over the data ID and bytes 0..6, alive counter +1) and
-the DIAG_Request commands, through Comm on a minimal board. Runs under CPython and MicroPython.
+"""VCU_Request integrity (CRC-8 SAE J1850 over the data ID and bytes 0..6, alive counter +1),
+through Comm on a minimal board. Runs under CPython and MicroPython.
 """
 
 from firmware import can_codec, config
@@ -127,20 +127,3 @@ def test_rejected_frames_do_not_refresh_the_request():
     for k in range(2, 12):
         _send(board, comm, frame(1, k, crc_error=0x80), k * 100)
     assert comm.vcu_stale(comm.cfg.vcu_stale_ms + 1)
-
-
-def _diag(board, comm, command, key):
-    buf = bytearray(8)
-    peer.encode_diag_request(buf, command, key)
-    board.rx.append((can_codec.DIAG_REQUEST_ID, bytes(buf)))
-    comm.poll(0)
-
-
-def test_clear_needs_the_key():
-    board, comm = _comm()
-    _diag(board, comm, 2, 0x3CA1EA5F)
-    assert not comm.diag_clear
-    _diag(board, comm, 3, 0x3CA1EA5E)
-    assert not comm.diag_clear
-    _diag(board, comm, 2, 0x3CA1EA5E)
-    assert comm.diag_clear

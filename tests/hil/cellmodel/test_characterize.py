@@ -263,5 +263,5 @@ def test_cli_writes_the_profile_and_reports_bad_input(
     assert CellProfile.from_json(out).name == "cli cell"
     assert "residual" in capsys.readouterr().out
     bad = _write(tmp_path / "bad.csv", "time_s,current_a\n")
-    assert main([*args[:-2], "--out", str(out), "--hppc", str(bad)]) == 1
+    assert main([*args[:-2], "--out", str(out), "--hppc", str(bad)]) == 2  # malformed input: usage
     assert "bad.csv:1: missing column(s)" in capsys.readouterr().err
