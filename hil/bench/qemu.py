@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from hil.bench.dut import DutError, ProcessDut
+from hil.bench.dut import DutError, ProcessDut, firmware_message
 from hil.toolchain.image import DEFAULT_VARIANT, ImageError, build_image, variant
 
 RAW_REPL = b"\x01"
@@ -97,19 +97,17 @@ class QemuDut(ProcessDut):
         link = f"tcp:127.0.0.1:{self.port},server=on,wait=off,nodelay=on"
         return qemu_command(elf, self.variant, link)
 
-    def _popen(self) -> subprocess.Popen[bytes]:
-        log = self.log_path.open("ab")
+    def _popen(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
         self._log_start = log.tell()  # a restart appends: look for this run's banner only
-        try:
-            proc = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.PIPE,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-            )
-        finally:
-            log.close()
+        # A session of its own, as the unix DUT: a Ctrl-C reaches the bench first.
+        proc = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            start_new_session=True,
+        )
         assert proc.stdin is not None
         args = ["main.py", "qemu", "--config", "/config.json", "--storage", "/storage"]
         args += ["--wdt-ms", str(self.wdt_ms)]
@@ -122,15 +120,14 @@ class QemuDut(ProcessDut):
     def _wait_ready(self, deadline: float) -> bool:
         # QEMU listens on the port from its start; the board's banner says the firmware runs.
         while time.monotonic() < deadline:
-            died = self._died()
-            if died:
-                raise died
+            self.raise_if_stopped(wait_s=0)
             text = self.console()[self._log_start :]
             if READY.decode() in text:
                 return True
             if "Traceback" in text:
-                self.stop()
-                raise DutError(f"the firmware failed to start on the image:\n{text}")
+                raise DutError(
+                    "the firmware failed to start on the image: " + firmware_message(text), text
+                )
             time.sleep(0.02)
         return False
 
