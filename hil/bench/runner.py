@@ -68,8 +68,8 @@ def open_bench(
     the bus. `bundle_board` runs that board's flashed bundle on the unix port (see
     `hil.bench.dut.UnixPortDut`). `target` "qemu" or "qemu:IMAGE" runs the firmware frozen into
     the Cortex-M image instead (`hil.bench.qemu.QemuDut`; `heap` is then its MICROPY_HEAP_SIZE,
-    default the smallest board budget); `dut_options` are further keywords of the DUT (e.g. a
-    QemuDut's `preamble`).
+    default the smallest full-firmware budget); `dut_options` are further keywords of the DUT
+    (e.g. a QemuDut's `preamble`).
     """
     sensors = SensorModel(seed=seed)
     fw = bench_firmware_config(cells, chemistry, sensors, firmware_config)

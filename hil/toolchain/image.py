@@ -14,7 +14,8 @@ tag v1.28.0, or that tarball). mpy-cross is built from the same source; the froz
 generated from the qemu board's bundle (`hil.toolchain.build.bundle_sources("qemu")`:
 firmware/*.py, the qemu board module and the board modules it imports) and the replay board,
 with `main.py` as the module `main`. The heap is MicroPython's static GC heap
-(MICROPY_HEAP_SIZE), by default the smallest board budget.
+(MICROPY_HEAP_SIZE), by default the smallest budget of the boards that run the whole firmware
+(`hil.toolchain.build.smallest_budget`).
 
 Images are cached under `build/qemu-<variant>-<heap>-<hash>/firmware.elf`, keyed by the source,
 the toolchain, the variant, the heap and the frozen files; a file lock makes parallel test workers
@@ -23,7 +24,7 @@ re-freezes and re-links (about 10 s), and another heap size recompiles main.c, t
 uses it.
 
 Usage:
-    elf = build_image("an385")                      # the smallest board budget as the heap
+    elf = build_image("an385")                      # heap: the smallest full-firmware budget
     elf = build_image("an500", heap=192 * 1024)
     python -m hil.toolchain.image check             # one line: why the image cannot be built
     python -m hil.toolchain.image build an500 --heap 192K
