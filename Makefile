@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 BOARD ?=
 PORT ?=
+MCU_TESTS := tests/closed_loop tests/firmware/test_micropython.py tests/hil/cellmodel/test_replay.py
 
-.PHONY: sim test lint serve codegen busload bench flash clean
+.PHONY: sim test lint serve codegen busload bench mcu-bench image flash clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,15 @@ test: $(STAMP)
 	for board in $$($(BIN)/python -c "from hil.toolchain.build import profiled_boards as p; print(*p())"); do \
 		$(BIN)/python -m pytest -q -n 2 tests/closed_loop --dut unix:$$board || exit 1; \
 	done
+	# The firmware frozen into the Cortex-M image on QEMU (hil/toolchain/image.py): the closed-loop
+	# tests marked mcu and the firmware's unit tests; without the toolchain, one line says so.
+	@missing=$$($(BIN)/python -m hil.toolchain.image check); \
+	if [ -n "$$missing" ]; then \
+		echo "make test: SKIPPED the tests on the Cortex-M image (pytest -m mcu --dut qemu: $(MCU_TESTS)): $$missing"; \
+	else \
+		echo "$(BIN)/python -m pytest -q -n 2 -m mcu $(MCU_TESTS) --dut qemu"; \
+		$(BIN)/python -m pytest -q -n 2 -m mcu $(MCU_TESTS) --dut qemu || exit 1; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -47,6 +57,14 @@ flash: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/closed_loop_speed.py $(ARGS)
+
+# The Cortex-M image (IMAGE=an385|an500) and its benchmark (BENCHMARKS.md).
+IMAGE ?= an385
+image: $(STAMP)
+	$(BIN)/python -m hil.toolchain.image build $(IMAGE)
+
+mcu-bench: $(STAMP)
+	$(BIN)/python benchmarks/mcu_cycle.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) reports build *.egg-info

@@ -9,6 +9,9 @@ line:
     in:  t_ms current_ma cell_mv_1 .. cell_mv_N temp_dc_1 .. temp_dc_M
     out: soc soc_bound cell_soc_1 .. cell_soc_N          (0.01 %)
 
+The trace ends at the end of input or at an empty line (a board's console has no end of file:
+on the Cortex-M image the host ends it so).
+
 Run: micropython -X heapsize=168K -c "import boards.replay as r; r.main()" CONFIG [INITIAL_SOC]
 with the bundle on sys.path; INITIAL_SOC (0.01 %) starts the estimator as if that SOC had been
 restored with a 30 % error bound, instead of from OCV.
@@ -133,7 +136,7 @@ def main(argv=None):
     next_c = None
     out = sys.stdout
     line = sys.stdin.readline()
-    while line:
+    while line.strip():
         fields = line.split()
         t = int(fields[0])
         if next_c is None:

@@ -26,11 +26,16 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 from hil import REPO_ROOT
 from hil.bench.provision import new_record
-from hil.toolchain.build import board_profile, build_bundle, profiled_boards
+from hil.toolchain.build import (
+    board_profile,
+    build_bundle,
+    heap_bytes,
+    smallest_budget,
+)
 
 UNIX64_PER_BOARD32 = 1.17
 """Heap bytes the 64-bit unix port needs per byte a 32-bit board needs for the same firmware run.
@@ -42,26 +47,7 @@ constant must not exceed the smallest ratio it finds (BENCHMARKS.md), so a run t
 heap here also fits the board. Runs on a 32-bit binary (CELLGUARD_MICROPYTHON) are not scaled."""
 
 
-def heap_bytes(size: str) -> int:
-    """`168K` -> 172032, `1M` -> 1048576; plain numbers are bytes (MicroPython's -X heapsize)."""
-    value = size.strip().upper()
-    scale = {"K": 1024, "M": 1024 * 1024}.get(value[-1:], 1)
-    return int(value[:-1] if scale > 1 else value) * scale
-
-
-def _smallest_budget() -> int:
-    # The boards that run the whole firmware (diagnostics and charging included) from .mpy files
-    # in their heap; a board whose profile says "full_firmware": false runs the control firmware
-    # alone there (its profile's heap_note says why) and has its own CI run under its budget.
-    budgets = [
-        heap_bytes(str(profile["heap_budget"]))
-        for profile in (board_profile(b) for b in profiled_boards())
-        if profile and profile.get("full_firmware", True)
-    ]
-    return min(budgets)
-
-
-DEFAULT_HEAP = f"{round(_smallest_budget() * UNIX64_PER_BOARD32 / 1024)}K"
+DEFAULT_HEAP = f"{round(smallest_budget() * UNIX64_PER_BOARD32 / 1024)}K"
 """-X heapsize of the 64-bit binary that stands for the smallest budget (32-bit bytes) of the
 boards that run the whole firmware."""
 WDT_EXIT_CODE = 75
@@ -183,28 +169,27 @@ def binary_is_64bit() -> bool:
     return _is_64bit(micropython_binary())
 
 
-class UnixPortDut:
-    """The cellguard firmware running on the MicroPython unix port with the `sim` board."""
+class ProcessDut:
+    """What every firmware process the bench starts shares: a work folder holding its
+    configuration, storage (with its provisioning record) and console log, a CAN channel on
+    127.0.0.1:`port`, start and stop.
+
+    Subclasses give `command()` and `_wait_ready(deadline)`."""
+
+    reply_timeout_s = 5.0
+    """How long a lock-step bench waits for this DUT's answer to a tick before it gives up."""
 
     def __init__(
         self,
-        config: dict[str, Any] | None = None,
+        config: dict[str, Any] | None,
         *,
-        heap: str = DEFAULT_HEAP,
-        realtime: bool = False,
-        port: int | None = None,
-        workdir: Path | None = None,
-        wdt_ms: int = 2000,
-        source: bool = False,
-        bundle_board: str = "sim",
+        port: int | None,
+        workdir: Path | None,
+        wdt_ms: int,
     ) -> None:
         self.config = dict(config or {})
-        self.heap = heap
-        self.realtime = realtime
         self.port = port or free_port()
         self.wdt_ms = wdt_ms
-        self.source = source
-        self.bundle_board = bundle_board
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="cellguard-dut-"))
         self.storage = self.workdir / "storage"
@@ -216,31 +201,33 @@ class UnixPortDut:
         """The python-can slcan channel that reaches this DUT."""
         return f"socket://127.0.0.1:{self.port}"
 
-    def command(self) -> list[str]:
-        """The command line that starts the firmware."""
-        if self.source:
-            bundle = REPO_ROOT / "firmware"
-        else:
-            bundle = build_bundle(self.bundle_board, with_sim=self.bundle_board != "sim")
-        main = bundle / "main.py"
-        cmd = [micropython_binary(), "-X", f"heapsize={self.heap}"]
-        cmd += [str(main), "sim", "--port", str(self.port)]
-        cmd += ["--config", str(self.workdir / "config.json"), "--storage", str(self.storage)]
-        cmd += ["--wdt-ms", str(self.wdt_ms)]
-        if self.bundle_board != "sim" and not self.source:
-            cmd += ["--preload", ",".join(preload_modules(self.bundle_board))]
-        if self.realtime:
-            cmd.append("--realtime")
-        return cmd
-
     @property
     def key_file(self) -> Path:
         """The board's provisioning record (serial and secret, hil.bench.provision): generated
         at the first start of this DUT, so every run has a key of its own."""
         return self.storage / "provision"
 
+    def command(self) -> list[str]:
+        """The command line that starts the firmware."""
+        raise NotImplementedError
+
+    def _popen(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
+        # A session of its own: a Ctrl-C in the terminal reaches the bench, which stops the
+        # firmware in order (CAN log flushed first), not both at once.
+        return subprocess.Popen(
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            start_new_session=True,
+        )
+
+    def _wait_ready(self, deadline: float) -> bool:
+        """Wait until the firmware serves CAN; False when `deadline` (monotonic) passed."""
+        raise NotImplementedError
+
     def start(self, timeout_s: float = 10.0) -> None:
-        """Start the firmware and wait until its CAN server accepts connections.
+        """Start the firmware and wait until it serves CAN.
 
         On failure the process is ended, the work folder removed (if this object made it) and
         DutError says why in the firmware's own words."""
@@ -250,32 +237,17 @@ class UnixPortDut:
         (self.workdir / "config.json").write_text(json.dumps(self.config))
         log = self.log_path.open("ab")
         try:
-            # A session of its own: a Ctrl-C in the terminal reaches the bench, which stops the
-            # firmware in order (CAN log flushed first), not both at once.
-            self.proc = subprocess.Popen(
-                self.command(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-                start_new_session=True,
-            )
+            self.proc = self._popen(log)
         finally:
             log.close()
-        deadline = time.monotonic() + timeout_s
         try:
-            while time.monotonic() < deadline:
-                self.raise_if_stopped(wait_s=0)
-                try:
-                    socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                    return
-                except OSError:
-                    time.sleep(0.02)
-            console = self.console()
-            raise DutError(
-                f"the firmware did not listen on port {self.port} within {timeout_s:g} s: "
-                + firmware_message(console),
-                console,
-            )
+            if not self._wait_ready(time.monotonic() + timeout_s):
+                console = self.console()
+                raise DutError(
+                    f"the firmware did not serve CAN on port {self.port} within {timeout_s:g} s: "
+                    + firmware_message(console),
+                    console,
+                )
         except BaseException:
             self.stop()
             self.cleanup()
@@ -299,6 +271,11 @@ class UnixPortDut:
         """True while the firmware process runs."""
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def exit_code(self) -> int | None:
+        """The firmware process's exit status once it ended (None while it runs)."""
+        return None if self.proc is None else self.proc.poll()
+
     def console(self) -> str:
         """Everything the firmware printed so far."""
         try:
@@ -307,7 +284,8 @@ class UnixPortDut:
             return ""
 
     def stop(self) -> int | None:
-        """Stop the firmware; returns its exit code (None if it was not running)."""
+        """Stop the firmware; returns its exit code (None if it was not started). `exit_code`
+        keeps it afterwards."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -317,16 +295,14 @@ class UnixPortDut:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        code = self.proc.returncode
-        self.proc = None
-        return code
+        return self.proc.returncode
 
     def cleanup(self) -> None:
         """Remove the work folder if this object created it."""
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> UnixPortDut:
+    def __enter__(self) -> ProcessDut:
         self.start()
         return self
 
@@ -338,6 +314,56 @@ class UnixPortDut:
     ) -> None:
         self.stop()
         self.cleanup()
+
+
+class UnixPortDut(ProcessDut):
+    """The cellguard firmware running on the MicroPython unix port with the `sim` board."""
+
+    def __init__(
+        self,
+        config: dict[str, Any] | None = None,
+        *,
+        heap: str = DEFAULT_HEAP,
+        realtime: bool = False,
+        port: int | None = None,
+        workdir: Path | None = None,
+        wdt_ms: int = 2000,
+        source: bool = False,
+        bundle_board: str = "sim",
+    ) -> None:
+        super().__init__(config, port=port, workdir=workdir, wdt_ms=wdt_ms)
+        self.heap = heap
+        self.realtime = realtime
+        self.source = source
+        self.bundle_board = bundle_board
+
+    def command(self) -> list[str]:
+        """The command line that starts the firmware."""
+        if self.source:
+            bundle = REPO_ROOT / "firmware"
+        else:
+            bundle = build_bundle(self.bundle_board, with_sim=self.bundle_board != "sim")
+        main = bundle / "main.py"
+        cmd = [micropython_binary(), "-X", f"heapsize={self.heap}"]
+        cmd += [str(main), "sim", "--port", str(self.port)]
+        cmd += ["--config", str(self.workdir / "config.json"), "--storage", str(self.storage)]
+        cmd += ["--wdt-ms", str(self.wdt_ms)]
+        if self.bundle_board != "sim" and not self.source:
+            cmd += ["--preload", ",".join(preload_modules(self.bundle_board))]
+        if self.realtime:
+            cmd.append("--realtime")
+        return cmd
+
+    def _wait_ready(self, deadline: float) -> bool:
+        # The sim board's SLCAN server accepting a connection means the firmware runs.
+        while time.monotonic() < deadline:
+            self.raise_if_stopped(wait_s=0)
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return True
+            except OSError:
+                time.sleep(0.02)
+        return False
 
 
 class BoardConsole:

@@ -33,7 +33,7 @@ from sim.scenario import Limits
 from sim.sensors import Measurement, SensorModel
 
 if TYPE_CHECKING:
-    from hil.bench.dut import UnixPortDut
+    from hil.bench.dut import ProcessDut
 
 CELLS_PER_FRAME = 4
 BALANCING_CELLS_PER_FRAME = 24
@@ -195,7 +195,7 @@ class Bench:
         self.vcu_alive = 0
         self.measurement_hook: MeasurementHook | None = None
         self.faults: FaultHooks | None = None  # set by hil.bench.inject.FaultInjector
-        self.dut: UnixPortDut | None = None  # set when the bench started the firmware itself
+        self.dut: ProcessDut | None = None  # set when the bench started the firmware itself
         self.listeners: list[Callable[[StepRecord], None]] = []
         """Called with every step's record (a run recorder, the test-centre report)."""
         self._buf = bytearray(8)

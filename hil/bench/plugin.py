@@ -2,12 +2,17 @@
 
 Options (each also settable in the ini file):
   --dut unix           the firmware on the MicroPython unix port (default; what CI runs)
+  --dut unix:BOARD     that board's flashed bundle on the unix port, under its heap budget
+  --dut qemu[:IMAGE]   the firmware frozen into the Cortex-M image on QEMU (`hil.bench.qemu`;
+                       IMAGE an385, the default, or an500), in lock-step like the unix port
   --dut board:NAME@PORT  a real board flashed with `cellguard flash --board NAME`, its serial
                        console on PORT (captured into each test's report); needs --can
   --can DESCRIPTION    a python-can bus to a real board, e.g. slcan:/dev/ttyACM0@500000; the bench
                        then runs in real time and does not start any firmware
-  --heap SIZE          MicroPython heap for unix-port runs (default: the smallest board's budget,
-                       scaled for the 64-bit unix port, hil.bench.dut.DEFAULT_HEAP)
+  --heap SIZE          MicroPython heap: -X heapsize of the unix port (default: the smallest
+                       budget of the boards that run the whole firmware, scaled for the 64-bit
+                       binary, hil.bench.dut.DEFAULT_HEAP), MICROPY_HEAP_SIZE of the image
+                       (default: that budget unscaled)
   --can-log-dir DIR    write every test's CAN traffic to DIR/<test>.blf
   --cellguard-report DIR  the test-centre report: DIR/index.html (every test's verdict, the plot
                        of each bench's run, the fault memory read out after it, its seed, links
@@ -19,7 +24,13 @@ opens more benches with the keyword arguments of `hil.bench.runner.open_bench` (
 `inject`, a `hil.bench.inject.FaultInjector` on `bench` (docs/fault_injection.md); `diag`, a UDS
 tester (`hil.bench.diag.DiagClient`) on `bench`'s BMS with that board's key; `bench_options`,
 the `open_bench` keywords the options select (for tests that open and close benches themselves, such
-as hypothesis state machines that need a fresh firmware per example).
+as hypothesis state machines that need a fresh firmware per example); `dut_factory`, which makes
+(unstarted) DUTs of the selected kind for tests that start, stop and restart the firmware
+themselves (`hil.bench.runner.make_dut` keywords).
+
+Markers: `unix_only` (needs a lock-step DUT: skipped with --can), `sim_board` (needs the sim board
+itself: real time or several clients on its bus; skipped with --dut qemu), `mcu` (runs on the
+Cortex-M image in CI: `make test` runs `-m mcu --dut qemu`).
 
 Usage in a test:
     def test_stale_opens(bench):
@@ -41,14 +52,15 @@ from typing import Any
 import pytest
 
 from hil.bench.diag import DiagClient
-from hil.bench.dut import DEFAULT_HEAP, BoardConsole, board_unix_heap
+from hil.bench.dut import DEFAULT_HEAP, BoardConsole, ProcessDut, board_unix_heap
 from hil.bench.inject import FaultInjector
 from hil.bench.loop import Bench
 from hil.bench.provision import read_key_file
 from hil.bench.report import Recorder, RunInfo
-from hil.bench.runner import open_bench
+from hil.bench.runner import make_dut, open_bench
 from hil.bench.testcentre import PROPERTY, TestCentre, collect_bench, run_facts, slug
-from hil.toolchain.build import profiled_boards
+from hil.toolchain import image
+from hil.toolchain.build import heap_bytes, profiled_boards
 
 BenchFactory = Callable[..., Bench]
 
@@ -60,10 +72,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--dut",
         default=None,
         help="device under test: unix (default), unix:BOARD (that board's flashed bundle on the "
-        "unix port under its heap budget) or board:NAME@SERIALPORT",
+        "unix port under its heap budget), qemu[:IMAGE] (the Cortex-M image, IMAGE an385 or "
+        "an500) or board:NAME@SERIALPORT",
     )
     group.addoption("--can", default=None, help="python-can bus INTERFACE:CHANNEL[@BITRATE]")
-    group.addoption("--heap", default=None, help=f"unix-port heap size (default {DEFAULT_HEAP})")
+    group.addoption(
+        "--heap",
+        default=None,
+        help=f"heap size: unix port (default {DEFAULT_HEAP}) or image (default: smallest budget)",
+    )
     group.addoption("--can-log-dir", default=None, help="write each test's CAN log here (.blf)")
     group.addoption(
         "--cellguard-report",
@@ -117,10 +134,17 @@ def _configure_report(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)  # before pytest's junitxml plugin reads --junitxml
 def pytest_configure(config: pytest.Config) -> None:
     """Check the DUT choice before any test runs; open a real board's console."""
-    config.addinivalue_line("markers", "unix_only: needs the unix-port firmware (lock-step)")
+    config.addinivalue_line("markers", "unix_only: needs a lock-step DUT (unix or qemu)")
+    config.addinivalue_line(
+        "markers", "sim_board: needs the sim board itself (real time, several bus clients)"
+    )
+    config.addinivalue_line("markers", "mcu: runs on the Cortex-M image in CI (--dut qemu)")
     _configure_report(config)
     dut = _option(config, "dut")
     if dut in (None, "unix"):
+        return
+    if dut.startswith("qemu"):
+        _configure_qemu(config, dut)
         return
     if dut.startswith("unix:"):
         if dut[5:] not in profiled_boards():
@@ -128,13 +152,35 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"--dut {dut!r}: no board profile {dut[5:]!r} (known: {known})")
         return
     if not dut.startswith("board:"):
-        raise pytest.UsageError(f"--dut {dut!r}: use unix or board:NAME@SERIALPORT")
+        raise pytest.UsageError(f"--dut {dut!r}: use unix, qemu or board:NAME@SERIALPORT")
     name, port = parse_board_dut(dut)
     if not config.getoption("can"):
         raise pytest.UsageError(f"--dut {dut}: a real board needs --can INTERFACE:CHANNEL[@RATE]")
     console = BoardConsole(port)
     console.start()
     config.stash[_CONSOLE] = (f"{name}@{port}", console)
+
+
+def _configure_qemu(config: pytest.Config, dut: str) -> None:
+    """Check the image can be built (one clear line if not) and build it once, before any
+    worker starts, so parallel workers find it cached."""
+    from hil.bench.qemu import parse_target
+
+    if config.getoption("can"):
+        raise pytest.UsageError(f"--dut {dut}: the emulator is started by the bench; drop --can")
+    try:
+        name = parse_target(dut)
+    except image.ImageError as e:
+        raise pytest.UsageError(f"--dut {dut}: {e}") from None
+    reason = image.unavailable()
+    if reason:
+        raise pytest.UsageError(f"--dut {dut}: {reason}")
+    if not hasattr(config, "workerinput"):  # the xdist controller, or a run without xdist
+        heap = config.getoption("heap")
+        try:
+            image.build_image(name, heap_bytes(heap) if heap else None)
+        except image.ImageError as e:
+            raise pytest.UsageError(f"--dut {dut}: {e}") from None
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -144,19 +190,50 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         entry[1].close()
 
 
+def _target(config: pytest.Config) -> str:
+    dut = _option(config, "dut") or "unix"
+    return dut if dut.startswith("qemu") else "unix"
+
+
+@pytest.fixture(autouse=True)
+def _sim_board_only(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("sim_board") and _target(request.config) != "unix":
+        pytest.skip("needs the sim board on the unix port (real time, several bus clients)")
+
+
 @pytest.fixture
 def bench_options(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """The `open_bench` keywords (can, heap, bundle_board) that the command-line options select."""
+    """The `open_bench` keywords (can, heap, bundle_board, target) that the command-line options
+    select."""
     config = request.config
     can = config.getoption("can")
     if can and request.node.get_closest_marker("unix_only"):
-        pytest.skip("needs the unix-port firmware in lock-step; --can runs in real time")
+        pytest.skip("needs the firmware in lock-step (unix port or image); --can runs in real time")
     dut = _option(config, "dut") or "unix"
+    target = _target(config)
     bundle_board = dut[5:] if dut.startswith("unix:") else "sim"
-    heap = config.getoption("heap") or (
-        board_unix_heap(bundle_board) if bundle_board != "sim" else _option(config, "heap")
-    )
-    return {"can": can, "heap": heap, "bundle_board": bundle_board}
+    if target != "unix":
+        heap = config.getoption("heap")  # None: the image's default, the smallest budget
+    else:
+        heap = config.getoption("heap") or (
+            board_unix_heap(bundle_board) if bundle_board != "sim" else _option(config, "heap")
+        )
+    return {"can": can, "heap": heap, "bundle_board": bundle_board, "target": target}
+
+
+@pytest.fixture
+def dut_factory(bench_options: dict[str, Any]) -> Callable[..., ProcessDut]:
+    """Make an unstarted DUT of the selected kind: `dut_factory(config, workdir=..., port=...,
+    wdt_ms=...)`; the test starts and stops it."""
+    if bench_options["can"]:
+        pytest.skip("starts its own firmware; --can reaches a board that is already running")
+
+    def factory(config: dict[str, Any], **kwargs: Any) -> ProcessDut:
+        kwargs.setdefault("heap", bench_options["heap"])
+        kwargs.setdefault("bundle_board", bench_options["bundle_board"])
+        return make_dut(bench_options["target"], config, **kwargs)
+
+    return factory
 
 
 @pytest.fixture

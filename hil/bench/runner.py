@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hil.bench.canlog import CanLogMode
-from hil.bench.dut import DEFAULT_HEAP, UnixPortDut
+from hil.bench.dut import DEFAULT_HEAP, ProcessDut, UnixPortDut, heap_bytes
 from hil.bench.loop import Bench
 from hil.bench.transport import SlcanSocketTransport, Transport, open_transport
 from hil.cellmodel.profiles import plant_profile
@@ -52,11 +52,13 @@ def open_bench(
     firmware_config: dict[str, Any] | None = None,
     pack_config: dict[str, Any] | None = None,
     can: str | None = None,
-    heap: str = DEFAULT_HEAP,
+    heap: str | None = None,
     log_path: Path | None = None,
     log_mode: CanLogMode = "full",
     workdir: Path | None = None,
     bundle_board: str = "sim",
+    target: str = "unix",
+    dut_options: dict[str, Any] | None = None,
 ) -> Iterator[Bench]:
     """A bench around the unix-port firmware, or around whatever `can` reaches (a real board).
 
@@ -66,16 +68,21 @@ def open_bench(
     resistance unless `firmware_config` sets it. With `can` (a python-can description such as
     `slcan:/dev/ttyACM0@500000`) no firmware is started and the bench runs in real time against
     the bus. `bundle_board` runs that board's flashed bundle on the unix port (see
-    `hil.bench.dut.UnixPortDut`). `log_path` is the CAN log, every frame or, with `log_mode`
+    `hil.bench.dut.UnixPortDut`). `target` "qemu" or "qemu:IMAGE" runs the firmware frozen into
+    the Cortex-M image instead (`hil.bench.qemu.QemuDut`; `heap` is then its MICROPY_HEAP_SIZE,
+    default the smallest full-firmware budget); `dut_options` are further keywords of the DUT
+    (e.g. a QemuDut's `preamble`). `log_path` is the CAN log, every frame or, with `log_mode`
     "events", the windows around events (`hil.bench.canlog`).
     """
     sensors = SensorModel(seed=seed)
     fw = bench_firmware_config(cells, chemistry, sensors, firmware_config)
     pack = Pack(PackConfig(chemistry=chemistry, n_cells=cells, seed=seed, **(pack_config or {})))
-    dut: UnixPortDut | None = None
+    dut: ProcessDut | None = None
     transport: Transport
     if can is None:
-        dut = UnixPortDut(fw, heap=heap, workdir=workdir, bundle_board=bundle_board)
+        dut = make_dut(
+            target, fw, heap=heap, workdir=workdir, bundle_board=bundle_board, **(dut_options or {})
+        )
         dut.start()  # cleans up after itself when it fails
         try:
             transport = SlcanSocketTransport("127.0.0.1", dut.port)
@@ -93,6 +100,7 @@ def open_bench(
             lockstep=can is None,
             log_path=str(log_path) if log_path else None,
             log_mode=log_mode,
+            reply_timeout_s=dut.reply_timeout_s if dut is not None else 5.0,
         )
     except BaseException:
         transport.close()
@@ -110,10 +118,34 @@ def open_bench(
                 _stop(dut)
 
 
-def _stop(dut: UnixPortDut, check: bool = False) -> None:
+def _stop(dut: ProcessDut, check: bool = False) -> None:
     try:
         if check:
             dut.raise_if_stopped()
     finally:
         dut.stop()
         dut.cleanup()
+
+
+def make_dut(
+    target: str,
+    config: dict[str, Any],
+    *,
+    heap: str | None = None,
+    workdir: Path | None = None,
+    bundle_board: str = "sim",
+    **kwargs: Any,
+) -> ProcessDut:
+    """The DUT `target` names: "unix" (the unix port, `bundle_board`'s bundle) or "qemu[:IMAGE]"
+    (the Cortex-M image); `heap` is a size such as "144K" (None: the target's default). Other
+    keywords (port, wdt_ms) go to the DUT."""
+    if target.startswith("qemu"):
+        from hil.bench.qemu import QemuDut, parse_target
+
+        size = heap_bytes(heap) if heap else None
+        return QemuDut(config, variant=parse_target(target), heap=size, workdir=workdir, **kwargs)
+    if target != "unix":
+        raise ValueError(f"unknown DUT {target!r}: unix or qemu[:IMAGE]")
+    return UnixPortDut(
+        config, heap=heap or DEFAULT_HEAP, workdir=workdir, bundle_board=bundle_board, **kwargs
+    )

@@ -1,8 +1,11 @@
 """Replay a recorded measurement trace through the firmware's estimator (`cellguard replay`).
 
 The firmware runs on the MicroPython unix port from the `replay` board's bytecode bundle under a
-heap limit, exactly the code a board runs (boards/replay.py). This module validates and converts
-the CSV files, streams the trace to that process and collects its per-sample estimates.
+heap limit, exactly the code a board runs (boards/replay.py), or with `target="qemu[:IMAGE]"` on
+the Cortex-M image (`hil.toolchain.image`, float32: `qemu:an500` is the FPU image), where the
+firmware and the replay board are frozen in and the trace arrives on the emulated console. This
+module validates and converts the CSV files, streams the trace to that process and collects its
+per-sample estimates.
 
 Trace CSV (header names exact, time strictly increasing, gaps <= 1 s, current positive =
 discharge):
@@ -183,20 +186,58 @@ def firmware_config(
     return cfg
 
 
-def _stream(trace: Trace, sink: IO[str]) -> None:
+def _chunks(trace: Trace) -> Iterator[str]:
+    """The trace as the replay board reads it (module docstring of boards/replay.py)."""
     t_ms = np.round((trace.time_s - trace.time_s[0]) * 1000).astype(np.int64)
     i_ma = np.round(trace.current_a * 1000).astype(np.int64)
     mv = np.clip(np.round(trace.voltage_v * 1000), 0, 65535).astype(np.int64)
     dc = np.clip(np.round(trace.temperature_c * 10), -32768, 32767).astype(np.int64)
     table = np.column_stack([t_ms, i_ma, mv, dc])
+    for chunk in range(0, len(table), 1000):
+        yield "".join(" ".join(map(str, row)) + "\n" for row in table[chunk : chunk + 1000])
+
+
+def _stream(trace: Trace, sink: IO[str]) -> None:
     try:
-        for chunk in range(0, len(table), 1000):
-            sink.write(
-                "".join(" ".join(map(str, row)) + "\n" for row in table[chunk : chunk + 1000])
-            )
+        for text in _chunks(trace):
+            sink.write(text)
         sink.close()
     except BrokenPipeError:  # the firmware stopped early: its stderr says why
         pass
+
+
+class _Collector:
+    """Takes the firmware's output lines: estimate rows into `out`, anything else as console."""
+
+    def __init__(self, samples: int, cells: int, progress: Callable[[int], None] | None):
+        self.out = np.zeros((samples, 2 + cells))
+        self.k = 0
+        self.console: list[str] = []
+        self._progress = progress
+        self._partial = ""
+
+    def line(self, line: str) -> None:
+        fields = line.split()
+        if self.k < len(self.out) and len(fields) == self.out.shape[1] and fields[0].isdigit():
+            self.out[self.k] = [float(x) for x in fields]
+            self.k += 1
+            if self._progress is not None and self.k % 1000 == 0:
+                self._progress(self.k)
+        else:
+            self.console.append(line)
+
+    def chunk(self, data: bytes) -> None:
+        *lines, self._partial = (self._partial + data.decode(errors="replace")).split("\n")
+        for line in lines:
+            self.line(line)
+
+
+def _initial_arg(initial_soc_pct: float | None) -> list[str]:
+    if initial_soc_pct is None:
+        return []
+    if not 0 <= initial_soc_pct <= 100:
+        raise TraceError("--initial-soc must be in 0..100")
+    return [str(round(initial_soc_pct * 100))]
 
 
 def replay(
@@ -204,11 +245,19 @@ def replay(
     config: dict[str, Any],
     *,
     initial_soc_pct: float | None = None,
-    heap: str = DEFAULT_HEAP,
+    heap: str | None = None,
     progress: Callable[[int], None] | None = None,
+    target: str = "unix",
 ) -> Estimates:
     """Run the firmware over `trace` with `config` (see `firmware_config`); `progress(k)` is called
-    with the number of samples done so far."""
+    with the number of samples done so far. `target` "unix" runs the unix port (`heap` a -X
+    heapsize, default DEFAULT_HEAP); "qemu" or "qemu:IMAGE" the Cortex-M image (`heap` its
+    MICROPY_HEAP_SIZE, default the smallest full-firmware budget)."""
+    if target.startswith("qemu"):
+        return _replay_on_image(trace, config, initial_soc_pct, heap, progress, target)
+    if target != "unix":
+        raise TraceError(f"unknown target {target!r}: unix or qemu[:IMAGE]")
+    heap = heap or DEFAULT_HEAP
     bundle = build_bundle("replay")
     with tempfile.TemporaryDirectory(prefix="cellguard-replay-") as tmp:
         cfg_path = Path(tmp) / "config.json"
@@ -218,10 +267,7 @@ def replay(
             "import boards.replay as r\nr.main(sys.argv[1:])\n"
         )
         cmd = [micropython_binary(), "-X", f"heapsize={heap}", "-c", code, str(cfg_path)]
-        if initial_soc_pct is not None:
-            if not 0 <= initial_soc_pct <= 100:
-                raise TraceError("--initial-soc must be in 0..100")
-            cmd.append(str(round(initial_soc_pct * 100)))
+        cmd += _initial_arg(initial_soc_pct)
         proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
@@ -233,27 +279,59 @@ def replay(
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         feeder = threading.Thread(target=_stream, args=(trace, proc.stdin), daemon=True)
         feeder.start()
-        out = np.zeros((len(trace.time_s), 2 + trace.cells))
-        k = 0
-        console = []  # anything but an estimate line: the firmware's own messages
+        got = _Collector(len(trace.time_s), trace.cells, progress)
         for line in proc.stdout:
-            fields = line.split()
-            if k < len(out) and len(fields) == out.shape[1] and fields[0].isdigit():
-                out[k] = [float(x) for x in fields]
-                k += 1
-                if progress is not None and k % 1000 == 0:
-                    progress(k)
-            else:
-                console.append(line)
-        err = "".join(console[-40:]) + proc.stderr.read()
+            got.line(line)
+        err = "\n".join(got.console[-40:]) + proc.stderr.read()
         proc.wait()
         feeder.join()
-    if proc.returncode != 0 or k != len(out):
-        raise RuntimeError(f"the firmware stopped after {k} of {len(out)} samples:\n{err}")
+    return _estimates(trace, got, proc.returncode, err, progress)
+
+
+def _estimates(
+    trace: Trace,
+    got: _Collector,
+    status: int,
+    err: str,
+    progress: Callable[[int], None] | None,
+) -> Estimates:
+    out = got.out
+    if status != 0 or got.k != len(out):
+        raise RuntimeError(f"the firmware stopped after {got.k} of {len(out)} samples:\n{err}")
     if progress is not None:
-        progress(k)
+        progress(got.k)
     out /= 100.0
     return Estimates(trace.time_s, out[:, 0], out[:, 1], out[:, 2:])
+
+
+def _replay_on_image(
+    trace: Trace,
+    config: dict[str, Any],
+    initial_soc_pct: float | None,
+    heap: str | None,
+    progress: Callable[[int], None] | None,
+    target: str,
+) -> Estimates:
+    """`replay` on the Cortex-M image: the trace on the console, an empty line ends it."""
+    from hil.bench.qemu import parse_target, run_on_image
+    from hil.toolchain.build import heap_bytes
+
+    args = ["/config.json", *_initial_arg(initial_soc_pct)]
+    code = f"print()\nimport boards.replay as r\nr.main({args!r})\n"  # a line of its own after OK
+    lines = (text.encode() for text in [*_chunks(trace), "\n"])
+    got = _Collector(len(trace.time_s), trace.cells, progress)
+    with tempfile.TemporaryDirectory(prefix="cellguard-replay-") as tmp:
+        (Path(tmp) / "config.json").write_text(json.dumps(config))
+        status, console = run_on_image(
+            code,
+            name=parse_target(target),
+            heap=heap_bytes(heap) if heap else None,
+            cwd=Path(tmp),
+            timeout_s=24 * 3600,
+            stdin_lines=lines,
+            on_output=got.chunk,
+        )
+    return _estimates(trace, got, status, console[-4000:], progress)
 
 
 def write_estimates(path: Path, est: Estimates, single: bool) -> None:

@@ -21,7 +21,6 @@ from hil.cellmodel.replay import (
 )
 from hil.cli.errors import Failure, UsageError
 from hil.cli.options import (
-    HEAP_HELP,
     check_firmware_config,
     config_file,
     heap_size,
@@ -58,8 +57,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--heap",
         type=heap_size,
-        default=DEFAULT_HEAP,
-        help=HEAP_HELP,
+        default=None,
+        help=f"MicroPython heap (board budget; default {DEFAULT_HEAP} on the unix port, the "
+        "smallest full-firmware board budget on the image)",
+    )
+    parser.add_argument(
+        "--dut",
+        default="unix",
+        help="where the firmware runs: unix (the unix port) or qemu[:IMAGE] (the Cortex-M image; "
+        "qemu:an500 has the FPU)",
     )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON line")
 
@@ -100,11 +106,13 @@ def run(args: argparse.Namespace) -> int:
                 initial_soc_pct=args.initial_soc,
                 heap=args.heap,
                 progress=lambda k: bar.update(k - bar.n),
+                target=args.dut,
             )
         except RuntimeError as e:
             first, _, console = str(e).partition("\n")
             reason = firmware_message(console)
-            hint = f" (--heap {args.heap} too small?)" if "MemoryError" in reason else ""
+            size = f"--heap {args.heap}" if args.heap else "the default heap"
+            hint = f" ({size} too small?)" if "MemoryError" in reason else ""
             raise Failure(f"{first.rstrip(':')}: {reason}{hint}") from None
     write_estimates(args.out, est, trace.single)
     figures: dict[str, object] = {"samples": len(trace.time_s), "out": str(args.out)}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,44 @@ def profiled_boards() -> list[str]:
     return sorted(p.stem for p in (REPO_ROOT / "boards").glob("*.json"))
 
 
+def heap_bytes(size: str) -> int:
+    """`168K` -> 172032, `1M` -> 1048576; plain numbers are bytes (MicroPython's -X heapsize)."""
+    value = size.strip().upper()
+    scale = {"K": 1024, "M": 1024 * 1024}.get(value[-1:], 1)
+    return int(value[:-1] if scale > 1 else value) * scale
+
+
+def smallest_budget() -> int:
+    """The smallest heap budget (the boards' own 32-bit bytes) of the boards that run the whole
+    firmware (diagnostics and charging included); a board whose profile says "full_firmware":
+    false runs the control firmware alone (its profile's heap_note says why) and has its own CI
+    run under its budget."""
+    budgets = [
+        heap_bytes(str(profile["heap_budget"]))
+        for profile in (board_profile(b) for b in profiled_boards())
+        if profile and profile.get("full_firmware", True)
+    ]
+    return min(budgets)
+
+
+_BOARD_IMPORT = re.compile(r"^(?:from|import)\s+boards\.(\w+)", re.MULTILINE)
+
+
+def board_modules(board: str) -> list[Path]:
+    """`boards/<board>.py` and the board modules it imports (`from boards.X import ...`),
+    transitively, as absolute paths."""
+    found: list[Path] = []
+    todo = [REPO_ROOT / "boards" / f"{board}.py"]
+    while todo:
+        path = todo.pop()
+        if path in found:
+            continue
+        found.append(path)
+        for name in _BOARD_IMPORT.findall(path.read_text()):
+            todo.append(REPO_ROOT / "boards" / f"{name}.py")
+    return found
+
+
 def bundle_sources(board: str, with_sim: bool = False) -> list[Path]:
     """The source files a board's bundle holds, relative to the repo root.
 
@@ -69,7 +108,7 @@ def bundle_sources(board: str, with_sim: bool = False) -> list[Path]:
         known = sorted(p.stem for p in (REPO_ROOT / "boards").glob("*.py") if p.stem != "__init__")
         raise BuildError(f"unknown board {board!r}; known boards: {', '.join(known)}")
     files = sorted((REPO_ROOT / "firmware").glob("*.py"))
-    files += [REPO_ROOT / "boards" / "__init__.py", board_file]
+    files += [REPO_ROOT / "boards" / "__init__.py", *board_modules(board)]
     profile = board_profile(board) or {}
     for module in profile.get("modules", []):
         path = REPO_ROOT / module
@@ -77,8 +116,9 @@ def bundle_sources(board: str, with_sim: bool = False) -> list[Path]:
             raise BuildError(f"board {board!r} needs {module}, which does not exist (yet)")
         files.append(path)
     if with_sim and board != "sim":
-        files.append(REPO_ROOT / "boards" / "sim.py")
-    return [f.relative_to(REPO_ROOT) for f in files]
+        files += board_modules("sim")
+    unique = list(dict.fromkeys(files))
+    return [f.relative_to(REPO_ROOT) for f in unique]
 
 
 def build_bundle(board: str = "sim", with_sim: bool = False) -> Path:

@@ -15,13 +15,16 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from hypothesis import Phase, given, settings
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from firmware import config as fw_config
 from hil.bench.loop import Bench
 from hil.bench.runner import open_bench
 from sim.sensors import Measurement
+
+pytestmark = pytest.mark.unix_only  # thousands of lock-step cycles per example
 
 CYCLE_S = 1.0
 FAST = {
@@ -39,6 +42,8 @@ FEW = settings(
     deadline=None,
     derandomize=True,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    # bench_options is the same for every example (the command line's DUT choice)
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 strategies = st.sampled_from([0, 1])  # balance_strategy: SOC, voltage
@@ -47,13 +52,14 @@ seeds = st.integers(0, 10_000)
 
 @contextmanager
 def rest_bench(
-    strategy: int, seed: int, *, ideal_sensors: bool = False, **pack: Any
+    options: dict[str, Any], strategy: int, seed: int, *, ideal_sensors: bool = False, **pack: Any
 ) -> Iterator[Bench]:
-    """An 8-cell NMC bench at rest; `pack` overrides PackConfig fields. Ideal sensors read every
-    cell without noise or offset (still quantised to 1 mV, still with the sense-line drop)."""
+    """An 8-cell NMC bench at rest on the DUT `options` select (the `bench_options` fixture);
+    `pack` overrides PackConfig fields. Ideal sensors read every cell without noise or offset
+    (still quantised to 1 mV, still with the sense-line drop)."""
     fw = dict(FAST, balance_strategy=strategy)
     config = {"leak_max_a": 0.0, **pack}
-    with open_bench(cells=8, seed=seed, firmware_config=fw, pack_config=config) as bench:
+    with open_bench(cells=8, seed=seed, firmware_config=fw, pack_config=config, **options) as bench:
         if ideal_sensors:
             bench.sensors.cell_noise_v = 0.0
             bench.sensors.cell_offset_sigma_v = 0.0
@@ -67,13 +73,17 @@ def spread_pct(bench: Bench) -> float:
 
 @FEW
 @given(strategy=strategies, seed=seeds, sigma=st.floats(0.02, 0.04))
-def test_lowest_cell_never_bleeds(strategy: int, seed: int, sigma: float) -> None:
+def test_lowest_cell_never_bleeds(
+    bench_options: dict[str, Any], strategy: int, seed: int, sigma: float
+) -> None:
     """The cell the plant holds emptiest (lowest true SOC) never bleeds, up to the resolution the
     firmware judges by: no bleeding cell is more than one ADC step (1 mV, 0.125 %-point of SOC on
     NMC's 80..90 % OCV step) below the emptiest cell that is not bleeding. Equal capacities and
     ideal sensors (no noise, no offset) leave quantisation as the only blur."""
     resolution = 1.0 / 8.0 / 100.0  # 1 mV on a 40 mV per 5 %-point OCV step, as a SOC fraction
-    with rest_bench(strategy, seed, ideal_sensors=True, capacity_sigma=0.0, soc_sigma=sigma) as b:
+    with rest_bench(
+        bench_options, strategy, seed, ideal_sensors=True, capacity_sigma=0.0, soc_sigma=sigma
+    ) as b:
         bled = False
         for _ in range(900):
             soc = b.pack.soc
@@ -89,11 +99,11 @@ def test_lowest_cell_never_bleeds(strategy: int, seed: int, sigma: float) -> Non
 @FEW
 @given(strategy=strategies, seed=seeds, soc_mean=st.floats(0.4, 0.6))
 def test_no_cell_starts_bleeding_below_the_minimum_voltage(
-    strategy: int, seed: int, soc_mean: float
+    bench_options: dict[str, Any], strategy: int, seed: int, soc_mean: float
 ) -> None:
     """A cell that reads below balance_min_mv in the measurement window is never selected, so
     nothing bleeds while every cell is below it (NMC packs straddling 3.8 V)."""
-    with rest_bench(strategy, seed, soc_mean=soc_mean, soc_sigma=0.03) as b:
+    with rest_bench(bench_options, strategy, seed, soc_mean=soc_mean, soc_sigma=0.03) as b:
         was = np.zeros(8, dtype=bool)
         for _ in range(400):
             rec = b.step(0.0, vcu_close=False)
@@ -111,11 +121,11 @@ def test_no_cell_starts_bleeding_below_the_minimum_voltage(
     excess_dc=st.integers(0, 90),
 )
 def test_no_bleeding_at_or_above_the_temperature_limit(
-    strategy: int, seed: int, cell: int, first: int, excess_dc: int
+    bench_options: dict[str, Any], strategy: int, seed: int, cell: int, first: int, excess_dc: int
 ) -> None:
     """No cell bleeds in a cycle whose hottest reading is at or above balance_max_temp_dc; one
     cell reads hot from cycle `first` to `first` + 40 (a pack that would balance otherwise)."""
-    with rest_bench(strategy, seed, soc_mean=0.85, soc_sigma=0.02) as b:
+    with rest_bench(bench_options, strategy, seed, soc_mean=0.85, soc_sigma=0.02) as b:
         hot = {"on": False}
 
         def heat(m: Measurement) -> Measurement:
@@ -138,14 +148,14 @@ def test_no_bleeding_at_or_above_the_temperature_limit(
 @FEW
 @given(strategy=strategies, seed=seeds, cell=st.integers(0, 7), first=st.integers(0, 40))
 def test_no_bleeding_with_an_open_tier_fault(
-    strategy: int, seed: int, cell: int, first: int
+    bench_options: dict[str, Any], strategy: int, seed: int, cell: int, first: int
 ) -> None:
     """No cell bleeds while an open-tier fault is active: one cell reads over-voltage (and so the
     highest, first in line to bleed) for 5 cycles from cycle `first`; the fault latches. The
     reading is 200 mV over the threshold: the firmware corrects readings for the sense-line drop
     of bleeding neighbours (up to 2 x 0.25 ohm x 0.13 A), and the cell must be over-voltage after
     that correction too."""
-    with rest_bench(strategy, seed, soc_mean=0.85, soc_sigma=0.02) as b:
+    with rest_bench(bench_options, strategy, seed, soc_mean=0.85, soc_sigma=0.02) as b:
         tick = {"i": 0}
 
         def overvoltage(m: Measurement) -> Measurement:
@@ -166,11 +176,13 @@ def test_no_bleeding_with_an_open_tier_fault(
 
 @FEW
 @given(strategy=strategies, seed=seeds, sigma=st.floats(0.01, 0.03))
-def test_bleeding_never_increases_the_soc_spread(strategy: int, seed: int, sigma: float) -> None:
+def test_bleeding_never_increases_the_soc_spread(
+    bench_options: dict[str, Any], strategy: int, seed: int, sigma: float
+) -> None:
     """Over a balancing run at rest (realistic capacity spread and sensors, no self-discharge:
     only the bleed resistors move charge) the plant's SOC spread never grows from cycle to cycle,
     and it has shrunk by the end."""
-    with rest_bench(strategy, seed, soc_mean=0.85, soc_sigma=sigma) as b:
+    with rest_bench(bench_options, strategy, seed, soc_mean=0.85, soc_sigma=sigma) as b:
         start = last = spread_pct(b)
         for _ in range(1800):
             b.step(0.0, vcu_close=False)
@@ -191,10 +203,12 @@ def target_met(strategy: int, bench: Bench, m: Measurement) -> bool:
 
 @FEW
 @given(strategy=strategies, seed=seeds, sigma=st.floats(0.002, 0.004))
-def test_bleeding_stops_when_the_target_is_met(strategy: int, seed: int, sigma: float) -> None:
+def test_bleeding_stops_when_the_target_is_met(
+    bench_options: dict[str, Any], strategy: int, seed: int, sigma: float
+) -> None:
     """A balancing run at rest ends: within 2 h a selection finds nothing to bleed (reason
     BALANCED, every resistor off), and the target is met then (`target_met`)."""
-    with rest_bench(strategy, seed, soc_mean=0.85, soc_sigma=sigma) as b:
+    with rest_bench(bench_options, strategy, seed, soc_mean=0.85, soc_sigma=sigma) as b:
         for _ in range(7200):
             rec = b.step(0.0, vcu_close=False)
             if rec.status.balancing_reason == BALANCED:

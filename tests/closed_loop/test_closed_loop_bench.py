@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import can
@@ -10,7 +11,7 @@ import cantools
 import pytest
 
 from hil import DBC_PATH
-from hil.bench.dut import DEFAULT_HEAP, UnixPortDut, heap_bytes
+from hil.bench.dut import DEFAULT_HEAP, ProcessDut, UnixPortDut, heap_bytes
 from hil.bench.loop import Bench
 from hil.bench.transport import PythonCanTransport, SlcanSocketTransport
 from sim.pack import Pack, PackConfig
@@ -119,9 +120,9 @@ def test_bench_clock_counts_control_periods(bench) -> None:  # type: ignore[no-u
         assert bench.t_s == n * bench.cycle_ms / 1000
 
 
-def test_python_can_slcan_reaches_the_virtual_bms() -> None:
-    """The sim board's CAN is reachable through python-can's slcan interface over socket://."""
-    with UnixPortDut({"cell_count": 8}) as dut:
+def test_python_can_slcan_reaches_the_virtual_bms(dut_factory: Callable[..., ProcessDut]) -> None:
+    """The DUT's CAN is reachable through python-can's slcan interface over socket://."""
+    with dut_factory({"cell_count": 8}) as dut:
         bus = can.Bus(interface="slcan", channel=dut.channel, sleep_after_open=0, bitrate=500000)
         bench = Bench(PythonCanTransport(bus), Pack(PackConfig(n_cells=8)), SensorModel(seed=1))
         try:
@@ -132,6 +133,7 @@ def test_python_can_slcan_reaches_the_virtual_bms() -> None:
             bench.close()
 
 
+@pytest.mark.sim_board
 def test_served_bms_transmits_in_real_time() -> None:
     """`cellguard serve` mode: the firmware runs on the wall clock and broadcasts its frames,
     which any second client on the virtual bus receives and cantools decodes."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from hil.bench.loop import Bench
 from sim.sensors import Measurement
 
@@ -142,6 +144,7 @@ def test_heating_alone_is_no_runaway(bench: Bench) -> None:
     assert bench.status.closed and "ThermalRunaway" not in bench.status.faults
 
 
+@pytest.mark.mcu
 def test_corrupted_vehicle_requests_are_never_a_close(bench: Bench) -> None:
     """VCU_Request frames with a wrong CRC are rejected: VcuRequestInvalid after vcu_bad_count
     of them (before the request goes stale), and the contactors never close on them."""

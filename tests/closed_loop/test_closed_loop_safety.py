@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from hil.bench.loop import Bench
 from sim.sensors import Measurement
 
@@ -32,6 +34,7 @@ def steps_until_open(bench: Bench, limit: int, load_a: float = 0.0, **step_kwarg
     return n
 
 
+@pytest.mark.mcu
 def test_contactors_close_only_after_precharge(bench: Bench) -> None:
     """Main contactor closes only once the link voltage reached 95 % of the pack voltage."""
     states = []
@@ -48,6 +51,7 @@ def test_contactors_close_only_after_precharge(bench: Bench) -> None:
     assert not bench.status.contactor_pre
 
 
+@pytest.mark.mcu
 def test_soc_follows_plant_under_load(bench: Bench) -> None:
     """Coulomb counting: BMS SOC tracks the plant's mean SOC within 0.5 %-points over 60 s."""
     close_contactors(bench)
@@ -58,6 +62,7 @@ def test_soc_follows_plant_under_load(bench: Bench) -> None:
     assert math.isclose(bench.status.soc_pct, 100 * bench.pack.mean_soc, abs_tol=0.5)
 
 
+@pytest.mark.mcu
 def test_cell_overvoltage_opens_within_qualification_and_latches(bench: Bench) -> None:
     """An over-voltage opens the contactors within its qualification time plus one cycle and
     stays latched until a FaultReset request once the condition is gone."""
@@ -84,6 +89,7 @@ def test_cell_overvoltage_opens_within_qualification_and_latches(bench: Bench) -
     close_contactors(bench)
 
 
+@pytest.mark.mcu
 def test_stale_measurements_open_the_contactors(bench: Bench) -> None:
     """No measurement for longer than meas_stale_ms is a fault that opens the contactors."""
     close_contactors(bench)
@@ -118,6 +124,7 @@ def test_implausible_cell_voltage_never_closes(bench: Bench) -> None:
     assert "MeasurementImplausible" in bench.status.faults
 
 
+@pytest.mark.mcu
 def test_balancing_bleeds_high_cells_not_the_lowest(bench_factory) -> None:  # type: ignore[no-untyped-def]
     """Voltage strategy at rest: cells 15 mV or more above the lowest are bled; the lowest never
     is. (Fake voltages: the SOC strategy would take them for true SOC differences.)"""

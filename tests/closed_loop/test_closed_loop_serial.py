@@ -60,6 +60,7 @@ def virtual_board() -> Iterator[tuple[UnixPortDut, PtyBridge]]:
         yield dut, bridge
 
 
+@pytest.mark.sim_board
 def test_bench_reaches_a_board_over_serial_ports(
     pytester: pytest.Pytester,
     virtual_board: tuple[UnixPortDut, PtyBridge],

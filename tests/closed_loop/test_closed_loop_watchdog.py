@@ -10,10 +10,13 @@ WatchdogReset warning, and still closes the contactors only through a normal pre
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from firmware import can_codec as codec
-from hil.bench.dut import WDT_EXIT_CODE, UnixPortDut
+from hil.bench.dut import WDT_EXIT_CODE, ProcessDut
 from hil.bench.loop import Bench
 from hil.bench.transport import SlcanSocketTransport
 from sim.pack import Pack, PackConfig
@@ -23,7 +26,7 @@ CELLS = 8
 WDT_MS = 300
 
 
-def _bench(dut: UnixPortDut) -> Bench:
+def _bench(dut: ProcessDut) -> Bench:
     bench = Bench(
         SlcanSocketTransport("127.0.0.1", dut.port), Pack(PackConfig(n_cells=CELLS)), SensorModel()
     )
@@ -31,9 +34,12 @@ def _bench(dut: UnixPortDut) -> Bench:
     return bench
 
 
-def test_stalled_firmware_is_reset_by_the_watchdog_and_reports_it(tmp_path: Path) -> None:
+@pytest.mark.mcu
+def test_stalled_firmware_is_reset_by_the_watchdog_and_reports_it(
+    tmp_path: Path, dut_factory: Callable[..., ProcessDut]
+) -> None:
     config = {"cell_count": CELLS, "temp_count": CELLS}
-    dut = UnixPortDut(config, workdir=tmp_path, wdt_ms=WDT_MS)
+    dut = dut_factory(config, workdir=tmp_path, wdt_ms=WDT_MS)
     dut.start()
     bench = _bench(dut)
     try:
@@ -46,13 +52,13 @@ def test_stalled_firmware_is_reset_by_the_watchdog_and_reports_it(tmp_path: Path
         deadline = time.monotonic() + 5
         while dut.alive() and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert dut.proc is not None and dut.proc.returncode == WDT_EXIT_CODE
+        assert dut.exit_code == WDT_EXIT_CODE
         assert "watchdog expired" in dut.console()
     finally:
         bench.close()
         dut.stop()
 
-    again = UnixPortDut(config, workdir=tmp_path, wdt_ms=WDT_MS, port=dut.port)
+    again = dut_factory(config, workdir=tmp_path, wdt_ms=WDT_MS, port=dut.port)
     again.start()
     bench = _bench(again)
     try:

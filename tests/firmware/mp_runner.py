@@ -1,6 +1,7 @@
 """Runs the firmware tests on MicroPython, where pytest does not exist.
 
     micropython -X heapsize=96K tests/firmware/mp_runner.py [--path BUNDLE] [test_x.py ...]
+    micropython tests/firmware/mp_runner.py test_x.py::test_one    # one test function
     micropython tests/firmware/mp_runner.py --list    # the modules it runs by default
 
 With --path the firmware is imported from that folder first: the mpy-cross bundle a board runs
@@ -34,12 +35,12 @@ def _print_exception(e):
         traceback.print_exception(e)
 
 
-def _run_module(name):
+def _run_module(name, only=None):
     passed = failed = 0
     module = __import__(name)
     for attr in sorted(dir(module)):
         fn = getattr(module, attr)
-        if not attr.startswith("test_") or not callable(fn):
+        if not attr.startswith("test_") or not callable(fn) or (only and attr != only):
             continue
         try:
             fn()
@@ -74,7 +75,8 @@ def main(argv):
         return 0
     passed = failed = 0
     for f in files:
-        p, m = _run_module(f[:-3])
+        f, _, only = f.partition("::")
+        p, m = _run_module(f[:-3], only)
         passed += p
         failed += m
     print(str(passed) + " passed, " + str(failed) + " failed")

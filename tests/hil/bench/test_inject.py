@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from boards import sim as sim_board
+from boards import lockstep
 from firmware import can_codec as codec
 from hil.bench.inject import (
     BITRATE,
@@ -164,9 +164,9 @@ def test_loop_overrun_sends_sim_stall_each_cycle_then_ends() -> None:
 
 
 def test_sim_board_decodes_sim_stall_as_the_dbc_says() -> None:
-    """The sim board decodes SIM_Stall by hand (no codec import): same id and layout."""
-    assert sim_board._SIM_STALL_ID == codec.SIM_STALL_ID
+    """The bench boards decode SIM_Stall by hand (no codec import): same id and layout."""
+    assert lockstep._SIM_STALL_ID == codec.SIM_STALL_ID
     buf = bytearray(8)
     codec.encode_sim_stall(buf, 3, 0x1234)
-    stall = [buf[0] | buf[1] << 8, buf[2] | buf[3] << 8]  # as boards/sim.py reads it
+    stall = [buf[0] | buf[1] << 8, buf[2] | buf[3] << 8]  # as boards/lockstep.py reads it
     assert stall == codec.decode_sim_stall(buf, [0, 0]) == [3, 0x1234]

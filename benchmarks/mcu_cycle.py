@@ -1,0 +1,248 @@
+"""Instructions per control cycle, allocation, collections and heap of the firmware on the MCU.
+
+Measured on the Cortex-M image (`hil.toolchain.image`: the firmware frozen into MicroPython
+v1.28.0's qemu port) under `qemu-system-arm -icount shift=0`, where one microsecond of the board's
+`ticks_us` is exactly 1000 emulated instructions. The bench drives the image in lock-step (the
+qemu board, SLCAN over the emulated UART) with the plant: contactors closed, then `LOAD_A`
+discharge; every frame of the lock-step protocol arrives each cycle (16 cells: 12 frames, 192
+cells: 100).
+
+Per control cycle, for 16, 96 and 192 cells, on both images:
+- control cycle: `Bms.guarded_cycle` as the firmware times it (the `cycle_us` it reports), minus
+  the SLCAN text encoding of its transmitted frames, which only the emulated UART needs;
+- frame decode: `Comm.poll` over the cycle's received frames (dispatch, codec decode, measurement
+  store) minus the SLCAN text parsing;
+- SLCAN text: the qemu board's `io_us` (parsing received lines, encoding transmitted frames),
+  reported beside: a board's CAN controller hands over binary frames;
+- median and p90 over `--cycles` cycles after `WARMUP` cycles, as instructions, and as a share of
+  the 100 ms period on each claimed board: STM32F413 at 96 MHz with CPI 1.5 (Cortex-M4F, flash
+  with the ART accelerator), and for the ESP32, which no emulator here runs, a derivation: the
+  same instruction count (Xtensa LX6 and Thumb-2 are both load/store ISAs of similar density)
+  at CPI 2.0 (code and frozen bytecode in external flash behind a 32 KB cache) and 160 MHz
+  (MicroPython's default ESP32 clock; 240 MHz divides the share by 1.5);
+- bytes allocated per cycle (`gc.mem_alloc()` before and after, outside the timed region: each
+  call scans the heap's allocation table, about 340 k instructions) and the garbage collections
+  that ran inside a cycle or inside the frame decode (the heap in use shrank across it); the
+  firmware's own collection between cycles (every 16th) is in neither.
+
+With `--heap`: the smallest MICROPY_HEAP_SIZE (bisection to 1 KiB; each probe is an image built
+with that heap) on which the frozen firmware runs `HEAP_STEPS` closed-loop cycles at 2.5 A, as
+benchmarks/heap.py runs the unix port: alive, closed at the end, no InternalError on the way.
+Heap use does not depend on the FPU (both images box float32 the same way), so it is measured on
+an385.
+
+Usage: python benchmarks/mcu_cycle.py [--cycles 200] [--images an385,an500] [--heap]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from heap import smallest  # noqa: E402
+
+from hil.bench.loop import BenchError  # noqa: E402
+from hil.bench.runner import open_bench  # noqa: E402
+from hil.toolchain.image import VARIANTS, unavailable  # noqa: E402
+
+CELLS = (16, 96, 192)
+WARMUP = 60  # cycles before the record starts: precharge, close, the first estimator updates
+LOAD_A = 10.0
+HEAP_STEPS = 300
+INSTR_PER_US = 1000  # -icount shift=0
+BOARDS = (
+    # name, clock Hz, CPI, measured or derived
+    ("STM32F413, 96 MHz, CPI 1.5", 96e6, 1.5),
+    ("ESP32 (derived), 160 MHz, CPI 2.0", 160e6, 2.0),
+)
+PERIOD_S = 0.1
+
+# Runs on the image before the firmware starts: wraps the two entry points app.run calls and
+# records per cycle: cycle_us, the board's SLCAN time inside the cycle, poll time and the SLCAN
+# time inside it since the last cycle, bytes allocated in the cycle, whether a collection ran in
+# the cycle, collections in the polls before it (mem_alloc around each call, outside the timed
+# part). Nothing here allocates in the timed regions (array stores of small ints); the record
+# prints at the end.
+INSTRUMENT = """
+import gc, time
+from array import array
+from firmware import app, comm
+_SKIP = {skip}
+_N = {n}
+_rec = array("i", [0] * (7 * _N))
+_acc = array("i", [0, 0, 0])
+_k = array("i", [0])
+_poll = comm.Comm.poll
+_cycle = app.Bms.guarded_cycle
+def _timed_poll(self, now_ms):
+    a0 = gc.mem_alloc()
+    io0 = self.board.io_us
+    t0 = time.ticks_us()
+    _poll(self, now_ms)
+    _acc[0] += time.ticks_diff(time.ticks_us(), t0)
+    _acc[1] += time.ticks_diff(self.board.io_us, io0)
+    if gc.mem_alloc() < a0:
+        _acc[2] += 1
+def _measured_cycle(self, now_ms):
+    io0 = self.board.io_us
+    a0 = gc.mem_alloc()
+    ok = _cycle(self, now_ms)
+    a1 = gc.mem_alloc()
+    k = _k[0] - _SKIP
+    if 0 <= k < _N:
+        r = 7 * k
+        _rec[r] = self.cycle_us
+        _rec[r + 1] = time.ticks_diff(self.board.io_us, io0)
+        _rec[r + 2] = _acc[0]
+        _rec[r + 3] = _acc[1]
+        _rec[r + 4] = a1 - a0
+        _rec[r + 5] = 1 if a1 < a0 else 0
+        _rec[r + 6] = _acc[2]
+        if k == _N - 1:
+            for i in range(_N):
+                print("MCU", i, *_rec[7 * i : 7 * i + 7])
+            print("MCU end")
+    _k[0] += 1
+    _acc[0] = 0
+    _acc[1] = 0
+    _acc[2] = 0
+    return ok
+comm.Comm.poll = _timed_poll
+app.Bms.guarded_cycle = _measured_cycle
+"""
+
+
+def measure(image: str, cells: int, cycles: int) -> dict[str, Any]:
+    """Run the closed loop on `image` and return the per-cycle records (arrays, k instructions)."""
+    preamble = INSTRUMENT.format(skip=WARMUP, n=cycles)
+    with open_bench(
+        cells=cells, target=f"qemu:{image}", dut_options={"preamble": preamble}
+    ) as bench:
+        bench.step_until(lambda s: s.closed, 40)
+        if not bench.status.closed:
+            raise BenchError(f"{image}, {cells} cells: contactors did not close: {bench.status}")
+        assert bench.dut is not None
+        for _ in range(WARMUP + cycles + 5):
+            bench.step(LOAD_A)
+            if "MCU end" in bench.dut.console():
+                break
+        console = bench.dut.console()
+        faults = sorted(bench.status.faults)
+    rows = [line.split()[1:] for line in console.splitlines() if line.startswith("MCU ")]
+    rec = np.array([[int(x) for x in r[1:]] for r in rows if r[0] != "end"])
+    if len(rec) != cycles:
+        raise BenchError(f"{image}, {cells} cells: {len(rec)} of {cycles} cycles recorded")
+    cycle_us, tx_us, poll_us, rx_us, alloc, gc, gc_poll = rec.T
+    return {
+        "cycle": (cycle_us - tx_us) * INSTR_PER_US / 1000,
+        "decode": (poll_us - rx_us) * INSTR_PER_US / 1000,
+        "slcan": (rx_us + tx_us) * INSTR_PER_US / 1000,
+        "alloc": alloc[gc == 0],
+        "gc": int(gc.sum()),
+        "gc_poll": int(gc_poll.sum()),
+        "faults": faults,
+    }
+
+
+def _mp(values: np.ndarray) -> str:
+    return f"{np.median(values):.0f} / {np.percentile(values, 90):.0f}"
+
+
+def share(k_instr: float, clock_hz: float, cpi: float) -> float:
+    """Percent of the 100 ms period that `k_instr` thousand instructions take."""
+    return 100.0 * k_instr * 1000 * cpi / clock_hz / PERIOD_S
+
+
+def cycle_tables(images: list[str], cycles: int) -> None:
+    """Instructions per cycle and the board shares, per image and cell count."""
+    print(f"{cycles} cycles per row after {WARMUP}, contactors closed, {LOAD_A:g} A discharge.")
+    print("Instructions in thousands, median / p90.\n")
+    print(
+        "| image | cells | control cycle | frame decode | cycle + decode | SLCAN text (beside) "
+        "| allocated B/cycle (median / max) | GCs inside the cycle / the decode |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    results = {}
+    for image in images:
+        for cells in CELLS:
+            r = measure(image, cells, cycles)
+            results[image, cells] = r
+            total = r["cycle"] + r["decode"]
+            alloc = r["alloc"]
+            alloc_text = f"{np.median(alloc):.0f} / {alloc.max()}" if len(alloc) else "-"
+            print(
+                f"| {image} ({VARIANTS[image].cpu}) | {cells} | {_mp(r['cycle'])} | "
+                f"{_mp(r['decode'])} | {_mp(total)} | {_mp(r['slcan'])} | {alloc_text} | "
+                f"{r['gc']} / {r['gc_poll']} in {cycles} cycles |",
+                flush=True,
+            )
+            if r["faults"]:
+                print(f"  (faults at the end: {', '.join(r['faults'])})")
+    print("\nControl cycle + frame decode as a share of the 100 ms period (median / p90):\n")
+    print("| image | cells | " + " | ".join(b[0] for b in BOARDS) + " |")
+    print("|---|---|" + "---|" * len(BOARDS))
+    for (image, cells), r in results.items():
+        total = r["cycle"] + r["decode"]
+        cols = [
+            f"{share(float(np.median(total)), hz, cpi):.1f} % / "
+            f"{share(float(np.percentile(total, 90)), hz, cpi):.1f} %"
+            for _, hz, cpi in BOARDS
+        ]
+        print(f"| {image} | {cells} | " + " | ".join(cols) + " |")
+
+
+def heap_runs(cells: int, kib: int) -> bool:
+    """True if the frozen firmware runs HEAP_STEPS cycles of `cells` cells in `kib` KiB."""
+    try:
+        with open_bench(cells=cells, target="qemu:an385", heap=f"{kib}K") as bench:
+            bench.step_until(lambda s: s.closed, 40)
+            errors = False
+            for _ in range(HEAP_STEPS):
+                bench.step(2.5)
+                errors = errors or "InternalError" in bench.status.faults
+            assert bench.dut is not None
+            return bench.dut.alive() and bench.status.closed and not errors
+    except Exception:  # noqa: BLE001 - failing to start or to answer is "does not fit"
+        return False
+
+
+def heap_table() -> None:
+    """Smallest MICROPY_HEAP_SIZE per cell count (an385)."""
+    print(f"\nSmallest MICROPY_HEAP_SIZE that runs {HEAP_STEPS} closed-loop cycles (an385):\n")
+    print("| cells | smallest heap (frozen firmware, 32-bit) |")
+    print("|---|---|")
+    for cells in CELLS:
+        kib = smallest(lambda k, c=cells: heap_runs(c, k), lo=16, hi=192)
+        print(f"| {cells} | {kib} KiB |" if kib else f"| {cells} | does not fit 192 KiB |")
+
+
+def main() -> None:
+    """Print the tables recorded in BENCHMARKS.md."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cycles", type=int, default=200, help="recorded cycles per row")
+    ap.add_argument("--images", default="an385,an500", help="comma-separated image names")
+    ap.add_argument("--heap", action="store_true", help="also bisect the smallest heap")
+    ap.add_argument("--no-cycles", action="store_true", help="only the heap table")
+    args = ap.parse_args()
+    reason = unavailable()
+    if reason:
+        sys.exit(f"mcu_cycle: cannot build the image: {reason}")
+    t0 = time.time()
+    print(f"machine: {platform.machine()}, {platform.node()}, {time.strftime('%Y-%m-%d')}")
+    if not args.no_cycles:
+        cycle_tables(args.images.split(","), args.cycles)
+    if args.heap:
+        heap_table()
+    print(f"\nwall time {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
