@@ -107,9 +107,21 @@ def _scaled(name: str, value: int) -> str:
     return str(value)
 
 
+_UNIT_SUFFIX = {"_mv": "_v", "_ma": "_a", "_dc": "_c"}
+
+
+def _label(name: str) -> str:
+    """The name a scaled value is shown under: the unit in it is the one shown (cell_min_mv
+    shown in V is cell_min_v)."""
+    for raw, shown in _UNIT_SUFFIX.items():
+        if name.endswith(raw):
+            return name[: -len(raw)] + shown
+    return name
+
+
 def _show(value: object) -> str:
     if isinstance(value, dict):
-        return ", ".join(f"{k}={_scaled(k, int(v))}" for k, v in value.items())
+        return ", ".join(f"{_label(k)}={_scaled(k, int(v))}" for k, v in value.items())
     return str(value)
 
 
@@ -178,7 +190,7 @@ def _act(diag, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
     for values in _refresh(diag, args.period):
         print("\033[2J\033[H" + time.strftime("%H:%M:%S"))
         for k, v in values.items():
-            print(f"  {k:<22} {_scaled(k, int(v))}")
+            print(f"  {_label(k):<22} {_scaled(k, int(v))}")
         n += 1
         if args.count and n >= args.count:
             break

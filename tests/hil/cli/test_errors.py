@@ -241,6 +241,14 @@ def test_diag_without_a_bus_is_one_line(
     assert got == code and err.startswith("cellguard diag: --can ") and needle in err
 
 
+def test_diag_shows_a_value_under_the_unit_it_is_shown_in() -> None:
+    """A freeze frame's cell_min_mv printed in volts reads cell_min_v, not cell_min_mv=3.712 V."""
+    from hil.cli.diag import _show
+
+    got = _show({"cell_min_mv": 3712, "cell_min": 5, "temp_max_dc": 251, "current_ma": -1500})
+    assert got == "cell_min_v=3.712 V, cell_min=5, temp_max_c=25.1 degC, current_a=-1.500 A"
+
+
 def test_unknown_command_and_option_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     code, err = _run(["simulate"], capsys)
     assert code == 2 and err.startswith("cellguard: ") and "simulate" in err
