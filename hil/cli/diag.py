@@ -18,8 +18,11 @@ response is printed with its code and name, exit status 1.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
+
+from hil.cli.errors import UsageError
 
 NAME = "diag"
 HELP = "UDS diagnostics over CAN: DTCs, clear, DIDs, routines, reset, flash, live data"
@@ -68,7 +71,7 @@ def _bus(description: str):  # type: ignore[no-untyped-def]
     line naming the option."""
     import can
 
-    from hil.cli.errors import Failure, UsageError
+    from hil.cli.errors import Failure
 
     interface, _, channel = description.partition(":")
     if not channel:
@@ -132,20 +135,62 @@ def run(args: argparse.Namespace) -> int:
     from hil.bench.diag import DiagClient
     from hil.bench.provision import read_key_file
 
+    # udsoncan logs each negative response as a warning: the one line below says it already
+    logging.getLogger("UdsClient").addHandler(logging.NullHandler())
+    logging.getLogger("UdsClient").propagate = False
     secret = read_key_file(args.key_file) if args.key_file else None
     bus = _bus(args.can)
     try:
         with DiagClient(bus, secret=secret, cell_count=args.cells) as diag:
+            if secret is None and args.action in _SECURED:
+                raise UsageError(
+                    f"{args.action} needs security access: --key-file (the board's provisioning "
+                    "record; `cellguard serve` prints the sim board's)"
+                )
             return _act(diag, args)
     except NegativeResponseException as e:
         r = e.response
-        print(f"cellguard diag: negative response 0x{r.code:02X} {r.code_name}", file=sys.stderr)
+        why = " (e.g. a contactor is closed)" if r.code == 0x22 else ""
+        print(
+            f"cellguard diag: negative response 0x{r.code:02X} {r.code_name}{why}; what each "
+            "service needs: docs/diagnostics.md",
+            file=sys.stderr,
+        )
         return 1
     except TimeoutException as e:
         print(f"cellguard diag: no answer: {e}", file=sys.stderr)
         return 1
     finally:
         bus.shutdown()
+
+
+_SECURED = ("clear", "write", "flash")
+"""Commands whose service needs security access (docs/diagnostics.md)."""
+
+
+def _did(diag, name: str):  # type: ignore[no-untyped-def]
+    """The DID `name` names, or one line saying it names none."""
+    try:
+        return diag.resolve(name)
+    except KeyError:
+        names = sorted(n for n, d in diag.by_name.items() if d.kind != "C" and "[" not in n)
+        raise UsageError(
+            f"DID {name!r}: unknown (a hex number, a firmware/config.py key or one of "
+            f"{', '.join(names)}; docs/diagnostics.md)"
+        ) from None
+
+
+def _dtc_bit(code: str) -> int:
+    """The fault bit of a DTC code such as P1A0C (`hil.bench.diag.dtc_code`)."""
+    from hil.bench.diag import dtc_code
+
+    try:
+        bit = int(code[3:], 16)
+    except ValueError:
+        bit = -1
+    if not 0 <= bit <= 0xFF or dtc_code(bit) != code.upper():
+        raise UsageError(f"--dtc {code}: not a cellguard DTC ({dtc_code(0)}..{dtc_code(0xFF)})")
+    return bit
 
 
 def _act(diag, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
@@ -162,21 +207,33 @@ def _act(diag, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
                 print("    freeze frame: " + _show(d.freeze))
         return 0
     if a == "clear":
-        bit = None if args.dtc is None else int(args.dtc[3:], 16)
+        bit = None if args.dtc is None else _dtc_bit(args.dtc)
         diag.clear(bit)
         print("cleared (faults still active stay stored)")
         return 0
     if a == "read":
-        print(_show(diag.read(args.did)))
+        _did(diag, args.did)
+        value = diag.read(args.did)
+        print(_show(value) if value != "" else "(empty)")
         return 0
     if a == "write":
-        d = diag.resolve(args.did)
-        value: object = args.value if d.kind == "S" else int(args.value, 0)
+        d = _did(diag, args.did)
+        try:
+            value: object = args.value if d.kind == "S" else int(args.value, 0)
+        except ValueError:
+            raise UsageError(f"{d.name} {args.value!r}: not an integer") from None
         diag.write(args.did, value)
         note = "; takes effect at the next ECU reset" if d.kind == "C" else ""
         print(f"{d.name} written{note}")
         return 0
     if a == "routine":
+        from hil.bench.diag import routine_table
+
+        if args.name not in routine_table():
+            known = ", ".join(sorted(routine_table()))
+            raise UsageError(f"routine {args.name!r}: unknown (one of {known})")
+        if routine_table()[args.name][2] and diag.secret is None:
+            raise UsageError(f"routine {args.name} needs security access: --key-file")
         status = diag.routine(args.name)
         print(f"{args.name}: status {status.hex() or '-'}")
         return 0

@@ -19,7 +19,7 @@ import can
 import pytest
 
 from hil import REPO_ROOT
-from hil.bench.dut import DutError
+from hil.bench.dut import DutError, UnixPortDut
 from hil.bench.runner import open_bench
 from hil.cli import main
 from hil.cli import serve as serve_command
@@ -239,6 +239,32 @@ def test_diag_without_a_bus_is_one_line(
             can = f"slcan:socket://127.0.0.1:{s.getsockname()[1]}"
     got, err = _run(["diag", "--can", can, "dtc"], capsys)
     assert got == code and err.startswith("cellguard diag: --can ") and needle in err
+
+
+def test_diag_names_a_wrong_did_routine_value_or_dtc_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Against a served BMS: an unknown DID, routine, a value that is no number, a DTC that is
+    not one, a secured service without --key-file: one line each, exit 2; a refused service one
+    line (udsoncan's own log silenced), exit 1, and it says where the rules are."""
+    with UnixPortDut({"cell_count": 4}, realtime=True) as dut:
+        can, key = f"slcan:{dut.channel}", str(dut.key_file)
+        cases = [
+            (["read", "nosuch"], 2, "DID 'nosuch': unknown (a hex number, a firmware"),
+            (["routine", "nosuch"], 2, "routine 'nosuch': unknown (one of "),
+            (["--key-file", key, "write", "cell_ov_mv", "x"], 2, "cell_ov_mv 'x': not an integer"),
+            (
+                ["--key-file", key, "clear", "--dtc", "P1AZZ"],
+                2,
+                "--dtc P1AZZ: not a cellguard DTC (P1A00..P1AFF)",
+            ),
+            (["write", "cell_ov_mv", "4200"], 2, "write needs security access: --key-file"),
+            (["--key-file", key, "write", "cell_ov_mv", "99999"], 1, "negative response 0x"),
+        ]
+        for argv, code, needle in cases:
+            got, err = _run(["diag", "--can", can, "--cells", "4", *argv], capsys)
+            assert got == code and needle in err, (argv, err)
+        assert "docs/diagnostics.md" in err
 
 
 def test_diag_shows_a_value_under_the_unit_it_is_shown_in() -> None:
