@@ -86,7 +86,11 @@ def run(args: argparse.Namespace) -> int:
         if args.plant:
             assert sensors is not None
             pack = Pack(PackConfig(chemistry=args.chemistry, n_cells=args.cells))
-            transport = SlcanSocketTransport("127.0.0.1", args.port)
+            try:
+                transport = SlcanSocketTransport("127.0.0.1", args.port)
+            except OSError:
+                dut.raise_if_stopped()  # a firmware that stopped says why; else the OSError stands
+                raise
             bench = Bench(transport, pack, sensors, lockstep=False)
             bench.dut = dut
         deadline = time.monotonic() + args.seconds if args.seconds else None
