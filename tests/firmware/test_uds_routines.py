@@ -252,3 +252,25 @@ def test_check_image_result_is_readable_again(rig, corrupt):
     assert rig.board.uds_frames[0][:4] == b"\x03\x7f\x31\x78"  # response pending first
     assert result(diag, table.RID_CHECK_IMAGE) == want
     diag.session("default")
+
+
+def test_the_tester_waits_for_the_result_beyond_s3(rig, diag):
+    import threading
+
+    stop = threading.Event()
+
+    def cycles() -> None:
+        while not stop.is_set():
+            rig.cycles(1, vcu=0)
+            rig.advance(400)  # half a second of board time per cycle: S3 passes meanwhile
+            time.sleep(0.02)
+
+    t = threading.Thread(target=cycles)
+    t.start()
+    try:
+        record = diag.routine("contactor_test", bytes([100]), wait_s=30)  # hold 10 s
+    finally:
+        stop.set()
+        t.join()
+    assert record[0] == TEST_PASSED  # without tester present S3 would have aborted it
+    assert run(rig, 1)[-1] == (0, 0, 0)
