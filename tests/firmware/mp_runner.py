@@ -24,6 +24,7 @@ CPYTHON_ONLY = (
     "test_estimation_properties.py",
     "test_uds.py",  # udsoncan and can-isotp: CPython packages
     "test_uds_routines.py",
+    "test_uds_timing.py",
 )
 
 
