@@ -25,6 +25,7 @@ CPYTHON_ONLY = (
     "test_uds.py",  # udsoncan and can-isotp: CPython packages
     "test_uds_routines.py",
     "test_uds_timing.py",
+    "test_update_power_cuts.py",
 )
 
 
