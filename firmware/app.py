@@ -18,6 +18,7 @@ from .data import Data
 from .diag_port import DiagPort
 from .estimation import SocEstimator
 from .fault_memory import FaultMemory
+from .gcpolicy import Collector
 from .limits import Limits
 from .persistence import CORRUPT, FALLBACK, Persistence
 from .protection import (
@@ -37,10 +38,6 @@ from .thermal import Thermal
 
 _MAX_ERROR_REPORTS = 10  # console reports of caught exceptions; bounded so a loop cannot flood it
 _RESET_CAUSE_WATCHDOG = 1
-
-
-def _heap_used():
-    return gc.mem_alloc() if IS_MICROPYTHON else 0
 
 
 class Bms:
@@ -66,6 +63,7 @@ class Bms:
         self.cycle_load_pct = 0
         self.errors = 0
         self.heap_live = 0  # heap in use after the last collection, bytes
+        self.gc = Collector()  # collections between cycles only (firmware/gcpolicy.py)
         self.reset_cause = board.reset_cause()
         if self.reset_cause == _RESET_CAUSE_WATCHDOG:
             self.protection.set_fault(FAULT_WATCHDOG_RESET, True)
@@ -188,7 +186,10 @@ class Bms:
             _report(e)
 
     def guarded_cycle(self, now_ms):
-        """Run a cycle; on any exception go to the safe state. Returns True when it completed."""
+        """Run a cycle; on any exception go to the safe state. Returns True when it completed.
+        The cycle runs with automatic collection off; the collection that is due runs after it,
+        outside its timed part (firmware/gcpolicy.py)."""
+        self.gc.cycle_begin()
         t0 = ticks_us()
         ok = True
         try:
@@ -198,10 +199,13 @@ class Bms:
             ok = False
             self.fail(e)
         us = ticks_diff(ticks_us(), t0)
+        self.gc.cycle_end()
         self.cycle_us = us
         period_us = self.cfg.cycle_ms * 1000
         self.cycle_load_pct = us * 100 // period_us
         self.protection.set_fault(FAULT_LOOP_OVERRUN, us > period_us)
+        if self.gc.between():
+            self.heap_live = self.gc.live
         return ok
 
 
@@ -242,9 +246,6 @@ def run(board, cfg=None, bms=None):
                 next_due = ticks_add(next_due, period)
                 ran = True
             if ran and bms.alive == 0:
-                # Collect at a known point between cycles, not inside one, and measure what stays.
-                gc.collect()
-                bms.heap_live = _heap_used()
                 bms.persist_service(now)
             busy = bms.run_services(board.ticks_ms())
             try:
