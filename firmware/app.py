@@ -21,6 +21,7 @@ from .fault_memory import FaultMemory
 from .limits import Limits
 from .persistence import CORRUPT, FALLBACK, Persistence
 from .protection import (
+    FAULT_CHARGER,
     FAULT_CONTACTOR_FB,
     FAULT_INTERNAL_ERROR,
     FAULT_LOOP_OVERRUN,
@@ -82,6 +83,13 @@ class Bms:
         self.diag = DiagPort(self)  # UDS while a tester talks (firmware/diag_port.py)
         self.comm.diag = self.diag
         self.services = [self.diag]
+        # DC charging (GB/T 27930) on a board with a charger CAN channel (firmware/charging.py).
+        self.charging = None
+        if cfg.charging and hasattr(board, "charger_recv"):
+            from .charging import Charging
+
+            self.charging = Charging(self)
+            self.services.append(self.charging)
 
     def run_services(self, now_ms):
         """Give every between-cycle service its turn; a service that raises fails safe. True
@@ -129,9 +137,13 @@ class Bms:
         valid = faults.meas_valid  # fresh and plausible: check() has just looked
         if valid:
             self.estimator.update(meas, dt, now_ms)
+        chg = self.charging
+        if chg is not None:
+            prot.set_fault(FAULT_CHARGER, chg.charger_fault)
         cont.step(
             now_ms,
-            comm.vcu_close and not vcu_stale,
+            # A charging session asks for the same close (precharge, faults) as the vehicle.
+            (comm.vcu_close and not vcu_stale) or (chg is not None and chg.close_request),
             faults.open_required,
             # Precharge ends against the larger pack reading: a pack sensor reading low must not
             # end it early (firmware/contactors.py).
