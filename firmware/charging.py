@@ -94,6 +94,7 @@ _T_QUIET = const(5000)  # DONE: a charger silent this long has gone (a new sessi
 _STOP_CURRENT_MA = const(5000)  # GB/T 18487.1: <= 5 A before the contactors open
 _STOP_WAIT_MS = const(10000)  # ... within 10 s of BST
 _MAX_RECONNECTS = const(3)
+_T_END_MS = const(10000)
 
 # Fault bits (firmware/protection.py) that end a session and the BST field each maps to.
 _F_OV = const(1 << 0)
@@ -158,6 +159,8 @@ class Charging:
         self._cro = False
         self._cst = False
         self._oc_since = -1
+        self._end_since = -1
+        self._bro_at = -1  # when BRO 0xAA was first sent
         self._next = [0] * 4  # due times: periodic 0, 1 (BCS/BSM), 2 (BSM), 3 (BRO)
 
     # ---- transmit helpers ------------------------------------------------------------------
@@ -222,6 +225,7 @@ class Charging:
                     self._enter(CHARGING, now)
                     self._ccs_seen = False
                     self._oc_since = -1
+                    self._end_since = -1
         elif cid == c.CCS_ID and dlc >= 7:  # 7 bytes (V1.1 logs); table 5's 8 accepted too
             if st == CHARGING:
                 c.decode_ccs(rx, o)
@@ -271,12 +275,15 @@ class Charging:
                 self._enter(IDENTIFY, now)
         elif code == _ACK:
             if st == IDENTIFY:
-                self._cml = self._cro = self._cst = False
-                self._enter(CONFIG, now)
+                self._config(now)
             elif st == ERROR and self._reconnect_ok():
                 self.reconnects += 1
-                self._cml = self._cro = self._cst = False
-                self._enter(CONFIG, now)
+                self._config(now)
+
+    def _config(self, now):
+        self._cml = self._cro = self._cst = False
+        self._bro_at = -1
+        self._enter(CONFIG, now)
 
     def _reconnect_ok(self):
         return self.reconnects < _MAX_RECONNECTS and self.stop_reason == 0
@@ -314,8 +321,10 @@ class Charging:
                 self._stop(STOP_VOLTAGE, now, True)
                 return
             self.close_request = True  # through precharge and the fault logic (contactors.py)
+            if self._bro_at < 0:
+                return  # not ready yet: the charger watches that (its 60 s for BRO 0xAA)
             if not self._cro:
-                if el > _T_DEFAULT:
+                if ticks_diff(now, self._bro_at) > _T_DEFAULT:  # CRO starts on BRO 0xAA
                     self._error(BEM_CRO, now)
             elif ticks_diff(now, self._t2) > _T_READY:
                 self._error(BEM_CRO, now)
@@ -364,7 +373,13 @@ class Charging:
         if d.soc.soc >= cfg.gbt_soc_target:
             self._stop(STOP_SOC, now, False)
         elif d.limits.charge_ma < cfg.gbt_end_ma and d.meas.vmax_mv >= cfg.charge_taper_mv:
-            self._stop(STOP_CELL_VOLTAGE, now, False)
+            # The end of CV, held for _T_END_MS: not the limits' ramp at the session's start.
+            if self._end_since < 0:
+                self._end_since = now
+            elif ticks_diff(now, self._end_since) >= _T_END_MS:
+                self._stop(STOP_CELL_VOLTAGE, now, False)
+        else:
+            self._end_since = -1
 
     def _fault_reason(self):
         a = self.data.faults.active
@@ -412,6 +427,8 @@ class Charging:
                 self.tp.send(_PGN_BCP, c.BCP_DLC, now)
             if self._cml and self._due(3, now, 250):
                 ready = self.data.contactors.state == 3
+                if ready and self._bro_at < 0:
+                    self._bro_at = now
                 c.encode_bro(tx, _ACK if ready else 0)
                 self._send(c.BRO_ID, tx, c.BRO_DLC)
         elif st == CHARGING:
