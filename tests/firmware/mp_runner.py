@@ -27,6 +27,8 @@ CPYTHON_ONLY = (
     "test_j1939tp.py",  # against sim/j1939tp.py with hypothesis
     "test_charging.py",  # against sim/charger.py (cantools, numpy)
     "test_charging_stateful.py",
+    "test_uds_timing.py",
+    "test_update_power_cuts.py",
 )
 
 
