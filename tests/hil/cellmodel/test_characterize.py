@@ -179,7 +179,10 @@ def _write(path: Path, text: str) -> Path:
     [
         ("time_s,current_a,voltage_v\n0,0,3.7\n", ":1: missing column(s) temperature_c"),
         ("time_s,current_a,voltage_v,temperature_c\n0,0,3.7,25\n1,x,3.7,25\n", ":3: current_a"),
-        ("time_s,current_a,voltage_v,temperature_c\n0,0,3.7,25\n0,0,3.7,25\n", ":3: time_s"),
+        (
+            "time_s,current_a,voltage_v,temperature_c\n0,0,3.7,25\n1,0,3.7,25\n0,0,3.7,25\n",
+            ":4: time_s",
+        ),
         ("time_s,current_a,voltage_v,temperature_c\n0,0,3.7,25\n1,0,nan,25\n", ":3: voltage_v"),
     ],
 )
