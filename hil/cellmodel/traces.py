@@ -286,14 +286,15 @@ def read_truth(path: Path, cells: int) -> tuple[NDArray[np.float64], NDArray[np.
     return values[:, 0].copy(), values[:, 1:].copy()
 
 
-def describe_gaps(trace: Trace | PackTrace) -> str:
-    """One line on the trace's gaps ('' when there are none)."""
-    if not trace.gaps:
+def describe_gaps(trace: Trace | PackTrace, over_s: float = GAP_S) -> str:
+    """One line on the trace's gaps longer than `over_s` ('' when there are none)."""
+    gaps = [g for g in trace.gaps if g.length_s > over_s]
+    if not gaps:
         return ""
-    longest = max(trace.gaps, key=lambda g: g.length_s)
-    total = math.fsum(g.length_s for g in trace.gaps)
+    longest = max(gaps, key=lambda g: g.length_s)
+    total = math.fsum(g.length_s for g in gaps)
     return (
-        f"{trace.path}: {len(trace.gaps)} gap(s) over {GAP_S:g} s, {total:g} s in all, the "
+        f"{trace.path}: {len(gaps)} gap(s) over {over_s:g} s, {total:g} s in all, the "
         f"longest {longest.length_s:g} s before line {longest.line} ({longest.time_s:g} s)"
     )
 
