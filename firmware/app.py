@@ -64,6 +64,7 @@ class Bms:
         self.cycle_us = 0
         self.cycle_load_pct = 0
         self.errors = 0
+        self.skipped = 0  # control cycles skipped after a delay (run() runs the latest one)
         self.heap_live = 0  # heap in use after the last collection, bytes
         self.reset_cause = board.reset_cause()
         if self.reset_cause == _RESET_CAUSE_WATCHDOG:
@@ -138,6 +139,7 @@ class Bms:
             max(meas.pack_mv, meas.cell_sum_mv),
             meas.link_mv,
             meas.current_ma,
+            meas.pack_count,
         )
         if co.precharge_failed:
             prot.set_fault(FAULT_PRECHARGE_FAILED, True)
@@ -183,8 +185,9 @@ class Bms:
         if self.errors <= _MAX_ERROR_REPORTS:
             _report(e)
 
-    def guarded_cycle(self, now_ms):
-        """Run a cycle; on any exception go to the safe state. Returns True when it completed."""
+    def guarded_cycle(self, now_ms, late=False):
+        """Run a cycle; on any exception go to the safe state. Returns True when it completed.
+        `late`: cycles were skipped before this one (LoopOverrun, as a cycle over its period)."""
         t0 = ticks_us()
         ok = True
         try:
@@ -197,7 +200,7 @@ class Bms:
         self.cycle_us = us
         period_us = self.cfg.cycle_ms * 1000
         self.cycle_load_pct = us * 100 // period_us
-        self.protection.set_fault(FAULT_LOOP_OVERRUN, us > period_us)
+        self.protection.set_fault(FAULT_LOOP_OVERRUN, late or us > period_us)
         return ok
 
 
@@ -226,14 +229,23 @@ def run(board, cfg=None, bms=None):
     comm = bms.comm
     try:
         while True:
+            more = False
             try:
-                comm.poll(board.ticks_ms())
+                more = comm.poll(board.ticks_ms())
             except Exception as e:  # noqa: BLE001 - a receive-path fault must not end the BMS
                 bms.fail(e)
             now = board.ticks_ms()
             ran = False
-            while ticks_diff(now, next_due) >= 0:
-                if bms.guarded_cycle(next_due):
+            behind = ticks_diff(now, next_due)
+            if behind >= 0:
+                # One cycle per pass, on the latest slot that fell due: after a delay the missed
+                # cycles are skipped, not run back to back on the one set of measurements that
+                # arrived before them (a glitching reading would count for several cycles).
+                missed = behind // period
+                if missed:
+                    next_due = ticks_add(next_due, missed * period)
+                    bms.skipped += missed
+                if bms.guarded_cycle(next_due, missed > 0):
                     board.wdt_feed()
                 next_due = ticks_add(next_due, period)
                 ran = True
@@ -242,7 +254,7 @@ def run(board, cfg=None, bms=None):
                 gc.collect()
                 bms.heap_live = _heap_used()
                 bms.persist_service(now)
-            busy = bms.run_services(board.ticks_ms())
+            busy = bms.run_services(board.ticks_ms()) or more
             try:
                 if comm.tick_pending:
                     comm.tick_pending = False
