@@ -66,6 +66,9 @@ class Comm:
         self._rx_budget = cfg.rx_budget_frames
         self._rx_us = cfg.rx_budget_us
         self.rx_deferred = 0  # passes that ended on the budget with frames left (a flood)
+        # The receive queue ran empty since the application last looked: False through a whole
+        # period is a backlog the budget holds back (a flood), reported as LoopOverrun.
+        self.rx_drained = True
         self._cycle = 0
         self._v_groups = (cfg.cell_count + _GROUP_CELLS - 1) // _GROUP_CELLS
         self._t_groups = (cfg.temp_count + _GROUP_CELLS - 1) // _GROUP_CELLS
@@ -104,6 +107,7 @@ class Comm:
                 return True
             cid = board.can_recv(rx)
             if cid < 0:
+                self.rx_drained = True
                 return False
             n += 1
             if cid == c.UDS_PHYSICAL_REQUEST_ID or cid == c.UDS_FUNCTIONAL_REQUEST_ID:
@@ -134,6 +138,7 @@ class Comm:
                 if board.advance(out[1]):
                     self.tick_seq = out[0]
                     self.tick_pending = True
+                    self.rx_drained = True  # lock-step: the frames before the tick are taken
                     return False
 
     def _vcu(self, now_ms):

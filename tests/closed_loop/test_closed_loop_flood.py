@@ -92,7 +92,8 @@ def _close(bench: Bench) -> None:
 @pytest.mark.sim_board
 def test_a_flood_alone_cannot_hold_off_the_cycle_and_the_stale_inputs_open() -> None:
     """Only the flood on the bus (the bench stops sending): the alive counter in BMS_State keeps
-    advancing and the contactors open within meas_stale_ms plus 0.5 s (a loaded host included).
+    advancing, LoopOverrun reports the backlog, and the contactors open within meas_stale_ms
+    plus 0.5 s (a loaded host included).
     Without a receive budget the loop never leaves the flood: no BMS_State, contactors held
     closed."""
     with UnixPortDut({"cell_count": CELLS}, realtime=True) as dut:
@@ -101,12 +102,14 @@ def test_a_flood_alone_cannot_hold_off_the_cycle_and_the_stale_inputs_open() -> 
             _close(bench)
             opened_after = None
             advanced = 0
+            overrun = False
             with Flooder(dut.port) as flood:
                 t0 = time.monotonic()
                 while time.monotonic() - t0 < 3.0:
                     alive = bench.status.alive
                     bench.step(0.0, inject=False, vcu=False)
                     advanced += bench.status.alive != alive
+                    overrun |= "LoopOverrun" in bench.status.faults
                     if opened_after is None and not bench.status.closed:
                         opened_after = time.monotonic() - t0
             assert flood.rate >= MIN_RATE, flood.rate
@@ -114,6 +117,7 @@ def test_a_flood_alone_cannot_hold_off_the_cycle_and_the_stale_inputs_open() -> 
             assert opened_after <= (CFG.meas_stale_ms + 500) / 1000, opened_after
             assert "MeasurementStale" in bench.status.faults
             assert advanced >= 10, f"the alive counter advanced in only {advanced} periods"
+            assert overrun  # the backlog the budget holds back is reported
         finally:
             bench.close()
 

@@ -9,7 +9,13 @@ import gc
 
 from firmware import app, can_codec
 from firmware.comm import crc8_j1850
-from firmware.protection import FAULT_BITS, FAULT_INTERNAL_ERROR, FAULT_MEAS_STALE, FAULT_STORAGE
+from firmware.protection import (
+    FAULT_BITS,
+    FAULT_INTERNAL_ERROR,
+    FAULT_LOOP_OVERRUN,
+    FAULT_MEAS_STALE,
+    FAULT_STORAGE,
+)
 
 
 class FakeBoard:
@@ -262,3 +268,25 @@ def test_soc_and_fault_memory_survive_a_reset_and_damage_is_a_warning():
     _one_cycle(third, board, 3900)
     assert third.data.soc.soc > soc + 2000  # defaults: started from OCV
     assert third.fault_memory.stored & 1  # the other record is whole
+
+
+def test_the_receive_loop_takes_a_bounded_number_of_frames_per_pass():
+    # Bounded I/O: a flood queued ahead of the cycle is taken rx_budget_frames at a time, the
+    # rest left waiting; a cycle after passes that never found the queue empty reports the
+    # backlog (LoopOverrun, latched), and once a pass drained it a fault reset clears it.
+    board = FakeBoard()
+    bms = app.build(board)
+    now = run_cycles(bms, board, 3)
+    budget = bms.cfg.rx_budget_frames
+    board.rx.extend([(0x000, bytes(8))] * (3 * budget))
+    assert bms.comm.poll(now) is True
+    assert len(board.rx) == 2 * budget
+    bms.guarded_cycle(now + 100)
+    assert bms.data.faults.active & (1 << FAULT_LOOP_OVERRUN)
+    while bms.comm.poll(now):
+        pass
+    assert not board.rx
+    bms.guarded_cycle(now + 200)  # the queue ran empty: the condition is gone
+    bms.protection.request_reset()  # LoopOverrun is latched (docs/faults.md)
+    run_cycles(bms, board, 2, now + 200)
+    assert not bms.data.faults.active & (1 << FAULT_LOOP_OVERRUN)
