@@ -19,7 +19,7 @@ from .diag_port import DiagPort
 from .estimation import SocEstimator
 from .fault_memory import FaultMemory
 from .limits import Limits
-from .persistence import CORRUPT, FALLBACK, Persistence
+from .persistence import CORRUPT, ERASED, FALLBACK, OK, Persistence
 from .protection import (
     FAULT_CONTACTOR_FB,
     FAULT_INTERNAL_ERROR,
@@ -70,13 +70,18 @@ class Bms:
         if self.reset_cause == _RESET_CAUSE_WATCHDOG:
             self.protection.set_fault(FAULT_WATCHDOG_RESET, True)
         # SOC, SOH, counters and the fault memory come back before the first cycle; a damaged
-        # record is a (resettable) StorageFault warning, its client starting from defaults.
-        self.persist = Persistence(board, cfg.persist_dirty_ms)
-        self.persist.register("est", self.estimator, cfg.persist_interval_ms)
-        self.persist.register("faults", self.fault_memory, cfg.persist_interval_ms)
-        self.persist.restore()
-        if self.persist.status in (FALLBACK, CORRUPT):
+        # or erased record is a (resettable) StorageFault warning, its client starting from
+        # defaults. A record the periodic policy wrote (not at an orderly shutdown) may be older
+        # than the state when the power went: the SOC bound grows by what can have moved since.
+        self.persist = p = Persistence(board, cfg.persist_dirty_ms)
+        self._est_rec = est = p.register("est", self.estimator, cfg.persist_interval_ms)
+        p.register("faults", self.fault_memory, cfg.persist_interval_ms)
+        p.restore()
+        if p.status in (FALLBACK, CORRUPT, ERASED):
             self.protection.set_fault(FAULT_STORAGE, True)
+        if est.restored in (OK, FALLBACK) and not est.clean:
+            self.estimator.widen_bound(unrecorded_soc(cfg))
+        self._persist_soc = -1  # SOC (0.01 %) when the estimator's record was last written
         self._last_ms = None
         # Work that runs between control cycles, never inside one (diagnostics, charging
         # communication): objects with `service(now_ms)`, each bounding its own time per call.
@@ -160,9 +165,20 @@ class Bms:
         self.alive = (self.alive + 1) & 15
 
     def persist_service(self, now_ms):
-        """Write the persistent records that are due (between cycles: a flash write takes ms)."""
+        """Write the persistent records that are due (between cycles: a flash write takes ms).
+        The estimator's is due as soon as the SOC moved persist_soc_step since it was written."""
         try:
+            soc = self.data.soc
+            est = self._est_rec
+            if soc.initialised:
+                if self._persist_soc < 0:
+                    self._persist_soc = soc.soc
+                elif abs(soc.soc - self._persist_soc) >= self.cfg.persist_soc_step:
+                    est.due = True
+            seq = est.seq
             self.persist.service(now_ms)
+            if est.seq != seq:
+                self._persist_soc = soc.soc
             self.protection.set_fault(FAULT_STORAGE, self.persist.write_failed)
         except Exception as e:  # noqa: BLE001 - storage trouble must not end the BMS
             self.fail(e)
@@ -272,8 +288,20 @@ def run(board, cfg=None, bms=None):
                     board.wait(max(0, ticks_diff(next_due, now)) if board.realtime else 1000)
             except Exception as e:  # noqa: BLE001 - nor may a transmit or idle fault
                 bms.fail(e)
-    except KeyboardInterrupt:
-        # Stopped on purpose (Ctrl-C from mpremote before an update): keep the latest state. A
-        # reset or a power loss gives no such chance: the periodic records are what survives.
-        bms.persist.flush(board.ticks_ms())
+    except BaseException as e:
+        # Stopped on purpose (Ctrl-C from mpremote before an update, a diagnostic ECU reset):
+        # keep the latest state as a shutdown record. A watchdog reset or a power loss (the sim
+        # board's exit) gives no such chance: the periodic records are what survives.
+        if not isinstance(e, SystemExit):
+            bms.persist.flush(board.ticks_ms())
         raise
+
+
+def unrecorded_soc(cfg):
+    """The most the SOC (0.01 %) can have moved since the estimator's last periodic record
+    when the power goes: persist_soc_step, plus what the largest current before an
+    over-current trip moves in the time a due write can wait (persist_dirty_ms and the 16
+    cycles between write checks). Products stay small ints: 10 x C-rate times ms."""
+    i_ma = max(cfg.oc_discharge_ma, cfg.oc_charge_ma)
+    wait_ms = cfg.persist_dirty_ms + 16 * cfg.cycle_ms
+    return cfg.persist_soc_step + (i_ma * 10 // cfg.capacity_mah + 1) * wait_ms // 3600 + 1

@@ -176,6 +176,8 @@ _SCHEMA = (
     # A changed state is written at most every persist_interval_ms (flash wear: 120 s while
     # driving is ~15 writes per slot per hour-long drive), a new fault record after persist_dirty_ms
     "persist_interval_ms 1000 3600000 120000 120000 "  # ms
+    # ... and at once (after persist_dirty_ms) when the SOC moved this much since the last write
+    "persist_soc_step 10 10000 100 100 "  # 0.01 %
     "persist_dirty_ms 0 60000 1000 1000"  # ms
 )
 _ROW = 5
