@@ -18,6 +18,7 @@ from .data import Data
 from .diag_port import DiagPort
 from .estimation import SocEstimator
 from .fault_memory import FaultMemory
+from .gcpolicy import Collector
 from .limits import Limits
 from .persistence import CORRUPT, ERASED, FALLBACK, OK, Persistence
 from .protection import (
@@ -29,6 +30,7 @@ from .protection import (
     FAULT_VCU_INVALID,
     FAULT_WATCHDOG_RESET,
     FAULT_WELDED,
+    TIER_DERATE,
     Protection,
 )
 from .sop import Sop
@@ -36,10 +38,6 @@ from .thermal import Thermal
 
 _MAX_ERROR_REPORTS = 10  # console reports of caught exceptions; bounded so a loop cannot flood it
 _RESET_CAUSE_WATCHDOG = 1
-
-
-def _heap_used():
-    return gc.mem_alloc() if IS_MICROPYTHON else 0
 
 
 class Bms:
@@ -66,6 +64,7 @@ class Bms:
         self.errors = 0
         self.skipped = 0  # control cycles skipped after a delay (run() runs the latest one)
         self.heap_live = 0  # heap in use after the last collection, bytes
+        self.gc = Collector()  # collections between cycles only (firmware/gcpolicy.py)
         self.reset_cause = board.reset_cause()
         if self.reset_cause == _RESET_CAUSE_WATCHDOG:
             self.protection.set_fault(FAULT_WATCHDOG_RESET, True)
@@ -135,9 +134,12 @@ class Bms:
         valid = faults.meas_valid  # fresh and plausible: check() has just looked
         if valid:
             self.estimator.update(meas, dt, now_ms)
+        # A tester's contactor test closes through the same state machine (precharge first).
+        close = comm.vcu_close and not vcu_stale
+        close = cont.test(now_ms, d.routines, close, meas.current_ma, faults.tier >= TIER_DERATE)
         cont.step(
             now_ms,
-            comm.vcu_close and not vcu_stale,
+            close,
             faults.open_required,
             # Precharge ends against the larger pack reading: a pack sensor reading low must not
             # end it early (firmware/contactors.py).
@@ -203,7 +205,10 @@ class Bms:
 
     def guarded_cycle(self, now_ms, late=False):
         """Run a cycle; on any exception go to the safe state. Returns True when it completed.
-        `late`: cycles were skipped before this one (LoopOverrun, as a cycle over its period)."""
+        `late`: cycles were skipped before this one (LoopOverrun, as a cycle over its period).
+        The cycle runs with automatic collection off; the collection that is due runs after it,
+        outside its timed part (firmware/gcpolicy.py)."""
+        self.gc.cycle_begin()
         t0 = ticks_us()
         ok = True
         try:
@@ -213,6 +218,7 @@ class Bms:
             ok = False
             self.fail(e)
         us = ticks_diff(ticks_us(), t0)
+        self.gc.cycle_end()
         self.cycle_us = us
         period_us = self.cfg.cycle_ms * 1000
         self.cycle_load_pct = us * 100 // period_us
@@ -222,6 +228,8 @@ class Bms:
         backlog = not comm.rx_drained
         comm.rx_drained = False
         self.protection.set_fault(FAULT_LOOP_OVERRUN, late or backlog or us > period_us)
+        if self.gc.between():
+            self.heap_live = self.gc.live
         return ok
 
 
@@ -271,9 +279,6 @@ def run(board, cfg=None, bms=None):
                 next_due = ticks_add(next_due, period)
                 ran = True
             if ran and bms.alive == 0:
-                # Collect at a known point between cycles, not inside one, and measure what stays.
-                gc.collect()
-                bms.heap_live = _heap_used()
                 bms.persist_service(now)
             busy = bms.run_services(board.ticks_ms()) or more
             try:
