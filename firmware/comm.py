@@ -88,10 +88,22 @@ class Comm:
         out = self.out
         rx = self.rx
         meas = self.meas
+        # Most frames are cell voltages and temperatures: ids as locals (a module attribute is a
+        # dictionary lookup per use), decoded straight into the measurement arrays.
+        v_id = c.SIM_CELL_VOLTAGES_ID
+        t_id = c.SIM_CELL_TEMPS_ID
+        cells = meas.cell_raw_mv
+        temps = meas.temp_dc
         while True:
             cid = board.can_recv(rx)
             if cid < 0:
                 return
+            if (cid == v_id or cid == t_id) and board.rx_dlc == 8 and self.rx_enabled:
+                if cid == v_id:
+                    meas.cells_in(c.decode_sim_cell_voltages_into(rx, cells), now_ms)
+                else:
+                    meas.temps_in(c.decode_sim_cell_temps_into(rx, temps), now_ms)
+                continue
             if cid == c.UDS_PHYSICAL_REQUEST_ID or cid == c.UDS_FUNCTIONAL_REQUEST_ID:
                 if self.diag is not None:  # ISO-TP frames may be shorter than 8 bytes
                     self.diag.on_frame(cid, rx, board.rx_dlc, now_ms)
@@ -101,13 +113,7 @@ class Comm:
                 continue
             if not self.rx_enabled and cid != c.SIM_TICK_ID:
                 continue
-            if cid == c.SIM_CELL_VOLTAGES_ID:
-                c.decode_sim_cell_voltages(rx, out)
-                meas.set_cells(out[0], out[1], out[2], out[3], out[4], now_ms)
-            elif cid == c.SIM_CELL_TEMPS_ID:
-                c.decode_sim_cell_temps(rx, out)
-                meas.set_temps(out[0], out[1], out[2], out[3], out[4], now_ms)
-            elif cid == c.SIM_PACK_MEASUREMENTS_ID:
+            if cid == c.SIM_PACK_MEASUREMENTS_ID:
                 c.decode_sim_pack_measurements(rx, out)
                 meas.set_pack(out[0], out[1] * 100, out[2] * 100, now_ms)
             elif cid == c.VCU_REQUEST_ID:
