@@ -169,8 +169,9 @@ class Protection:
         self._latched = 0
         self._live = 0  # stale measurements or VCU request: recomputed every check
         n = cfg.cell_count
-        self._prev = array("H", [0] * n)  # stuck: raw readings of the last check
+        self._prev = array("H", [0] * n)  # stuck: raw readings at the window start
         self._changed = bytearray((n + 7) // 8)  # stuck: bit k = cell k changed in this window
+        self._unchanged = n  # stuck: cells not changed yet in this window
         self._t_ref = array("h", [0] * cfg.temp_count)  # runaway: readings at the window start
         self._v_ref = array("H", [0] * n)
         # Window state: stuck window start, lowest and highest current in it, runaway window start
@@ -249,14 +250,22 @@ class Protection:
         self._runaway(meas, now_ms)
 
     def _stuck(self, meas, now_ms):
+        # A cell changed in the window if a reading differs from the one at its start. Once every
+        # cell has, nothing is left to compare until the next window; nor when none moved (the
+        # arrays compare in C).
         raw = meas.cell_raw_mv
         prev = self._prev
         ch = self._changed
-        for k in range(len(raw)):
-            v = raw[k]
-            if v != prev[k]:
-                ch[k >> 3] |= 1 << (k & 7)
-                prev[k] = v
+        if self._unchanged and raw != prev:
+            left = 0
+            for k in range(len(raw)):
+                b = 1 << (k & 7)
+                if not ch[k >> 3] & b:
+                    if raw[k] != prev[k]:
+                        ch[k >> 3] |= b
+                    else:
+                        left += 1
+            self._unchanged = left
         i = meas.current_ma
         w = self._w
         if w[0] is not None:
@@ -266,15 +275,13 @@ class Protection:
                 w[2] = i
             if ticks_diff(now_ms, w[0]) < self._cfg.stuck_window_ms:
                 return
-            stuck = False
-            if w[2] - w[1] > self._cfg.stuck_current_ma:
-                for k in range(len(raw)):
-                    if not ch[k >> 3] & (1 << (k & 7)):
-                        stuck = True
+            stuck = w[2] - w[1] > self._cfg.stuck_current_ma and self._unchanged > 0
             self._rule(_FAULT_STUCK, stuck, now_ms)
         # A window starts with these readings: nothing has changed in it yet.
         for k in range(len(ch)):
             ch[k] = 0
+        prev[:] = raw
+        self._unchanged = len(raw)
         w[0] = now_ms
         w[1] = w[2] = i
 
