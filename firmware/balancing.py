@@ -74,11 +74,6 @@ def _bit(mask, i):
     return mask[i >> 3] & (1 << (i & 7))
 
 
-def _zero(mask):
-    for b in range(len(mask)):
-        mask[b] = 0
-
-
 class Balancer:
     """Bleed-resistor selection and duty cycle, written into BalancingData `data.balancing`:
     `mask` bit i of byte i // 8 = cell i (0-based) bleeding now, `count` how many, `changed` True
@@ -97,6 +92,7 @@ class Balancer:
         self._start_mas = soc_to_mas(cfg.balance_start_soc, mas_per_pct)
         self._stop_mas = soc_to_mas(cfg.balance_stop_soc, mas_per_pct)
         self._sel = bytearray(len(out.mask))  # the selection of the current bleed phase
+        self._off = bytearray(len(out.mask))  # all off
         self._sel_count = 0
         self._decision = BALANCED
         self._measuring = True
@@ -145,7 +141,7 @@ class Balancer:
             self._weak = meas.vmin_cell - 1  # 1-based
         if reason != ACTIVE:
             self._sel_count = 0
-            _zero(self._sel)
+            self._zero_sel()
             self._measuring = True
             self._elapsed_ms = 0
             self._calm_ms = 0
@@ -194,31 +190,32 @@ class Balancer:
     def clear(self):
         """Switch every bleed resistor off (the caller's safe state after an exception)."""
         self._sel_count = 0
-        _zero(self._sel)
+        self._zero_sel()
         self._measuring = True
         self._elapsed_ms = 0
         self._apply(False, FAULT)
 
+    def _zero_sel(self):
+        if self._sel != self._off:  # bytearrays: compared and copied in C
+            self._sel[:] = self._off
+
     def _apply(self, bleeding, reason):
         o = self.out
         mask = o.mask
-        sel = self._sel
-        changed = False
-        for b in range(len(mask)):
-            v = sel[b] if bleeding else 0
-            if mask[b] != v:
-                mask[b] = v
-                changed = True
+        src = self._sel if bleeding else self._off
+        changed = mask != src  # bytearrays: compared and copied in C
+        if changed:
+            mask[:] = src
         o.changed = changed
         o.count = self._sel_count if bleeding else 0
         o.reason = reason
 
     def _book(self, cells, dt):
         # The resistors in `mask` were on since the last cycle: charge their cells with it.
-        if not dt or not self._est.initialised:
+        mask = self.out.mask
+        if not dt or not self._est.initialised or mask == self._off:
             return
         charge = self._charge
-        mask = self.out.mask
         mohm = self._cfg.balance_bleed_mohm
         for b in range(len(mask)):
             bits = mask[b]
@@ -250,8 +247,8 @@ class Balancer:
             self.out.strategy = STRATEGY_SOC if soc else STRATEGY_VOLTAGE
             k = self._select_soc(cells, charge.cell_mas) if soc else self._select_mv(meas)
             self._decision = ACTIVE if k else BALANCED
+        self._zero_sel()
         sel = self._sel
-        _zero(sel)
         top_cell = self._top_cell
         no_adj = c.balance_no_adjacent
         n = self._n

@@ -113,6 +113,8 @@ FAULT_BITS = const(29)
 # frame integrity, contactor feedback and weld, storage.
 _EXTERNAL = const(0x08E07800)
 _RUNAWAY_WINDOW_MS = const(1000)
+# The rules Protection._values evaluates through _rules (the current sensor's when fitted).
+_VALUE_RULES = const(0x070080FF)
 
 
 def catalogue(cfg=None, q=None):
@@ -190,6 +192,20 @@ class Protection:
         if ticks_diff(now_ms, self._since[bit]) >= self._q[bit]:
             self._latched |= m
 
+    def _rules(self, bits, conds, now_ms):
+        # `_rule` for every bit of `bits`, `conds` holding the bits whose condition is present:
+        # the absent ones all at once (as _rule clears them), the present ones one by one.
+        off = bits & ~conds
+        self._pending &= ~off
+        self._latched &= ~(off & ~_LATCH)
+        on = bits & conds
+        bit = 0
+        while on:
+            if on & 1:
+                self._rule(bit, True, now_ms)
+            on >>= 1
+            bit += 1
+
     def check(self, meas, now_ms, stale, vcu_stale):
         """Evaluate the rules on this cycle's measurements (`stale`: their freshness verdict)
         and publish the result."""
@@ -221,17 +237,28 @@ class Protection:
         charging = i < -cfg.rest_current_ma
         tmin = meas.tmin_dc
         tmax = meas.tmax_dc
-        self._rule(FAULT_CELL_OV, meas.vmax_mv > cfg.cell_ov_mv, now_ms)
-        self._rule(FAULT_CELL_UV, meas.vmin_mv < cfg.cell_uv_mv, now_ms)
-        self._rule(FAULT_OT_CHARGE, charging and tmax > cfg.ot_charge_dc, now_ms)
-        self._rule(FAULT_OT_DISCHARGE, tmax > cfg.ot_discharge_dc, now_ms)
-        self._rule(FAULT_UT_CHARGE, charging and tmin < cfg.ut_charge_dc, now_ms)
-        self._rule(FAULT_UT_DISCHARGE, tmin < cfg.ut_discharge_dc, now_ms)
-        self._rule(FAULT_OC_CHARGE, -i > cfg.oc_charge_ma, now_ms)
-        self._rule(FAULT_OC_DISCHARGE, i > cfg.oc_discharge_ma, now_ms)
-        cold = tmin < cfg.oc_cold_dc
-        self._rule(_FAULT_OC_CHARGE_COLD, cold and -i > cfg.oc_charge_cold_ma, now_ms)
-        self._rule(_FAULT_IMBALANCE, meas.vmax_mv - meas.vmin_mv > cfg.imbalance_mv, now_ms)
+        # The value rules as one bit set of conditions (`_rules`): one call, not one per rule.
+        c = 0
+        if meas.vmax_mv > cfg.cell_ov_mv:
+            c |= 1 << FAULT_CELL_OV
+        if meas.vmin_mv < cfg.cell_uv_mv:
+            c |= 1 << FAULT_CELL_UV
+        if charging and tmax > cfg.ot_charge_dc:
+            c |= 1 << FAULT_OT_CHARGE
+        if tmax > cfg.ot_discharge_dc:
+            c |= 1 << FAULT_OT_DISCHARGE
+        if charging and tmin < cfg.ut_charge_dc:
+            c |= 1 << FAULT_UT_CHARGE
+        if tmin < cfg.ut_discharge_dc:
+            c |= 1 << FAULT_UT_DISCHARGE
+        if -i > cfg.oc_charge_ma:
+            c |= 1 << FAULT_OC_CHARGE
+        if i > cfg.oc_discharge_ma:
+            c |= 1 << FAULT_OC_DISCHARGE
+        if tmin < cfg.oc_cold_dc and -i > cfg.oc_charge_cold_ma:
+            c |= 1 << _FAULT_OC_CHARGE_COLD
+        if meas.vmax_mv - meas.vmin_mv > cfg.imbalance_mv:
+            c |= 1 << _FAULT_IMBALANCE
         # The limits' temperature ramps are reducing the current of the direction in use.
         if charging:
             hi = cfg.charge_temp_full_hi_dc
@@ -239,13 +266,17 @@ class Protection:
         else:
             hi = cfg.discharge_temp_full_hi_dc
             lo = cfg.discharge_temp_full_lo_dc
-        self._rule(_FAULT_TEMP_HIGH_DERATE, tmax > hi, now_ms)
-        self._rule(_FAULT_TEMP_LOW_DERATE, tmin < lo, now_ms)
+        if tmax > hi:
+            c |= 1 << _FAULT_TEMP_HIGH_DERATE
+        if tmin < lo:
+            c |= 1 << _FAULT_TEMP_LOW_DERATE
+        bits = _VALUE_RULES
         if cfg.current2_enable:
+            bits |= 1 << _FAULT_CURRENT2
             d = i - meas.current2_ma
-            self._rule(
-                _FAULT_CURRENT2, d > cfg.current2_delta_ma or -d > cfg.current2_delta_ma, now_ms
-            )
+            if d > cfg.current2_delta_ma or -d > cfg.current2_delta_ma:
+                c |= 1 << _FAULT_CURRENT2
+        self._rules(bits, c, now_ms)
         self._stuck(meas, now_ms)
         self._runaway(meas, now_ms)
 

@@ -327,3 +327,27 @@ def test_stats_take_the_first_index_of_min_and_max(values):
         sum(values),
         (sum(values) + n // 2) // n,
     ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    bits=st.integers(0, (1 << 29) - 1),
+    conds=st.integers(0, (1 << 29) - 1),
+    pending=st.integers(0, (1 << 29) - 1),
+    latched=st.integers(0, (1 << 29) - 1),
+    now=st.integers(0, 5000),
+)
+def test_rules_at_once_equal_one_rule_per_bit(bits, conds, pending, latched, now):
+    cfg = config.load()
+    a = Protection(cfg)
+    b = Protection(cfg)
+    for p in (a, b):
+        p._pending = pending
+        p._latched = latched
+        for k in range(29):
+            p._since[k] = 37 * k
+    a._rules(bits, conds, now)
+    for k in range(29):
+        if bits >> k & 1:
+            b._rule(k, bool(conds >> k & 1), now)
+    assert (a._pending, a._latched, list(a._since)) == (b._pending, b._latched, list(b._since))
