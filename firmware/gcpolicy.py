@@ -3,18 +3,19 @@
 A control cycle runs with automatic collection off (`cycle_begin` / `cycle_end`), so no cycle
 ever pays for a collection (on a 144 KiB heap one takes milliseconds of a Cortex-M's time).
 After each cycle, outside its timed part (app.Bms.guarded_cycle), `between` runs a collection
-when the garbage of the next cycles could exceed the free heap: at each collection it measures
-the heap that stays (`live`), what is free, and how much the heap grew per cycle since the
-previous collection (the largest growth seen so far, so a quiet stretch never stretches the
-schedule); the next collection is due after free // (2 * growth) cycles, at least 1 and at most
-_MAX_EVERY (so `live`, which the BMS reports on CAN, is at most that many cycles old). Until a
-growth is measured it collects after every cycle.
+when the garbage of the next cycles could exceed the free heap. It measures the heap that stays
+(`live`, which the BMS reports on CAN), the heap's size, and how much the heap grew per cycle
+since the previous collection (the largest growth seen so far, so a quiet stretch never
+stretches the schedule); the next collection is due after (size - live) // (2 * growth) cycles,
+at least 1 and at most _MAX_EVERY. Until a growth is measured it collects after every cycle.
 
 Should a cycle still find the heap exhausted, MicroPython raises MemoryError there (it does not
 collect while collection is off), and the cycle's guard takes the safe state: it fails safe.
 
-The measurements (gc.mem_alloc, gc.mem_free) each scan the heap's allocation table, so they run
-only next to a collection, never per cycle. Under CPython (tests) there is nothing to schedule.
+The measurements (gc.mem_alloc, gc.mem_free) each scan the heap's allocation table (on a 192 KiB
+heap about as long as the collection itself), so they run only next to a collection, never per
+cycle, and there for two collections in every 8 (or each one with `probe`): the heap before the
+collection (the growth) and after it (`live`). Under CPython there is nothing to schedule.
 """
 
 import gc
@@ -30,7 +31,9 @@ class Collector:
     def __init__(self):
         self.live = 0  # heap in use after the last collection, bytes
         self.collections = 0
-        self.before = 0  # heap in use just before the last collection, bytes
+        self.before = -1  # heap in use just before the last collection, bytes; -1: not taken
+        self.probe = False  # take `before` at every collection
+        self._heap = 0  # the heap's size, bytes
         self.every = 1  # cycles between collections, as last scheduled
         self._growth = 0  # largest heap growth per cycle seen, bytes
         self._cycles = 0  # cycles since the last collection
@@ -47,23 +50,29 @@ class Collector:
 
     def between(self):
         """After a cycle: collect if the next one might not find enough free heap. True when it
-        collected (`live` is then fresh)."""
+        collected and measured `live` anew."""
         if not IS_MICROPYTHON:
             return False
         self._cycles += 1
         if self._cycles < self.every:
             return False
-        used = gc.mem_alloc()
-        self.before = used
-        grown = used - self.live
-        if self.collections and grown > 0:
-            g = grown // self._cycles
+        n = self.collections
+        # The heap in use before collecting (a scan of its own) only for every 8th collection,
+        # or each one with `probe` (benchmarks and tests that check every cycle).
+        self.before = -1
+        measure = self.probe or n & 7 < 2  # the first two of every 8
+        if measure:
+            used = self.before = gc.mem_alloc()
+            g = (used - self.live) // self._cycles if n else 0  # the first: since the start
             if g > self._growth:
                 self._growth = g
         gc.collect()
-        self.collections += 1
+        self.collections = n + 1
         self._cycles = 0
-        self.live = gc.mem_alloc()
+        if measure:
+            self.live = gc.mem_alloc()
+            if not self._heap:
+                self._heap = self.live + gc.mem_free()
         if self._growth:
-            self.every = max(1, min(_MAX_EVERY, gc.mem_free() // (2 * self._growth)))
-        return True
+            self.every = max(1, min(_MAX_EVERY, (self._heap - self.live) // (2 * self._growth)))
+        return measure
