@@ -30,6 +30,7 @@ from .protection import (
     FAULT_VCU_INVALID,
     FAULT_WATCHDOG_RESET,
     FAULT_WELDED,
+    TIER_DERATE,
     Protection,
 )
 from .sop import Sop
@@ -127,9 +128,12 @@ class Bms:
         valid = faults.meas_valid  # fresh and plausible: check() has just looked
         if valid:
             self.estimator.update(meas, dt, now_ms)
+        # A tester's contactor test closes through the same state machine (precharge first).
+        close = comm.vcu_close and not vcu_stale
+        close = cont.test(now_ms, d.routines, close, meas.current_ma, faults.tier >= TIER_DERATE)
         cont.step(
             now_ms,
-            comm.vcu_close and not vcu_stale,
+            close,
             faults.open_required,
             # Precharge ends against the larger pack reading: a pack sensor reading low must not
             # end it early (firmware/contactors.py).

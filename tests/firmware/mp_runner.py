@@ -23,6 +23,7 @@ CPYTHON_ONLY = (
     "test_properties.py",
     "test_estimation_properties.py",
     "test_uds.py",  # udsoncan and can-isotp: CPython packages
+    "test_uds_routines.py",
 )
 
 

@@ -21,7 +21,9 @@ import can
 from fw_support import feed
 
 from firmware import app, uds_prog
-from firmware.can_codec import UDS_RESPONSE_ID
+from firmware import can_codec_peer as peer
+from firmware.can_codec import UDS_RESPONSE_ID, VCU_REQUEST_ID
+from firmware.comm import crc8_j1850
 from hil.bench.diag import DiagClient
 from hil.bench.provision import new_record, parse_record
 
@@ -127,6 +129,7 @@ class Rig:
         self.bms = app.build(self.board)
         self.prog = None  # the programming server while one runs (uds_prog)
         self._resets = 0
+        self._vcu_alive = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._pump, daemon=True)
         self._thread.start()
@@ -166,15 +169,39 @@ class Rig:
         self.clients.append(c)
         return c
 
-    def cycles(self, n: int = 1, fresh: bool = True, **feed_kwargs) -> None:
+    def cycles(
+        self,
+        n: int = 1,
+        fresh: bool = True,
+        vcu: int | None = None,
+        link_mv: int | None = None,
+        **feed_kwargs,
+    ) -> None:
         """Run `n` control cycles 100 ms apart on uniform fresh readings (fw_support.feed;
-        `fresh=False`: no new readings, they go stale)."""
+        `fresh=False`: no new readings, they go stale), the contactor feedback following the
+        last command, the link voltage the pack's unless `link_mv`. `vcu` 0 or 1: a valid
+        VCU_Request with that close request before each."""
         for _ in range(n):
             with self.lock:
                 self.board.offset_ms += 100
                 now = self.board.now()
+                if vcu is not None:
+                    self._vcu_alive = (self._vcu_alive + 1) & 15
+                    buf = bytearray(8)
+                    peer.encode_vcu_request(buf, vcu, 0, 0, self._vcu_alive, 0)
+                    buf[7] = crc8_j1850(bytes((0x00, 0x03)) + bytes(buf), 9)
+                    self.tester_bus.send(
+                        can.Message(arbitration_id=VCU_REQUEST_ID, data=buf, is_extended_id=False)
+                    )
+                    self.bms.comm.poll(now)
                 if fresh:
-                    feed(self.bms.meas, self.bms.cfg, now_ms=now, **feed_kwargs)
+                    neg, pre, pos = self.board.contactors
+                    kw = {"feedback": neg | pre << 1 | pos << 2, **feed_kwargs}
+                    feed(self.bms.meas, self.bms.cfg, now_ms=now, **kw)
+                    meas = self.bms.meas
+                    if link_mv is not None:
+                        meas.set_pack(meas.current_ma, meas.pack_mv, link_mv, now)
+                        meas.evaluate(now)
                 self.bms.guarded_cycle(now)
 
     def advance(self, ms: int) -> None:
