@@ -213,8 +213,8 @@ class Balancer:
             o.test = TEST_PASSED
             self._end_test()
             return False
+        self._zero_sel()
         sel = self._sel
-        _zero(sel)
         sel[i >> 3] = 1 << (i & 7)
         self._sel_count = 1
         self._apply(True, ACTIVE)
@@ -223,7 +223,7 @@ class Balancer:
     def _end_test(self):
         # The duty cycle starts again from a measurement window, with its own selection.
         self._sel_count = 0
-        _zero(self._sel)
+        self._zero_sel()
         self._measuring = True
         self._elapsed_ms = 0
 
