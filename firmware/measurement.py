@@ -203,16 +203,22 @@ class Measurements:
                 result = True
         return result
 
-    def plausible(self):
+    def plausible(self, stats=False):
         """True if every value lies in its physical range (config plaus_* keys). Whether the pack
-        voltage agrees with the sum of the cells is protection's PackVoltageMismatch rule."""
+        voltage agrees with the sum of the cells is protection's PackVoltageMismatch rule.
+        `stats`: the statistics of this cycle's `evaluate` stand for the values (nothing wrote
+        them since), so their extremes decide instead of a scan."""
         cfg = self._cfg
-        # min and max run in C (the statistics may be older than the values: not those).
         v = self.cell_mv
-        if min(v) < cfg.plaus_cell_min_mv or max(v) > cfg.plaus_cell_max_mv:
-            return False
         t = self.temp_dc
-        if min(t) < cfg.plaus_temp_min_dc or max(t) > cfg.plaus_temp_max_dc:
+        if stats:
+            if self.vmin_mv < cfg.plaus_cell_min_mv or self.vmax_mv > cfg.plaus_cell_max_mv:
+                return False
+            if self.tmin_dc < cfg.plaus_temp_min_dc or self.tmax_dc > cfg.plaus_temp_max_dc:
+                return False
+        elif min(v) < cfg.plaus_cell_min_mv or max(v) > cfg.plaus_cell_max_mv:
+            return False
+        elif min(t) < cfg.plaus_temp_min_dc or max(t) > cfg.plaus_temp_max_dc:
             return False
         i = self.current_ma
         return (

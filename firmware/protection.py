@@ -224,7 +224,8 @@ class Protection:
         cfg = self._cfg
         # Before the range check: a reading near 0 V names its cause (an implausible one, too).
         self._rule(_FAULT_OPEN_WIRE, meas.vmin_mv <= cfg.open_wire_mv, now_ms)
-        implausible = not meas.plausible()
+        # check() runs right after the cycle's evaluate: its statistics are the values'.
+        implausible = not meas.plausible(True)
         self._rule(FAULT_MEAS_IMPLAUSIBLE, implausible, now_ms)
         # A scaling or wrap-around error here would end a precharge early: rules frozen too.
         d = meas.pack_mv - meas.cell_sum_mv

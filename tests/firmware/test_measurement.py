@@ -299,3 +299,14 @@ def test_frames_decoded_in_place_match_the_setters():
         m.set_aux(0, 0, 0)
         assert not m.evaluate(0)
         assert (m.cell_mv is m.cell_raw_mv) == (sense == 0)  # one array without compensation
+
+
+def test_plausible_from_the_statistics_agrees_with_the_scan():
+    # Protection asks right after evaluate, where the statistics' extremes are the values'.
+    cfg, m = fresh({"cell_count": 9, "temp_count": 9})
+    for cell, mv, dc in ((0, 3700, 250), (8, 5600, 250), (4, 3700, -600), (2, 400, 250)):
+        feed(m, cfg)
+        m.cell_mv[cell] = mv
+        m.temp_dc[cell] = dc
+        m.update_stats()
+        assert m.plausible(True) == m.plausible() == (mv == 3700 and dc == 250)
