@@ -110,8 +110,9 @@ def _measured_cycle(self, now_ms):
         _rec[r + 1] = time.ticks_diff(self.board.io_us, io0)
         _rec[r + 2] = _acc[0]
         _rec[r + 3] = _acc[1]
-        # a1 < 0: the firmware's collection ran without taking the heap before it
-        _rec[r + 4] = a1 - a0 if a1 >= 0 else -1
+        # Allocation only over cycles without the firmware's collection: the heap it takes
+        # before collecting (a1 then, when taken: -1 if not) still holds the live frames
+        _rec[r + 4] = a1 - a0 if self.gc.collections == c0 else -1
         _rec[r + 5] = 1 if 0 <= a1 < a0 else 0
         _rec[r + 6] = _acc[2]
         # the collection after the cycle (and the guard's bookkeeping), when one ran

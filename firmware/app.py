@@ -197,14 +197,17 @@ class Bms:
             self.protection.set_fault(FAULT_INTERNAL_ERROR, False)
         except Exception as e:  # noqa: BLE001 - the loop must survive anything
             ok = False
-            self.fail(e)
+            try:
+                self.fail(e)
+            finally:  # even if reporting it failed too: collection must not stay off
+                self.gc.cycle_end()
         us = ticks_diff(ticks_us(), t0)
         self.gc.cycle_end()
         self.cycle_us = us
         period_us = self.cfg.cycle_ms * 1000
         self.cycle_load_pct = us * 100 // period_us
         self.protection.set_fault(FAULT_LOOP_OVERRUN, us > period_us)
-        if self.gc.between():
+        if self.gc.between(not ok):
             self.heap_live = self.gc.live
         return ok
 

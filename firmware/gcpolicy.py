@@ -5,9 +5,10 @@ ever pays for a collection (on a 144 KiB heap one takes milliseconds of a Cortex
 After each cycle, outside its timed part (app.Bms.guarded_cycle), `between` runs a collection
 when the garbage of the next cycles could exceed the free heap. It measures the heap that stays
 (`live`, which the BMS reports on CAN), the heap's size, and how much the heap grew per cycle
-since the previous collection (the largest growth seen so far, so a quiet stretch never
-stretches the schedule); the next collection is due after (size - live) // (2 * growth) cycles,
-at least 1 and at most _MAX_EVERY. Until a growth is measured it collects after every cycle.
+since the previous collection; the next collection is due after (size - live) // (2 * growth)
+cycles, at least 1 and at most _MAX_EVERY, with growth the largest seen so far and never less
+than CYCLE_BLOCKS (so neither a quiet stretch nor a start without measurements stretches the
+schedule). A cycle that failed is followed by a collection at once.
 
 Should a cycle still find the heap exhausted, MicroPython raises MemoryError there (it does not
 collect while collection is off), and the cycle's guard takes the safe state: it fails safe.
@@ -19,10 +20,17 @@ collection (the growth) and after it (`live`). Under CPython there is nothing to
 """
 
 import gc
+import sys
 
 from .compat import IS_MICROPYTHON, const
 
 _MAX_EVERY = const(16)  # cycles between collections at most
+# What one control cycle may leave on the heap, in heap blocks (4 words each): the budget that
+# tests/firmware/test_alloc.py holds a steady-state cycle to (the float filters and the rest).
+# The schedule assumes at least this much per cycle: a growth measured while the filters did not
+# run yet (no measurements) must not stretch it.
+CYCLE_BLOCKS = const(976)
+BLOCK_BYTES = 32 if sys.maxsize > 2**32 else 16
 
 
 class Collector:
@@ -35,7 +43,7 @@ class Collector:
         self.probe = False  # take `before` at every collection
         self._heap = 0  # the heap's size, bytes
         self.every = 1  # cycles between collections, as last scheduled
-        self._growth = 0  # largest heap growth per cycle seen, bytes
+        self._growth = CYCLE_BLOCKS * BLOCK_BYTES  # largest heap growth per cycle seen, bytes
         self._cycles = 0  # cycles since the last collection
         self._enabled = True
 
@@ -48,13 +56,14 @@ class Collector:
         if self._enabled:
             gc.enable()
 
-    def between(self):
-        """After a cycle: collect if the next one might not find enough free heap. True when it
-        collected and measured `live` anew."""
+    def between(self, now=False):
+        """After a cycle: collect if the next one might not find enough free heap (or `now`: the
+        cycle failed, maybe for want of heap). True when it collected and measured `live`
+        anew."""
         if not IS_MICROPYTHON:
             return False
         self._cycles += 1
-        if self._cycles < self.every:
+        if self._cycles < self.every and not now:
             return False
         n = self.collections
         # The heap in use before collecting (a scan of its own) only for every 8th collection,
@@ -73,6 +82,5 @@ class Collector:
             self.live = gc.mem_alloc()
             if not self._heap:
                 self._heap = self.live + gc.mem_free()
-        if self._growth:
-            self.every = max(1, min(_MAX_EVERY, (self._heap - self.live) // (2 * self._growth)))
+        self.every = max(1, min(_MAX_EVERY, (self._heap - self.live) // (2 * self._growth)))
         return measure
