@@ -10,8 +10,11 @@ cycles, at least 1 and at most _MAX_EVERY, with growth the largest seen so far a
 than CYCLE_BLOCKS (so neither a quiet stretch nor a start without measurements stretches the
 schedule). A cycle that failed is followed by a collection at once.
 
-Should a cycle still find the heap exhausted, MicroPython raises MemoryError there (it does not
-collect while collection is off), and the cycle's guard takes the safe state: it fails safe.
+Where the heap has no room for that (after a collection less than two cycles' garbage free: an
+.mpy bundle whose bytecode fills a small board's heap), collection stays on inside the cycles,
+which are counted (`tight`): a collection inside a cycle is slow, a cycle without heap fails.
+Should a cycle with collection off still find the heap exhausted, MicroPython raises MemoryError
+there (it does not collect while collection is off), and the cycle's guard takes the safe state.
 
 The measurements (gc.mem_alloc, gc.mem_free) each scan the heap's allocation table (on a 192 KiB
 heap about as long as the collection itself), so they run only next to a collection, never per
@@ -46,11 +49,19 @@ class Collector:
         self._growth = CYCLE_BLOCKS * BLOCK_BYTES  # largest heap growth per cycle seen, bytes
         self._cycles = 0  # cycles since the last collection
         self._enabled = True
+        # The free heap after a collection holds two cycles' garbage: collection can be off in
+        # the cycle. Not yet known before the first collection (the first cycle keeps it on).
+        self.room = False
+        self.tight = 0  # cycles run with collection left on: too little heap (module docstring)
 
     def cycle_begin(self):
-        """Automatic collection off for the cycle (restored by `cycle_end`)."""
+        """Automatic collection off for the cycle (restored by `cycle_end`), if the heap has
+        room for it."""
         self._enabled = gc.isenabled() if IS_MICROPYTHON else True
-        gc.disable()
+        if self.room or not IS_MICROPYTHON:
+            gc.disable()
+        else:
+            self.tight += 1
 
     def cycle_end(self):
         if self._enabled:
@@ -82,5 +93,7 @@ class Collector:
             self.live = gc.mem_alloc()
             if not self._heap:
                 self._heap = self.live + gc.mem_free()
-        self.every = max(1, min(_MAX_EVERY, (self._heap - self.live) // (2 * self._growth)))
+        every = (self._heap - self.live) // (2 * self._growth)
+        self.room = every > 0
+        self.every = max(1, min(_MAX_EVERY, every))
         return measure

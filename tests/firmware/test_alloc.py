@@ -216,6 +216,7 @@ def test_no_collection_inside_a_control_cycle():
     assert rec[2] > heap  # the cycles' garbage did need collections
     assert rec[1] == 0, f"{rec[1]} of {rec[0]} cycles ran a collection"
     assert bms.gc.collections > 0 and gc.isenabled()
+    assert bms.gc.tight == 1  # only the first cycle, before the heap was measured, had it on
 
 
 # Per steady-state cycle, in heap blocks (gcpolicy.BLOCK_BYTES each): 16 = 256 B on a 32-bit
@@ -291,3 +292,25 @@ def test_a_steady_state_cycle_allocates_within_its_budget():
     assert worst[1] > 0  # the filters ran
     assert worst[0] <= _CYCLE_BLOCKS * _BLOCK, f"{worst[0]} B per cycle beside the float filters"
     assert worst[1] <= _FLOAT_FILTER_BLOCKS * _BLOCK, f"float filters: {worst[1]} B per cycle"
+
+
+def test_a_heap_without_room_for_two_cycles_keeps_collection_on():
+    # A cycle's garbage larger than half the free heap: collection stays on in the cycle (counted
+    # in `tight`), where a cycle with it off would run out of heap; with room it goes off.
+    c = gcpolicy.Collector()
+    c.cycle_begin()
+    assert gc.isenabled() and c.tight == 1  # before any measurement
+    c.cycle_end()
+    assert c.between()  # the first collection measures the heap
+    assert c.room
+    c.cycle_begin()
+    assert not gc.isenabled()
+    c.cycle_end()
+    assert gc.isenabled()
+    c._growth = gc.mem_free() + gc.mem_alloc()  # a cycle that would leave the whole heap
+    c.every = 1
+    c.probe = True
+    assert c.between() and not c.room and c.every == 1
+    c.cycle_begin()
+    assert gc.isenabled() and c.tight == 2
+    c.cycle_end()
