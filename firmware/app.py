@@ -218,8 +218,8 @@ class Bms:
     def guarded_cycle(self, now_ms, late=False):
         """Run a cycle; on any exception go to the safe state. Returns True when it completed.
         `late`: cycles were skipped before this one (LoopOverrun, as a cycle over its period).
-        The cycle runs with automatic collection off; the collection that is due runs after it,
-        outside its timed part (firmware/gcpolicy.py)."""
+        The collection that is due runs after it, outside its timed part; automatic collection
+        stays on inside it as the backstop (firmware/gcpolicy.py)."""
         self.gc.cycle_begin()
         t0 = ticks_us()
         ok = True
@@ -230,7 +230,6 @@ class Bms:
             ok = False
             self.fail(e)
         us = ticks_diff(ticks_us(), t0)
-        self.gc.cycle_end()
         self.cycle_us = us
         period_us = self.cfg.cycle_ms * 1000
         self.cycle_load_pct = us * 100 // period_us
@@ -240,7 +239,7 @@ class Bms:
         backlog = not comm.rx_drained
         comm.rx_drained = False
         self.protection.set_fault(FAULT_LOOP_OVERRUN, late or backlog or us > period_us)
-        if self.gc.between():
+        if self.gc.between(not ok):
             self.heap_live = self.gc.live
         return ok
 

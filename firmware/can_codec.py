@@ -14,7 +14,10 @@ DBC, i.e. their MSB). Multiplexed messages: the multiplexer value, the signals o
 the other signals; all groups share one layout. Group g (0 <= g < <NAME>_MUX_COUNT) carries the
 signals named pattern.format(g * <NAME>_GROUP_SIZE + k + <NAME>_NAME_BASE) for
 k = 0..<NAME>_GROUP_SIZE-1 (pattern in the comment; with a peer module the metadata is there).
-Messages with the same layout share functions.
+Messages with the same layout share functions. A multiplexed message without other signals also
+gets decode_<name>_into(data, dst): group g's signals straight into dst[g * <NAME>_GROUP_SIZE + k]
+(those below len(dst); dst must hold their range, e.g. an array("H") for unsigned signals of at
+most 16 bits), returning g.
 """
 
 from .compat import const
@@ -371,6 +374,24 @@ def decode_sim_cell_voltages(data, out):
     return out
 
 
+def decode_sim_cell_voltages_into(data, dst):
+    g = data[0]
+    i = g * 4
+    n = len(dst)
+    if i + 4 <= n:
+        dst[i] = data[1] | (data[2] & 0x1F) << 8
+        dst[i + 1] = data[2] >> 5 | data[3] << 3 | (data[4] & 0x03) << 11
+        dst[i + 2] = data[4] >> 2 | (data[5] & 0x7F) << 6
+        dst[i + 3] = data[5] >> 7 | data[6] << 1 | (data[7] & 0x0F) << 9
+    elif i < n:  # the last group, partly beyond the count
+        dst[i] = data[1] | (data[2] & 0x1F) << 8
+        if i + 1 < n:
+            dst[i + 1] = data[2] >> 5 | data[3] << 3 | (data[4] & 0x03) << 11
+        if i + 2 < n:
+            dst[i + 2] = data[4] >> 2 | (data[5] & 0x7F) << 6
+    return g
+
+
 # SIM_CellTemps: 0x201 (11-bit id), 8 bytes, from BENCH, every 100 ms
 #   v0  temp_group               0|8@1+ (1,0)
 #   v1  temp_0                   8|12@1- (0.1,0) degC
@@ -390,6 +411,24 @@ def decode_sim_cell_temps(data, out):
     out[3] = ((data[4] | (data[5] & 0x0F) << 8) ^ 0x800) - 0x800
     out[4] = ((data[5] >> 4 | data[6] << 4) ^ 0x800) - 0x800
     return out
+
+
+def decode_sim_cell_temps_into(data, dst):
+    g = data[0]
+    i = g * 4
+    n = len(dst)
+    if i + 4 <= n:
+        dst[i] = ((data[1] | (data[2] & 0x0F) << 8) ^ 0x800) - 0x800
+        dst[i + 1] = ((data[2] >> 4 | data[3] << 4) ^ 0x800) - 0x800
+        dst[i + 2] = ((data[4] | (data[5] & 0x0F) << 8) ^ 0x800) - 0x800
+        dst[i + 3] = ((data[5] >> 4 | data[6] << 4) ^ 0x800) - 0x800
+    elif i < n:  # the last group, partly beyond the count
+        dst[i] = ((data[1] | (data[2] & 0x0F) << 8) ^ 0x800) - 0x800
+        if i + 1 < n:
+            dst[i + 1] = ((data[2] >> 4 | data[3] << 4) ^ 0x800) - 0x800
+        if i + 2 < n:
+            dst[i + 2] = ((data[4] | (data[5] & 0x0F) << 8) ^ 0x800) - 0x800
+    return g
 
 
 # SIM_PackMeasurements: 0x202 (11-bit id), 8 bytes, from BENCH, every 100 ms

@@ -253,6 +253,24 @@ def decode_bms_cell_voltages(data, out):
     return out
 
 
+def decode_bms_cell_voltages_into(data, dst):
+    g = data[0]
+    i = g * 4
+    n = len(dst)
+    if i + 4 <= n:
+        dst[i] = data[1] | (data[2] & 0x1F) << 8
+        dst[i + 1] = data[2] >> 5 | data[3] << 3 | (data[4] & 0x03) << 11
+        dst[i + 2] = data[4] >> 2 | (data[5] & 0x7F) << 6
+        dst[i + 3] = data[5] >> 7 | data[6] << 1 | (data[7] & 0x0F) << 9
+    elif i < n:  # the last group, partly beyond the count
+        dst[i] = data[1] | (data[2] & 0x1F) << 8
+        if i + 1 < n:
+            dst[i + 1] = data[2] >> 5 | data[3] << 3 | (data[4] & 0x03) << 11
+        if i + 2 < n:
+            dst[i + 2] = data[4] >> 2 | (data[5] & 0x7F) << 6
+    return g
+
+
 # BMS_CellTemps: 0x111 (11-bit id), 8 bytes, from BMS, every 1000 ms
 #   v0  temp_group               0|8@1+ (1,0)
 #   v1  temp_0                   8|12@1- (0.1,0) degC
@@ -275,6 +293,24 @@ def decode_bms_cell_temps(data, out):
     return out
 
 
+def decode_bms_cell_temps_into(data, dst):
+    g = data[0]
+    i = g * 4
+    n = len(dst)
+    if i + 4 <= n:
+        dst[i] = ((data[1] | (data[2] & 0x0F) << 8) ^ 0x800) - 0x800
+        dst[i + 1] = ((data[2] >> 4 | data[3] << 4) ^ 0x800) - 0x800
+        dst[i + 2] = ((data[4] | (data[5] & 0x0F) << 8) ^ 0x800) - 0x800
+        dst[i + 3] = ((data[5] >> 4 | data[6] << 4) ^ 0x800) - 0x800
+    elif i < n:  # the last group, partly beyond the count
+        dst[i] = ((data[1] | (data[2] & 0x0F) << 8) ^ 0x800) - 0x800
+        if i + 1 < n:
+            dst[i + 1] = ((data[2] >> 4 | data[3] << 4) ^ 0x800) - 0x800
+        if i + 2 < n:
+            dst[i + 2] = ((data[4] | (data[5] & 0x0F) << 8) ^ 0x800) - 0x800
+    return g
+
+
 # BMS_CellSoc: 0x112 (11-bit id), 8 bytes, from BMS, every 1000 ms
 #   v0  cell_soc_group           0|8@1+ (1,0)
 #   v1  cell_soc_0               8|14@1+ (0.01,0) %
@@ -295,6 +331,24 @@ def decode_bms_cell_soc(data, out):
     out[3] = data[4] >> 4 | data[5] << 4 | (data[6] & 0x03) << 12
     out[4] = data[6] >> 2 | data[7] << 6
     return out
+
+
+def decode_bms_cell_soc_into(data, dst):
+    g = data[0]
+    i = g * 4
+    n = len(dst)
+    if i + 4 <= n:
+        dst[i] = data[1] | (data[2] & 0x3F) << 8
+        dst[i + 1] = data[2] >> 6 | data[3] << 2 | (data[4] & 0x0F) << 10
+        dst[i + 2] = data[4] >> 4 | data[5] << 4 | (data[6] & 0x03) << 12
+        dst[i + 3] = data[6] >> 2 | data[7] << 6
+    elif i < n:  # the last group, partly beyond the count
+        dst[i] = data[1] | (data[2] & 0x3F) << 8
+        if i + 1 < n:
+            dst[i + 1] = data[2] >> 6 | data[3] << 2 | (data[4] & 0x0F) << 10
+        if i + 2 < n:
+            dst[i + 2] = data[4] >> 4 | data[5] << 4 | (data[6] & 0x03) << 12
+    return g
 
 
 # BMS_CycleDiag: 0x1FF (11-bit id), 8 bytes, from BMS, every 100 ms

@@ -100,6 +100,12 @@ class Comm:
         budget = self._rx_budget
         t0 = ticks_us()
         n = 0
+        # Most frames are cell voltages and temperatures: ids as locals (a module attribute is a
+        # dictionary lookup per use), decoded straight into the measurement arrays.
+        v_id = c.SIM_CELL_VOLTAGES_ID
+        t_id = c.SIM_CELL_TEMPS_ID
+        cells = meas.cell_raw_mv
+        temps = meas.temp_dc
         while True:
             # The clock is read every 16 frames: a frame costs far less than the time budget.
             if n >= budget or ((n & 15) == 15 and ticks_diff(ticks_us(), t0) >= self._rx_us):
@@ -110,6 +116,12 @@ class Comm:
                 self.rx_drained = True
                 return False
             n += 1
+            if (cid == v_id or cid == t_id) and board.rx_dlc == 8 and self.rx_enabled:
+                if cid == v_id:
+                    meas.cells_in(c.decode_sim_cell_voltages_into(rx, cells), now_ms)
+                else:
+                    meas.temps_in(c.decode_sim_cell_temps_into(rx, temps), now_ms)
+                continue
             if cid == c.UDS_PHYSICAL_REQUEST_ID or cid == c.UDS_FUNCTIONAL_REQUEST_ID:
                 if self.diag is not None:  # ISO-TP frames may be shorter than 8 bytes
                     self.diag.on_frame(cid, rx, board.rx_dlc, now_ms)
@@ -119,13 +131,7 @@ class Comm:
                 continue
             if not self.rx_enabled and cid != c.SIM_TICK_ID:
                 continue
-            if cid == c.SIM_CELL_VOLTAGES_ID:
-                c.decode_sim_cell_voltages(rx, out)
-                meas.set_cells(out[0], out[1], out[2], out[3], out[4], now_ms)
-            elif cid == c.SIM_CELL_TEMPS_ID:
-                c.decode_sim_cell_temps(rx, out)
-                meas.set_temps(out[0], out[1], out[2], out[3], out[4], now_ms)
-            elif cid == c.SIM_PACK_MEASUREMENTS_ID:
+            if cid == c.SIM_PACK_MEASUREMENTS_ID:
                 c.decode_sim_pack_measurements(rx, out)
                 meas.set_pack(out[0], out[1] * 100, out[2] * 100, now_ms)
             elif cid == c.VCU_REQUEST_ID:

@@ -281,3 +281,73 @@ def test_sense_line_compensation_recovers_plant_voltages(n, data, chem, sense_mo
     true_mv = pack.cell_voltage_v * 1000
     err = np.abs(np.array(list(m.cell_mv)) - true_mv)
     assert err.max() <= 3.0, (err.max(), list(m.cell_mv), true_mv)
+
+
+_PERIOD = 1 << 30  # the tick counters' wrap
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    now=st.one_of(st.integers(0, 1000), st.integers(_PERIOD - 1000, _PERIOD - 1)),
+    ages=st.lists(st.integers(-800, 800), min_size=8, max_size=8),
+    unseen=st.integers(-1, 7),
+)
+def test_stale_verdict_matches_the_age_of_every_slot(now, ages, unseen):
+    # The fast path (oldest and newest stamp) agrees with judging each slot, across the wrap.
+    cfg = config.load({"cell_count": 8, "temp_count": 8, "meas_stale_ms": 500})
+    m = Measurements(cfg)
+    slots = len(m._rx_ms)
+    for s in range(slots):
+        m._rx_ms[s] = (now - ages[s % len(ages)]) % _PERIOD
+        m._seen[s] = 1
+    if unseen >= 0:
+        m._seen[unseen % slots] = 0
+    want = unseen >= 0 or any(not -500 <= ages[s % len(ages)] <= 500 for s in range(slots))
+    assert m._stale(now) == want
+    if want and unseen < 0:  # the stale slots are the ones found stale, and stay so
+        assert [m._seen[s] for s in range(slots)] == [
+            1 if -500 <= ages[s % len(ages)] <= 500 else 0 for s in range(slots)
+        ]
+
+
+@given(st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=40))
+def test_stats_take_the_first_index_of_min_and_max(values):
+    from array import array
+
+    from firmware.measurement import _scan
+
+    r = array("i", [0] * 6)
+    _scan(array("H", values), r)
+    n = len(values)
+    assert list(r) == [
+        min(values),
+        values.index(min(values)),
+        max(values),
+        values.index(max(values)),
+        sum(values),
+        (sum(values) + n // 2) // n,
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    bits=st.integers(0, (1 << 29) - 1),
+    conds=st.integers(0, (1 << 29) - 1),
+    pending=st.integers(0, (1 << 29) - 1),
+    latched=st.integers(0, (1 << 29) - 1),
+    now=st.integers(0, 5000),
+)
+def test_rules_at_once_equal_one_rule_per_bit(bits, conds, pending, latched, now):
+    cfg = config.load()
+    a = Protection(cfg)
+    b = Protection(cfg)
+    for p in (a, b):
+        p._pending = pending
+        p._latched = latched
+        for k in range(29):
+            p._since[k] = 37 * k
+    a._rules(bits, conds, now)
+    for k in range(29):
+        if bits >> k & 1:
+            b._rule(k, bool(conds >> k & 1), now)
+    assert (a._pending, a._latched, list(a._since)) == (b._pending, b._latched, list(b._since))
