@@ -192,3 +192,19 @@ def test_the_session_log_decodes_completely(tmp_path: Path, suffix: str) -> None
     expected = {"CHM", "BHM", "CRM", "CTS", "CML", "BRO", "CRO", "BCL", "CCS", "BSM", "BST"}
     assert expected | {"CST", "BSD", "CSD", "TP_CM_BMS", "TP_DT_BMS", "TP_CM_CHARGER"} <= names
     assert long_names == {"BRM", "BCP", "BCS"}
+
+
+def test_a_board_without_heap_for_charging_runs_without_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_heap(bms: object) -> None:
+        raise MemoryError("memory allocation failed")
+
+    monkeypatch.setattr(fwc, "Charging", no_heap)
+    from charging_rig import OVERRIDES, ChargerBoard
+
+    from firmware import app
+
+    bms = app.build(ChargerBoard(dict(OVERRIDES)))
+    assert bms.charging is None and bms.services == [bms.diag]
+    assert "DC charging unavailable" in capsys.readouterr().out
