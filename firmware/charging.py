@@ -25,9 +25,9 @@ charger also leads to ERROR (it restarts from CRM). Untrusted values (10) keep t
 Stops: SOC target (BST 1.1), cell voltage at the end of CV (1.5: the charge limit fell below
 gbt_end_ma), an open-tier fault (2.x/3.x mapped from the catalogue), the measured charging current
 above the BCL demand by gbt_oc_margin_ma for gbt_oc_ms (4.1, raises ChargerFault), CST from the
-charger (1.7). A lost CCS raises ChargerFault too. ChargerFault is a latched warning: the fault
-memory keeps the session's end; the contactors open through the stop itself and CurrentLimitIgnored
-stays the backstop. Nothing is allocated after construction.
+charger (1.7). A CCS lost in the last reconnection attempt raises ChargerFault too: latched, open
+tier, so the contactors open at once and the fault memory keeps it (CurrentLimitIgnored stays the
+backstop). Nothing is allocated after construction.
 """
 
 from . import gbt_codec as c
@@ -353,7 +353,9 @@ class Charging:
         d = self.data
         cfg = self.cfg
         if since_ccs > (_T_CCS if self._ccs_seen else _T_DEFAULT):
-            self.charger_fault = True
+            # The standard's reconnections first; a charger that loses CCS in the last one too
+            # is a ChargerFault (latched, open tier: the fault memory keeps it).
+            self.charger_fault = self.reconnects >= _MAX_RECONNECTS
             self._error(BEM_CCS, now)
             return
         if d.faults.open_required or d.contactors.state != 3:
