@@ -28,6 +28,9 @@ _SCHEMA = (
     "tx_status_ms 10 10000 100 100 "  # period of the BMS status frames, ms
     "tx_cells_ms 10 60000 1000 1000 "  # period of the full set of cell/temperature frames, ms
     "tx_balancing_ms 10 60000 1000 1000 "  # period of the full set of balancing frames, ms
+    # receive budget per pass of the loop (firmware/comm.py): a flood waits, the cycle does not
+    "rx_budget_frames 8 4096 256 256 "  # frames handled per pass at most
+    "rx_budget_us 500 100000 10000 10000 "  # time spent on them per pass at most, us
     # protection thresholds and qualification times
     "cell_ov_mv 1000 6000 4250 3650 "  # cell over-voltage, mV
     "cell_uv_mv 500 5000 2700 2500 "  # cell under-voltage, mV
@@ -180,6 +183,8 @@ _SCHEMA = (
     # A changed state is written at most every persist_interval_ms (flash wear: 120 s while
     # driving is ~15 writes per slot per hour-long drive), a new fault record after persist_dirty_ms
     "persist_interval_ms 1000 3600000 120000 120000 "  # ms
+    # ... and at once (after persist_dirty_ms) when the SOC moved this much since the last write
+    "persist_soc_step 10 10000 100 100 "  # 0.01 %
     "persist_dirty_ms 0 60000 1000 1000"  # ms
 )
 _ROW = 5

@@ -60,6 +60,9 @@ FREEZE_FIELDS = (
     "soc",
 )
 SESSIONS = {"default": 1, "programming": 2, "extended": 3}
+# First byte of the application routines' records (firmware/data.py TEST_*)
+ROUTINE_STATUS = ("none", "running", "passed", "refused", "aborted", "failed")
+ROUTINE_RUNNING = 1
 
 
 def fault_names() -> list[str]:
@@ -194,6 +197,39 @@ class NotifierIsoTpStack(isotp.NotifierBasedCanStack):
     """can-isotp's notifier stack, which leaves other listeners on the bus their frames."""
 
 
+class Link(can.BusABC):
+    """The tester's side of a python-can bus whose link may go away (the sim board's TCP SLCAN
+    ends with its process, an adapter may be unplugged): an error receiving or sending is kept
+    in `error` and seen as silence (no frame; the frame lost), as a CAN bus looks to a tester
+    when the ECU loses power. The threads of the notifier and the ISO-TP stack then run on
+    until closed, and the request in progress ends in udsoncan's timeout, in the caller's
+    thread. Shutting the link down leaves the bus open (it is the caller's)."""
+
+    def __init__(self, bus: can.BusABC) -> None:
+        self.bus = bus
+        self.error: BaseException | None = None
+        self.channel_info = f"link to {bus.channel_info}"
+        super().__init__(channel=None)
+
+    def _recv_internal(self, timeout: float | None) -> tuple[can.Message | None, bool]:
+        if self.error is None:
+            try:
+                return self.bus.recv(timeout), False
+            except (can.CanError, OSError) as e:
+                self.error = e
+        time.sleep(0.1 if timeout is None else timeout)
+        return None, False
+
+    def send(self, msg: can.Message, timeout: float | None = None) -> None:
+        """Send `msg` (dropped once the link is gone)."""
+        if self.error is not None:
+            return
+        try:
+            self.bus.send(msg, timeout)
+        except (can.CanError, OSError) as e:
+            self.error = e
+
+
 class DiagClient:
     """A UDS tester for one BMS; see the module docstring."""
 
@@ -230,8 +266,9 @@ class DiagClient:
             rxid=codec.UDS_RESPONSE_ID,
             functional_id=codec.UDS_FUNCTIONAL_REQUEST_ID,
         )
-        self._notifier = can.Notifier(bus, [])
-        self.stack = NotifierIsoTpStack(bus, self._notifier, address=address, params=params)
+        self.link = Link(bus)
+        self._notifier = can.Notifier(self.link, [])
+        self.stack = NotifierIsoTpStack(self.link, self._notifier, address=address, params=params)
         self.conn = PythonIsoTpConnection(self.stack)
         config = dict(udsoncan.configs.default_client_config)
         config.update(
@@ -262,6 +299,7 @@ class DiagClient:
         self.keep_alive(False)
         self.client.close()
         self._notifier.stop()
+        self.link.shutdown()
 
     def __enter__(self) -> DiagClient:
         return self.open()
@@ -300,7 +338,7 @@ class DiagClient:
             data=data.ljust(8, b"\xcc"),
             is_extended_id=False,
         )
-        self.bus.send(msg)
+        self.link.send(msg)
 
     # ---- sessions and security ---------------------------------------------------------------
     def _key(self, level: int, seed: bytes, params: Any = None) -> bytes:
@@ -421,9 +459,10 @@ class DiagClient:
         return out
 
     # ---- routines, reset ---------------------------------------------------------------------
-    def routine(self, name: str, data: bytes = b"") -> bytes:
+    def routine(self, name: str, data: bytes = b"", wait_s: float = 0.0) -> bytes:
         """Start a routine of the table (entering its session and unlocking as it needs);
-        returns its status record."""
+        returns its status record, or with `wait_s` the results record once it no longer runs
+        (tester present meanwhile, so the session and the test outlive S3)."""
         rid, session, secured = routine_table()[name]
         letter = {"D": "default", "E": "extended", "P": "programming"}[session]
         if secured:
@@ -431,7 +470,27 @@ class DiagClient:
         else:
             self.session(letter)
         resp = self.client.start_routine(rid, data or None)
+        record = bytes(resp.service_data.routine_status_record or b"")
+        if not wait_s or not record or record[0] != ROUTINE_RUNNING:
+            return record
+        deadline = time.monotonic() + wait_s
+        self.keep_alive(True, 1.0)
+        try:
+            while record[0] == ROUTINE_RUNNING and time.monotonic() < deadline:
+                time.sleep(0.1)
+                record = self.routine_result(name)
+        finally:
+            self.keep_alive(False)
+        return record
+
+    def routine_result(self, name: str) -> bytes:
+        """The results record of a routine (0x31 03; its session and security already held)."""
+        resp = self.client.get_routine_result(routine_table()[name][0])
         return bytes(resp.service_data.routine_status_record or b"")
+
+    def stop_routine(self, name: str) -> None:
+        """Stop a running routine (0x31 02)."""
+        self.client.stop_routine(routine_table()[name][0])
 
     def reset(self, hard: bool = True) -> None:
         """ECU reset (0x11 01 hard, 03 soft); the next start is the application's."""
