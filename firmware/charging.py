@@ -32,6 +32,7 @@ backstop). Nothing is allocated after construction.
 
 from . import gbt_codec as c
 from .compat import const, ticks_add, ticks_diff
+from .contactors import CLOSED
 from .j1939tp import J1939Tp
 
 BMS_ADDR = const(0xF4)
@@ -221,7 +222,7 @@ class Charging:
                 if not self._cro:
                     self._cro = True
                     self._t2 = now
-                if rx[0] == _ACK and self.bms.data.contactors.state == 3:
+                if rx[0] == _ACK and self.bms.data.contactors.state == CLOSED:
                     self._enter(CHARGING, now)
                     self._ccs_seen = False
                     self._oc_since = -1
@@ -358,7 +359,7 @@ class Charging:
             self.charger_fault = self.reconnects >= _MAX_RECONNECTS
             self._error(BEM_CCS, now)
             return
-        if d.faults.open_required or d.contactors.state != 3:
+        if d.faults.open_required or d.contactors.state != CLOSED:
             self._stop(self._fault_reason(), now, True)
             return
         # Over-current against what BCL asked for (the measured current: what the pack takes).
@@ -428,7 +429,7 @@ class Charging:
                 self._bcp()
                 self.tp.send(_PGN_BCP, c.BCP_DLC, now)
             if self._cml and self._due(3, now, 250):
-                ready = self.data.contactors.state == 3
+                ready = self.data.contactors.state == CLOSED
                 if ready and self._bro_at < 0:
                     self._bro_at = now
                 c.encode_bro(tx, _ACK if ready else 0)
