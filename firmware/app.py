@@ -91,10 +91,17 @@ class Bms:
         # DC charging (GB/T 27930) on a board with a charger CAN channel (firmware/charging.py).
         self.charging = None
         if cfg.charging and hasattr(board, "charger_recv"):
-            from .charging import Charging
+            try:
+                from .charging import Charging
 
-            self.charging = Charging(self)
-            self.services.append(self.charging)
+                self.charging = Charging(self)
+                self.services.append(self.charging)
+            except MemoryError:
+                # A board without the heap for it (esp32 with .mpy files): no DC charging, the
+                # BMS runs on (nothing on the charger bus ever asks for its contactors).
+                self.charging = None
+                gc.collect()
+                print("cellguard: DC charging unavailable: too little heap")
 
     def run_services(self, now_ms):
         """Give every between-cycle service its turn; a service that raises fails safe. True

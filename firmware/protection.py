@@ -74,7 +74,7 @@ _TABLE = (
     "P1A1A W S t_qualify_ms "           # 26 TempLowDerate
     "P1A1B W L ext "                    # 27 StorageFault
     "P1A1C O L limit_ignored_ms "       # 28 CurrentLimitIgnored
-    "P1A1D W L ext"                     # 29 ChargerFault
+    "P1A1D O L ext"                     # 29 ChargerFault
 )
 # fmt: on
 

@@ -330,8 +330,11 @@ class UnixPortDut(ProcessDut):
         wdt_ms: int = 2000,
         source: bool = False,
         bundle_board: str = "sim",
+        charger: bool = False,
     ) -> None:
         super().__init__(config, port=port, workdir=workdir, wdt_ms=wdt_ms)
+        # The second CAN channel, the DC charger's (boards/charger_slcan.py), when asked for.
+        self.charger_port = free_port() if charger else None
         self.heap = heap
         self.realtime = realtime
         self.source = source
@@ -348,6 +351,8 @@ class UnixPortDut(ProcessDut):
         cmd += [str(main), "sim", "--port", str(self.port)]
         cmd += ["--config", str(self.workdir / "config.json"), "--storage", str(self.storage)]
         cmd += ["--wdt-ms", str(self.wdt_ms)]
+        if self.charger_port is not None:
+            cmd += ["--charger-port", str(self.charger_port)]
         if self.bundle_board != "sim" and not self.source:
             cmd += ["--preload", ",".join(preload_modules(self.bundle_board))]
         if self.realtime:
