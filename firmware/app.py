@@ -22,6 +22,7 @@ from .limits import Limits
 from .persistence import CORRUPT, FALLBACK, Persistence
 from .protection import (
     FAULT_CONTACTOR_FB,
+    FAULT_INPUT_REJECTED,
     FAULT_INTERNAL_ERROR,
     FAULT_LOOP_OVERRUN,
     FAULT_PRECHARGE_FAILED,
@@ -112,6 +113,7 @@ class Bms:
         lim = d.limits  # still the limits published last cycle: what the vehicle knew
         prot.check_limits(meas.current_ma, lim.charge_ma, lim.discharge_ma, now_ms)
         prot.set_fault(FAULT_VCU_INVALID, comm.vcu_bad >= self.cfg.vcu_bad_count)
+        prot.set_fault(FAULT_INPUT_REJECTED, comm.take_input_rejected())
         cont = self.contactors
         co = d.contactors
         # Only a feedback reading taken since the last cycle can confirm the latest command; the
@@ -123,6 +125,7 @@ class Bms:
         prot.set_fault(FAULT_WELDED, co.welded)
         if comm.take_reset_request():
             prot.request_reset()
+            comm.reset_inputs()
             cont.reset_retries()
         dt = self.cfg.cycle_ms if self._last_ms is None else ticks_diff(now_ms, self._last_ms)
         self._last_ms = now_ms

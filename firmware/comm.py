@@ -1,38 +1,32 @@
 """CAN communication: what the BMS receives and when it transmits what.
 
-Owns the receive dispatch (bench measurement injection, lock-step ticks, vehicle requests; the
-frames of the two diagnostic request ids go to the diagnostic port, firmware/diag_port.py) and
-the transmit schedule of every BMS message in dbc/cellguard.dbc. All packing goes through the
-codec generated from the DBC (`can_codec`); buffers are preallocated so a
-cycle does not allocate.
+Owns the receive dispatch and the transmit schedule of every BMS message in dbc/cellguard.dbc. All
+packing goes through the codec generated from the DBC (`can_codec`); buffers are preallocated so
+a cycle does not allocate.
 
-VCU_Request integrity (AUTOSAR E2E profile 1 style): byte 7 is a CRC-8 SAE J1850 over the data ID
-(0x00 0x03) and bytes 0..6, and the alive counter must advance by exactly 1 mod 16 (E2E
-MaxDeltaCounter 1: a lost frame is as suspect as a repeated one). A frame failing either is
-rejected (its request is never taken, so it never closes anything) and counted: `vcu_bad` goes up
-by one per rejected and down by one per accepted frame, saturating at vcu_bad_count, where the
-application raises VcuRequestInvalid. A counter jump resynchronises: the jumping frame is
-rejected, the next one in sequence is accepted. The first frame after start sets the counter.
+The receive dispatch is built once, at start-up, from the board's measurement sources
+(`board.sources`, boards/hw.py; a board without the table is a bench board): a SIM_* frame is
+applied only for a measurement whose source is `bench`, the current sensor's CS_* frames only
+when the pack source is `can-sensor`; the frames of the two diagnostic request ids go to the
+diagnostic port (firmware/diag_port.py), VCU_Request to its checks. A bench frame for a
+measurement the board takes from elsewhere is counted (`rejected`) and raises CanInputRejected;
+any other id nothing registered is dropped unread.
+
+VCU_Request and the current sensor's frames are protected end to end (firmware/e2e.py: CRC-8 SAE
+J1850 over the data ID and bytes 0..6, counter + 1 mod 16, a timeout). A VCU_Request failing
+either is rejected (its request is never taken, so it never closes anything) and counted: at
+the E2E check's limit the application raises VcuRequestInvalid. A current-sensor frame failing
+them is never applied and raises CanInputRejected; a sensor that keeps failing takes nothing until
+a FaultReset, and its values go stale. The sensor's current and voltages are two signal groups
+(CS_Current, CS_Voltage): the pack measurement is refreshed only while both are fresh.
 """
 
 from . import can_codec as c
-from .compat import const, ticks_diff
+from .compat import ticks_diff
 from .data import cell_soc
+from .e2e import E2eCheck, crc8_j1850  # noqa: F401 - crc8_j1850 re-exported for the tests
 
-
-def crc8_j1850(data, n, crc=0xFF):
-    """CRC-8 SAE J1850 (poly 0x1D, init 0xFF, xor-out 0xFF) of data[0:n]; `crc` continues a
-    previous result (pass it xor 0xFF). Bitwise, no table: a few bytes per 100 ms."""
-    for k in range(n):
-        crc ^= data[k]
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1D) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-    return crc ^ 0xFF
-
-
-# crc8_j1850(b"\x00\x03", 2) ^ 0xFF: the CRC register after VCU_Request's E2E data ID (0x300, low
-# byte first); tests/firmware/test_vcu_request.py recomputes it.
-_DATA_ID_CRC = const(0x66)
+_BENCH = "bench"
 _GROUP_CELLS = 4  # cells (or sensors) per multiplexed voltage/temperature frame
 _BAL_GROUP_CELLS = 24  # cells per BMS_Balancing group
 
@@ -50,12 +44,16 @@ class Comm:
         self.out = [0] * 5  # decoded signals of the widest received frame
         self.vcu_close = 0
         self.vcu_reset = 0
-        self._vcu_alive = -1
-        self._vcu_rx_ms = 0
-        self._vcu_seen = False
-        self.vcu_errors = 0
-        self.vcu_bad = 0  # up/down counter of rejected frames (module docstring)
+        self.vcu_e2e = E2eCheck(c.VCU_REQUEST_ID, cfg.vcu_bad_count)
         self.vcu_charge = 0
+        # The current sensor's two signal groups and their values (mA, mV) until both are fresh.
+        self.cs_current = E2eCheck(c.CS_CURRENT_ID, cfg.vcu_bad_count)
+        self.cs_voltage = E2eCheck(c.CS_VOLTAGE_ID, cfg.vcu_bad_count)
+        self._cs_ma = 0
+        self._cs_pack_mv = 0
+        self._cs_link_mv = 0
+        self.rejected = 0  # frames refused on the receive path (bench frames, sensor E2E)
+        self.input_rejected = False  # one since the last take_input_rejected()
         self.diag = None  # the ISO-TP layer of the diagnostic server (firmware/isotp.py)
         # UDS 0x28 communication control: normal messages received / sent
         self.rx_enabled = True
@@ -80,12 +78,34 @@ class Comm:
         # The cycle counter wraps where every schedule above starts over, so it stays a small
         # int however long the BMS runs (no big-int allocation after 2**30 cycles).
         self._wrap = self._status_every * self._cells_every * self._bal_every
+        self._dispatch = self._build_dispatch(getattr(board, "sources", None))
+
+    def _build_dispatch(self, sources):
+        """id -> handler(now_ms) from the board's measurement sources (module docstring)."""
+        src = sources or {}
+        d = {c.VCU_REQUEST_ID: self._vcu}
+        bench_frames = (
+            ("cells", c.SIM_CELL_VOLTAGES_ID, self._sim_cells),
+            ("temps", c.SIM_CELL_TEMPS_ID, self._sim_temps),
+            ("pack", c.SIM_PACK_MEASUREMENTS_ID, self._sim_pack),
+            ("aux", c.SIM_AUX_ID, self._sim_aux),
+        )
+        any_bench = False
+        for kind, cid, handler in bench_frames:
+            bench = src.get(kind, _BENCH) == _BENCH
+            any_bench = any_bench or bench
+            d[cid] = handler if bench else self._refuse
+        # The lock-step clock belongs to bench boards (a hardware board ignores it anyway).
+        d[c.SIM_TICK_ID] = self._tick if any_bench else self._refuse
+        if src.get("pack") == "can-sensor":
+            d[c.CS_CURRENT_ID] = self._cs_current
+            d[c.CS_VOLTAGE_ID] = self._cs_voltage
+        return d
 
     # ---- receive -----------------------------------------------------------------------------
     def poll(self, now_ms):
         """Handle every waiting frame. Stops early at a SIM_Tick so the caller can run the cycle."""
         board = self.board
-        out = self.out
         rx = self.rx
         meas = self.meas
         while True:
@@ -101,48 +121,99 @@ class Comm:
                 continue
             if not self.rx_enabled and cid != c.SIM_TICK_ID:
                 continue
-            if cid == c.SIM_CELL_VOLTAGES_ID:
-                c.decode_sim_cell_voltages(rx, out)
-                meas.set_cells(out[0], out[1], out[2], out[3], out[4], now_ms)
-            elif cid == c.SIM_CELL_TEMPS_ID:
-                c.decode_sim_cell_temps(rx, out)
-                meas.set_temps(out[0], out[1], out[2], out[3], out[4], now_ms)
-            elif cid == c.SIM_PACK_MEASUREMENTS_ID:
-                c.decode_sim_pack_measurements(rx, out)
-                meas.set_pack(out[0], out[1] * 100, out[2] * 100, now_ms)
-            elif cid == c.VCU_REQUEST_ID:
-                self._vcu(now_ms)
-            elif cid == c.SIM_AUX_ID:
-                c.decode_sim_aux(rx, out)
-                meas.set_aux(out[0] | out[1] << 1 | out[2] << 2, out[3], now_ms)
-            elif cid == c.SIM_TICK_ID:
-                c.decode_sim_tick(rx, out)
-                if board.advance(out[1]):
-                    self.tick_seq = out[0]
-                    self.tick_pending = True
-                    return
+            handler = self._dispatch.get(cid)
+            if handler is not None and handler(now_ms):
+                return
+
+    # Handlers: True stops poll() (a SIM_Tick: the caller runs the cycle first).
+    def _sim_cells(self, now_ms):
+        out = c.decode_sim_cell_voltages(self.rx, self.out)
+        self.meas.set_cells(out[0], out[1], out[2], out[3], out[4], now_ms)
+
+    def _sim_temps(self, now_ms):
+        out = c.decode_sim_cell_temps(self.rx, self.out)
+        self.meas.set_temps(out[0], out[1], out[2], out[3], out[4], now_ms)
+
+    def _sim_pack(self, now_ms):
+        out = c.decode_sim_pack_measurements(self.rx, self.out)
+        self.meas.set_pack(out[0], out[1] * 100, out[2] * 100, now_ms)
+
+    def _sim_aux(self, now_ms):
+        out = c.decode_sim_aux(self.rx, self.out)
+        self.meas.set_aux(out[0] | out[1] << 1 | out[2] << 2, out[3], now_ms)
+
+    def _tick(self, now_ms):
+        out = c.decode_sim_tick(self.rx, self.out)
+        if self.board.advance(out[1]):
+            self.tick_seq = out[0]
+            self.tick_pending = True
+            return True
+        return False
+
+    def _refuse(self, now_ms):
+        # A bench frame for a measurement this board takes from elsewhere: never applied.
+        self.rejected += 1
+        self.input_rejected = True
+
+    def _cs_current(self, now_ms):
+        out = c.decode_cs_current(self.rx, self.out)
+        if self._cs_take(self.cs_current, out[1], out[2], now_ms):
+            self._cs_ma = out[0]
+            self._cs_publish(now_ms)
+
+    def _cs_voltage(self, now_ms):
+        out = c.decode_cs_voltage(self.rx, self.out)
+        if self._cs_take(self.cs_voltage, out[2], out[3], now_ms):
+            self._cs_pack_mv = out[0]
+            self._cs_link_mv = out[1]
+            self._cs_publish(now_ms)
+
+    def _cs_take(self, e2e, counter, crc, now_ms):
+        errors = e2e.errors
+        if e2e.failed:  # interfered with: nothing more until a FaultReset
+            e2e.errors += 1
+            ok = False
+        else:
+            ok = e2e.check(e2e.crc_ok(self.rx, 7, crc), counter, now_ms)
+        if e2e.errors != errors:  # not the first frame, which only sets the counter
+            self.rejected += 1
+            self.input_rejected = True
+        return ok
+
+    def _cs_publish(self, now_ms):
+        # Both groups within one sensor period of each other, so a pack value never pairs a
+        # fresh current with a voltage the sensor stopped sending.
+        t = self.cfg.meas_stale_ms
+        if self.cs_current.fresh(now_ms, t) and self.cs_voltage.fresh(now_ms, t):
+            self.meas.set_pack(self._cs_ma, self._cs_pack_mv, self._cs_link_mv, now_ms)
+
+    def take_input_rejected(self):
+        """True once after any frame was refused on the receive path (CanInputRejected)."""
+        r = self.input_rejected
+        self.input_rejected = False
+        return r
+
+    def reset_inputs(self):
+        """FaultReset: the current sensor's E2E checks start over (a failed sensor may be
+        taken again once its frames are good)."""
+        self.cs_current.reset()
+        self.cs_voltage.reset()
+
+    @property
+    def vcu_bad(self):
+        """Rejected VCU_Request frames on the scale of vcu_bad_count (firmware/e2e.py)."""
+        return self.vcu_e2e.bad // 2
+
+    @property
+    def vcu_errors(self):
+        return self.vcu_e2e.errors
 
     def _vcu(self, now_ms):
         rx = self.rx
         out = c.decode_vcu_request(rx, self.out)
-        alive = out[3]
-        ok = crc8_j1850(rx, 7, _DATA_ID_CRC) == out[4]
-        if ok and self._vcu_alive >= 0:
-            d = (alive - self._vcu_alive) & 15
-            ok = d == 1
-            if d:
-                self._vcu_alive = alive  # resynchronise: the next frame in sequence is good
-        elif ok:
-            self._vcu_alive = alive
-        if not ok:
-            self.vcu_errors += 1
-            if self.vcu_bad < self.cfg.vcu_bad_count:
-                self.vcu_bad += 1
+        e2e = self.vcu_e2e
+        if not e2e.check(e2e.crc_ok(rx, 7, out[4]), out[3], now_ms):
             return
-        if self.vcu_bad:
-            self.vcu_bad -= 1
-        self._vcu_seen = True
-        self._vcu_rx_ms = now_ms
         self.vcu_close = out[0]
         self.vcu_charge = out[2]
         reset = out[1]
@@ -152,7 +223,8 @@ class Comm:
 
     def vcu_stale(self, now_ms):
         """True when no valid vehicle request arrived within vcu_stale_ms."""
-        return not self._vcu_seen or ticks_diff(now_ms, self._vcu_rx_ms) > self.cfg.vcu_stale_ms
+        e2e = self.vcu_e2e
+        return not e2e.seen or ticks_diff(now_ms, e2e.rx_ms) > self.cfg.vcu_stale_ms
 
     def take_reset_request(self):
         """Consume a FaultReset rising edge."""
@@ -286,6 +358,7 @@ class Comm:
             (a >> 26) & 1,
             (a >> 27) & 1,
             (a >> 28) & 1,
+            (a >> 29) & 1,
             prot.count,
         )
         self._send(c.BMS_FAULTS_ID, c.BMS_FAULTS_DLC)

@@ -4,6 +4,8 @@ Battery power is in watts, positive = discharge. The simulated pack is far small
 vehicle's (16 NMC cells hold about 0.3 kWh), so ``Vehicle.pack_power_w`` scales the vehicle's
 battery power by ``pack energy / reference_pack_kwh``: the small pack then sees the C-rates of a
 real EV whose pack holds ``reference_pack_kwh`` (60 kWh by default).
+
+``VcuRequests`` is the vehicle's control unit as the BMS sees it on CAN: its VCU_Request frames.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 
 import numpy as np
+from crccheck.crc import Crc8SaeJ1850
 from numpy.typing import ArrayLike, NDArray
 
 GRAVITY_M_S2 = 9.81
@@ -81,3 +84,33 @@ def load_drive_cycle(name: str) -> NDArray[np.float64]:
     if not np.array_equal(table[:, 0], np.arange(duration_s)):
         raise ValueError(f"{filename} is not a 1 Hz profile covering 0..{duration_s} s")
     return table[:, 1] / _KMH_PER_MPS
+
+
+class VcuRequests:
+    """The vehicle control unit's VCU_Request frames (dbc/cellguard.dbc): the request bits, an
+    alive counter advancing by 1 mod 16 and the E2E CRC-8 SAE J1850 over the data ID and bytes
+    0..6 (crccheck, an implementation independent of the firmware's).
+
+    Usage:
+        vcu = VcuRequests()
+        can_id, data = VCU_REQUEST_ID, vcu.frame(close=True)
+    """
+
+    DATA_ID = bytes((0x00, 0x03))
+    """E2E data ID of VCU_Request: its CAN id 0x300, low byte first."""
+
+    def __init__(self) -> None:
+        self.alive = 0
+
+    @staticmethod
+    def crc(frame: bytes | bytearray) -> int:
+        """The E2E CRC of a frame's bytes 0..6."""
+        return int(Crc8SaeJ1850.calc(VcuRequests.DATA_ID + bytes(frame[:7])))
+
+    def frame(self, close: bool, fault_reset: bool = False, charge: bool = False) -> bytes:
+        """The next request: a fresh alive counter and its CRC."""
+        self.alive = (self.alive + 1) & 15
+        buf = bytearray(8)
+        buf[0] = int(close) | int(fault_reset) << 1 | int(charge) << 2 | self.alive << 4
+        buf[7] = self.crc(buf)
+        return bytes(buf)

@@ -67,6 +67,7 @@ FAULT_NAMES = (
     "TempLowDerate",
     "StorageFault",
     "CurrentLimitIgnored",
+    "CanInputRejected",
 )
 BMS_STATES = ("INIT", "STANDBY", "PRECHARGE", "CLOSED", "FAULT", "OPENING", "RETRY_WAIT")
 
@@ -77,6 +78,12 @@ def vcu_crc(frame: bytes | bytearray) -> int:
     """VCU_Request's CRC-8 SAE J1850 over the data ID and payload bytes 0..6 (crccheck, an
     implementation independent of the firmware's)."""
     return int(Crc8SaeJ1850.calc(VCU_DATA_ID + bytes(frame[:7])))
+
+
+def e2e_crc(can_id: int, frame: bytes | bytearray) -> int:
+    """The E2E CRC-8 SAE J1850 of a frame's bytes 0..6 under its data ID (the CAN id, low byte
+    first), as firmware/e2e.py checks it."""
+    return int(Crc8SaeJ1850.calc(bytes((can_id & 0xFF, can_id >> 8)) + bytes(frame[:7])))
 
 
 class BenchError(RuntimeError):
@@ -193,6 +200,7 @@ class Bench:
         self.periods = 0
         self.seq = 0
         self.vcu_alive = 0
+        self.shunt_counter = 0
         self.measurement_hook: MeasurementHook | None = None
         self.faults: FaultHooks | None = None  # set by hil.bench.inject.FaultInjector
         self.dut: ProcessDut | None = None  # set when the bench started the firmware itself
@@ -240,6 +248,7 @@ class Bench:
                 self.seq & 15,
             )
         )
+        frames.extend(self.shunt_frames(m))
         fb = int(m.feedback)
         frames.append(
             self._frame(
@@ -252,6 +261,19 @@ class Bench:
             )
         )
         return frames
+
+    def shunt_frames(self, m: Measurement) -> list[Frame]:
+        """CS_Current and CS_Voltage of the pack's CAN shunt (measurement source `can-sensor`),
+        each with its E2E counter and CRC (see the DBC comments). A bench board takes its pack
+        values from SIM_PackMeasurements and drops these; they are on the bus as in a vehicle."""
+        self.shunt_counter = (self.shunt_counter + 1) & 15
+        cur = bytearray(8)
+        codec.encode_cs_current(cur, int(m.current_ma), self.shunt_counter, 0)
+        cur[7] = e2e_crc(codec.CS_CURRENT_ID, cur)
+        volt = bytearray(8)
+        codec.encode_cs_voltage(volt, int(m.pack_mv), int(m.link_mv), self.shunt_counter, 0)
+        volt[7] = e2e_crc(codec.CS_VOLTAGE_ID, volt)
+        return [(codec.CS_CURRENT_ID, bytes(cur)), (codec.CS_VOLTAGE_ID, bytes(volt))]
 
     def vcu_frame(self, close: bool, fault_reset: bool, charge: bool = False) -> Frame:
         """VCU_Request with a fresh alive counter and its CRC (see the DBC comment)."""

@@ -170,9 +170,10 @@ def test_from_args_reads_board_json_and_config_json(
 
 
 def test_the_bms_runs_on_the_board_and_closes_the_contactor_pins() -> None:
-    """The firmware's own loop pieces on the board: injected frames in, contactor pins out."""
+    """The firmware's own loop pieces on a HIL board (profile measurement "bench"): injected
+    frames in, contactor pins out."""
     m = make_machine()
-    board = stm32f4.Board(PROFILE, machine=m)
+    board = stm32f4.Board(dict(PROFILE, measurement="bench"), machine=m)
     bms = app.build(board)
     can = m.made["can"][0]
     pins = PROFILE["pins"]

@@ -57,10 +57,13 @@ def test_crc_is_sae_j1850():
     assert crc8_j1850(b"56789", 5, head) == 0x4B
 
 
-def test_a_good_frame_is_taken():
+def test_the_first_frame_only_sets_the_counter_the_next_in_sequence_is_taken():
     board, comm = _comm()
     _send(board, comm, frame(1, 3, charge=1), 100)
-    assert comm.vcu_close == 1 and comm.vcu_charge == 1 and not comm.vcu_stale(100)
+    assert comm.vcu_close == 0 and comm.vcu_stale(100), "a lone frame of any counter: no close"
+    assert comm.vcu_errors == 0
+    _send(board, comm, frame(1, 4, charge=1), 200)
+    assert comm.vcu_close == 1 and comm.vcu_charge == 1 and not comm.vcu_stale(200)
     assert comm.vcu_errors == 0 and comm.vcu_bad == 0
 
 
@@ -84,6 +87,7 @@ def test_a_flipped_payload_bit_is_rejected():
 
 def test_repeated_counter_is_rejected():
     board, comm = _comm()
+    _send(board, comm, frame(0, 4), 0)
     _send(board, comm, frame(0, 5), 0)
     _send(board, comm, frame(1, 5), 100)  # same counter: the sender may be stuck
     assert comm.vcu_close == 0 and comm.vcu_errors == 1
@@ -93,6 +97,7 @@ def test_repeated_counter_is_rejected():
 
 def test_counter_jump_is_rejected_then_resynchronised():
     board, comm = _comm()
+    _send(board, comm, frame(0, 4), 0)
     _send(board, comm, frame(0, 5), 0)
     _send(board, comm, frame(1, 7), 100)  # one frame lost: rejected
     assert comm.vcu_close == 0 and comm.vcu_errors == 1
@@ -105,6 +110,7 @@ def test_counter_jump_is_rejected_then_resynchronised():
 
 def test_counter_wraps_mod_16():
     board, comm = _comm()
+    _send(board, comm, frame(1, 14), 0)
     _send(board, comm, frame(1, 15), 0)
     _send(board, comm, frame(1, 0), 100)
     assert comm.vcu_errors == 0
@@ -116,9 +122,21 @@ def test_rejected_frames_raise_the_invalid_count_and_good_ones_lower_it():
     for k in range(n + 3):
         _send(board, comm, frame(1, k, crc_error=1), k * 100)
     assert comm.vcu_bad == n  # saturates at the qualification count
-    _send(board, comm, frame(1, 1), 2000)
-    _send(board, comm, frame(1, 2), 2100)
-    assert comm.vcu_bad == n - 2 and comm.vcu_close == 1
+    _send(board, comm, frame(1, 0), 1900)  # the reference
+    for k in range(1, 5):  # each good frame takes back half of what a bad one added
+        _send(board, comm, frame(1, k), 1900 + 100 * k)
+    assert comm.vcu_e2e.bad == 2 * n - 4 and comm.vcu_close == 1
+
+
+def test_forged_frames_interleaved_one_to_one_still_raise_the_count():
+    # The old up/down count let each rejected forgery be cancelled by an accepted real frame.
+    board, comm = _comm()
+    n = comm.cfg.vcu_bad_count
+    _send(board, comm, frame(0, 0), 0)
+    for k in range(1, 2 * n + 2):
+        _send(board, comm, frame(0, k), k * 100)  # the real VCU, in sequence
+        _send(board, comm, frame(1, k + 1, crc_error=k & 0xFF or 1), k * 100 + 50)  # a guess
+    assert comm.vcu_bad >= n and comm.vcu_close == 0
 
 
 def test_rejected_frames_do_not_refresh_the_request():
