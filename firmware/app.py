@@ -22,7 +22,6 @@ from .limits import Limits
 from .persistence import CORRUPT, FALLBACK, Persistence
 from .protection import (
     FAULT_CONTACTOR_FB,
-    FAULT_INPUT_REJECTED,
     FAULT_INTERNAL_ERROR,
     FAULT_LOOP_OVERRUN,
     FAULT_PRECHARGE_FAILED,
@@ -113,7 +112,6 @@ class Bms:
         lim = d.limits  # still the limits published last cycle: what the vehicle knew
         prot.check_limits(meas.current_ma, lim.charge_ma, lim.discharge_ma, now_ms)
         prot.set_fault(FAULT_VCU_INVALID, comm.vcu_bad >= self.cfg.vcu_bad_count)
-        prot.set_fault(FAULT_INPUT_REJECTED, comm.take_input_rejected())
         cont = self.contactors
         co = d.contactors
         # Only a feedback reading taken since the last cycle can confirm the latest command; the

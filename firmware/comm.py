@@ -9,16 +9,18 @@ The receive dispatch is built once, at start-up, from the board's measurement so
 applied only for a measurement whose source is `bench`, the current sensor's CS_* frames only
 when the pack source is `can-sensor`; the frames of the two diagnostic request ids go to the
 diagnostic port (firmware/diag_port.py), VCU_Request to its checks. A bench frame for a
-measurement the board takes from elsewhere is counted (`rejected`) and raises CanInputRejected;
-any other id nothing registered is dropped unread.
+measurement the board takes from elsewhere is counted (`rejected`, BMS_State RejectedFrames) and
+sets the InputRejected warning flag of BMS_State until a FaultReset; any other id nothing
+registered is dropped unread.
 
 VCU_Request and the current sensor's frames are protected end to end (firmware/e2e.py: CRC-8 SAE
 J1850 over the data ID and bytes 0..6, counter + 1 mod 16, a timeout). A VCU_Request failing
 either is rejected (its request is never taken, so it never closes anything) and counted: at
 the E2E check's limit the application raises VcuRequestInvalid. A current-sensor frame failing
-them is never applied and raises CanInputRejected; a sensor that keeps failing takes nothing until
-a FaultReset, and its values go stale. The sensor's current and voltages are two signal groups
-(CS_Current, CS_Voltage): the pack measurement is refreshed only while both are fresh.
+them is never applied and counted as rejected; a sensor that keeps failing takes nothing until a
+FaultReset, and its values go stale (MeasurementStale). The sensor's current and voltages are
+two signal groups (CS_Current, CS_Voltage): the pack measurement is refreshed only while both are
+fresh.
 """
 
 from . import can_codec as c
@@ -53,7 +55,7 @@ class Comm:
         self._cs_pack_mv = 0
         self._cs_link_mv = 0
         self.rejected = 0  # frames refused on the receive path (bench frames, sensor E2E)
-        self.input_rejected = False  # one since the last take_input_rejected()
+        self.input_rejected = False  # one since start or the last FaultReset (BMS_State)
         self.diag = None  # the ISO-TP layer of the diagnostic server (firmware/isotp.py)
         # UDS 0x28 communication control: normal messages received / sent
         self.rx_enabled = True
@@ -152,7 +154,11 @@ class Comm:
 
     def _refuse(self, now_ms):
         # A bench frame for a measurement this board takes from elsewhere: never applied.
-        self.rejected += 1
+        self._count_rejected()
+
+    def _count_rejected(self):
+        if self.rejected < 0xFFFF:
+            self.rejected += 1
         self.input_rejected = True
 
     def _cs_current(self, now_ms):
@@ -176,8 +182,7 @@ class Comm:
         else:
             ok = e2e.check(e2e.crc_ok(self.rx, 7, crc), counter, now_ms)
         if e2e.errors != errors:  # not the first frame, which only sets the counter
-            self.rejected += 1
-            self.input_rejected = True
+            self._count_rejected()
         return ok
 
     def _cs_publish(self, now_ms):
@@ -187,15 +192,10 @@ class Comm:
         if self.cs_current.fresh(now_ms, t) and self.cs_voltage.fresh(now_ms, t):
             self.meas.set_pack(self._cs_ma, self._cs_pack_mv, self._cs_link_mv, now_ms)
 
-    def take_input_rejected(self):
-        """True once after any frame was refused on the receive path (CanInputRejected)."""
-        r = self.input_rejected
-        self.input_rejected = False
-        return r
-
     def reset_inputs(self):
-        """FaultReset: the current sensor's E2E checks start over (a failed sensor may be
-        taken again once its frames are good)."""
+        """FaultReset: the InputRejected flag clears and the current sensor's E2E checks start
+        over (a failed sensor may be taken again once its frames are good)."""
+        self.input_rejected = False
         self.cs_current.reset()
         self.cs_voltage.reset()
 
@@ -300,7 +300,9 @@ class Comm:
             1 if d.balancing.count else 0,
             prot.tier,
             bms.reset_cause,
+            1 if self.input_rejected else 0,
             min(255, bms.cycle_load_pct),
+            self.rejected,
             bms.alive & 15,
         )
         self._send(c.BMS_STATE_ID, c.BMS_STATE_DLC)
@@ -358,7 +360,6 @@ class Comm:
             (a >> 26) & 1,
             (a >> 27) & 1,
             (a >> 28) & 1,
-            (a >> 29) & 1,
             prot.count,
         )
         self._send(c.BMS_FAULTS_ID, c.BMS_FAULTS_DLC)

@@ -67,7 +67,6 @@ FAULT_NAMES = (
     "TempLowDerate",
     "StorageFault",
     "CurrentLimitIgnored",
-    "CanInputRejected",
 )
 BMS_STATES = ("INIT", "STANDBY", "PRECHARGE", "CLOSED", "FAULT", "OPENING", "RETRY_WAIT")
 
