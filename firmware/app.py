@@ -73,6 +73,9 @@ class Bms:
         self.persist = Persistence(board, cfg.persist_dirty_ms)
         self.persist.register("est", self.estimator, cfg.persist_interval_ms)
         self.persist.register("faults", self.fault_memory, cfg.persist_interval_ms)
+        # The last vehicle-request freshness value taken: replays of older frames stay refused
+        # after a reset (firmware/secoc.py).
+        self.persist.register("secoc", self.comm.secoc, cfg.persist_interval_ms)
         self.persist.restore()
         if self.persist.status in (FALLBACK, CORRUPT):
             self.protection.set_fault(FAULT_STORAGE, True)

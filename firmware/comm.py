@@ -14,9 +14,10 @@ sets the InputRejected warning flag of BMS_State until a FaultReset; any other i
 registered is dropped unread.
 
 VCU_Request and the current sensor's frames are protected end to end (firmware/e2e.py: CRC-8 SAE
-J1850 over the data ID and bytes 0..6, counter + 1 mod 16, a timeout). A VCU_Request failing
-either is rejected (its request is never taken, so it never closes anything) and counted: at
-the E2E check's limit the application raises VcuRequestInvalid. A current-sensor frame failing
+J1850 over the data ID and bytes 0..6, counter + 1 mod 16, a timeout); VCU_Request also carries a
+MAC over its request and a freshness value (firmware/secoc.py). A VCU_Request failing any check is
+rejected (its request is never taken, so it never closes anything) and counted: at the E2E
+check's limit the application raises VcuRequestInvalid. A current-sensor frame failing
 them is never applied and counted as rejected; a sensor that keeps failing takes nothing until a
 FaultReset, and its values go stale (MeasurementStale). The sensor's current and voltages are
 two signal groups (CS_Current, CS_Voltage): the pack measurement is refreshed only while both are
@@ -27,6 +28,7 @@ from . import can_codec as c
 from .compat import ticks_diff
 from .data import cell_soc
 from .e2e import E2eCheck, crc8_j1850  # noqa: F401 - crc8_j1850 re-exported for the tests
+from .secoc import SecOc
 
 _BENCH = "bench"
 _GROUP_CELLS = 4  # cells (or sensors) per multiplexed voltage/temperature frame
@@ -43,10 +45,11 @@ class Comm:
         self.meas = data.meas
         self.rx = bytearray(8)
         self.tx = bytearray(8)
-        self.out = [0] * 5  # decoded signals of the widest received frame
+        self.out = [0] * 8  # decoded signals of the widest received frame (VCU_Request)
         self.vcu_close = 0
         self.vcu_reset = 0
         self.vcu_e2e = E2eCheck(c.VCU_REQUEST_ID, cfg.vcu_bad_count)
+        self.secoc = SecOc(board)  # VCU_Request's MAC and freshness (firmware/secoc.py)
         self.vcu_charge = 0
         # The current sensor's two signal groups and their values (mA, mV) until both are fresh.
         self.cs_current = E2eCheck(c.CS_CURRENT_ID, cfg.vcu_bad_count)
@@ -202,17 +205,29 @@ class Comm:
     @property
     def vcu_bad(self):
         """Rejected VCU_Request frames on the scale of vcu_bad_count (firmware/e2e.py)."""
-        return self.vcu_e2e.bad // 2
+        e2e = self.vcu_e2e
+        return min(e2e.bad, e2e.limit) // 2
 
     @property
     def vcu_errors(self):
         return self.vcu_e2e.errors
 
     def _vcu(self, now_ms):
+        # CRC first (cheap), then MAC and freshness: only an authentic, fresh frame reaches the
+        # counter check, so forged or replayed frames can neither be taken nor move its state.
         rx = self.rx
         out = c.decode_vcu_request(rx, self.out)
         e2e = self.vcu_e2e
-        if not e2e.check(e2e.crc_ok(rx, 7, out[4]), out[3], now_ms):
+        if not e2e.crc_ok(rx, 7, out[7]):
+            e2e.reject()
+            return
+        fv = self.secoc.verify(rx)
+        if fv < 0:
+            e2e.reject()
+            return
+        # Authentic and fresh: never taken again, whatever the counter says of it.
+        self.secoc.take(fv, out[0] and not self.vcu_close)
+        if not e2e.check(True, out[3], now_ms):
             return
         self.vcu_close = out[0]
         self.vcu_charge = out[2]

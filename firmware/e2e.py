@@ -15,8 +15,9 @@ One `E2eCheck` per signal group (VCU_Request, the current sensor's current and i
 
 Counting cannot be steered by interleaving: every rejected frame adds 2 to `bad` and every taken
 one removes 1, so a sender whose frames are rejected as often as the genuine ones are taken (one
-forged frame per genuine frame) still drives `bad` up; at `limit` (2 x the configured count of
-consecutive bad frames) the group is `failed`: the application raises the group's fault and a
+forged frame per genuine frame) still drives `bad` up (to twice the limit, where it stays while
+that goes on); at `limit` (2 x the configured count of consecutive bad frames) the group is
+`failed`: the application raises the group's fault and a
 measurement group takes nothing more until `reset()` (FaultReset): a sensor whose frames are
 being interfered with is no sensor, its values go stale and the contactors open.
 
@@ -52,6 +53,9 @@ class E2eCheck:
     def __init__(self, can_id, bad_count):
         self.crc_init = data_id_crc(can_id)
         self.limit = _BAD_UP * bad_count
+        # The count may climb past the limit (to twice it), so an attack one to one with the
+        # genuine frames keeps it at the limit instead of letting each taken frame drop it below.
+        self._ceiling = 2 * self.limit
         self.last = -1  # reference counter; -1: none yet
         self.bad = 0
         self.errors = 0  # rejected frames since start (diagnostics)
@@ -69,8 +73,7 @@ class E2eCheck:
     def reject(self):
         """Count a rejected frame (bad CRC, or a failed check made elsewhere, e.g. a MAC)."""
         self.errors += 1
-        if self.bad < self.limit:
-            self.bad = min(self.limit, self.bad + _BAD_UP)
+        self.bad = min(self._ceiling, self.bad + _BAD_UP)
 
     def check(self, crc_ok, counter, now_ms):
         """True when a frame with this CRC verdict and counter may be taken (module docstring)."""

@@ -31,6 +31,7 @@ from hil.bench.transport import Frame, Transport
 from sim.pack import Pack
 from sim.scenario import Limits
 from sim.sensors import Measurement, SensorModel
+from sim.vehicle import VcuRequests
 
 if TYPE_CHECKING:
     from hil.bench.dut import ProcessDut
@@ -70,13 +71,8 @@ FAULT_NAMES = (
 )
 BMS_STATES = ("INIT", "STANDBY", "PRECHARGE", "CLOSED", "FAULT", "OPENING", "RETRY_WAIT")
 
-VCU_DATA_ID = bytes((0x00, 0x03))  # E2E data ID of VCU_Request (its id 0x300, low byte first)
-
-
-def vcu_crc(frame: bytes | bytearray) -> int:
-    """VCU_Request's CRC-8 SAE J1850 over the data ID and payload bytes 0..6 (crccheck, an
-    implementation independent of the firmware's)."""
-    return int(Crc8SaeJ1850.calc(VCU_DATA_ID + bytes(frame[:7])))
+VCU_DATA_ID = VcuRequests.DATA_ID
+vcu_crc = VcuRequests.crc
 
 
 def e2e_crc(can_id: int, frame: bytes | bytearray) -> int:
@@ -199,6 +195,8 @@ class Bench:
         self.periods = 0
         self.seq = 0
         self.vcu_alive = 0
+        self.vcu = VcuRequests()
+        """The vehicle's VCU (sim.vehicle): no key until `attach_dut` (or a caller) gives one."""
         self.shunt_counter = 0
         self.measurement_hook: MeasurementHook | None = None
         self.faults: FaultHooks | None = None  # set by hil.bench.inject.FaultInjector
@@ -275,12 +273,20 @@ class Bench:
         return [(codec.CS_CURRENT_ID, bytes(cur)), (codec.CS_VOLTAGE_ID, bytes(volt))]
 
     def vcu_frame(self, close: bool, fault_reset: bool, charge: bool = False) -> Frame:
-        """VCU_Request with a fresh alive counter and its CRC (see the DBC comment)."""
-        self.vcu_alive = (self.vcu_alive + 1) & 15
-        buf = self._buf
-        codec.encode_vcu_request(buf, int(close), int(fault_reset), int(charge), self.vcu_alive, 0)
-        buf[7] = vcu_crc(buf)
-        return codec.VCU_REQUEST_ID, bytes(buf)
+        """VCU_Request from the bench's VCU (`vcu`): counter, freshness, MAC, CRC."""
+        data = self.vcu.frame(close, fault_reset, charge)
+        self.vcu_alive = self.vcu.alive
+        return codec.VCU_REQUEST_ID, data
+
+    def attach_dut(self, dut: ProcessDut) -> None:
+        """The bench started `dut` (and stops it with itself); its VCU is `dut`'s (`vcu_of`)."""
+        self.dut = dut
+        self.vcu_of(dut)
+
+    def vcu_of(self, dut: ProcessDut) -> None:
+        """The VCU signs with `dut`'s key and keeps its freshness value beside the DUT, so a
+        restarted firmware or a new bench on the same DUT goes on where the last one stopped."""
+        self.vcu = VcuRequests(dut.vcu_key, dut.vcu_freshness_file)
 
     # ---- the loop ----------------------------------------------------------------------------
     def within_limits(self, load_current_a: float) -> float:

@@ -107,7 +107,7 @@ def open_bench(
         if dut is not None:
             _stop(dut)
         raise
-    bench.dut = dut
+    bench.attach_dut(dut)
     try:
         yield bench
     finally:
