@@ -51,6 +51,7 @@ class Comm:
         self.vcu_e2e = E2eCheck(c.VCU_REQUEST_ID, cfg.vcu_bad_count)
         self.secoc = SecOc(board)  # VCU_Request's MAC and freshness (firmware/secoc.py)
         self.vcu_charge = 0
+        self._start_ms = None  # the first poll (vcu_stale)
         # The current sensor's two signal groups and their values (mA, mV) until both are fresh.
         self.cs_current = E2eCheck(c.CS_CURRENT_ID, cfg.vcu_bad_count)
         self.cs_voltage = E2eCheck(c.CS_VOLTAGE_ID, cfg.vcu_bad_count)
@@ -110,6 +111,8 @@ class Comm:
     # ---- receive -----------------------------------------------------------------------------
     def poll(self, now_ms):
         """Handle every waiting frame. Stops early at a SIM_Tick so the caller can run the cycle."""
+        if self._start_ms is None:
+            self._start_ms = now_ms
         board = self.board
         rx = self.rx
         meas = self.meas
@@ -237,9 +240,12 @@ class Comm:
         self.vcu_reset = reset
 
     def vcu_stale(self, now_ms):
-        """True when no valid vehicle request arrived within vcu_stale_ms."""
+        """True when no valid vehicle request arrived within vcu_stale_ms (the first poll counts
+        as the start: the first frame only sets the counter, so a VCU that is there from the
+        start is not stale in the first cycle; nothing closes before a request was taken)."""
         e2e = self.vcu_e2e
-        return not e2e.seen or ticks_diff(now_ms, e2e.rx_ms) > self.cfg.vcu_stale_ms
+        t = e2e.rx_ms if e2e.seen else self._start_ms
+        return t is None or ticks_diff(now_ms, t) > self.cfg.vcu_stale_ms
 
     def take_reset_request(self):
         """Consume a FaultReset rising edge."""

@@ -34,7 +34,7 @@ No key (or a damaged record): no request is ever taken, so the contactors never 
 import binascii
 
 from .compat import const
-from .security import hmac_sha256
+from .mac import hmac_sha256
 
 WINDOW = const(4096)  # how far ahead of the last FV taken a frame may be (bounded resync)
 _FV_LIMIT = const(0x3FFF0000)  # FVs stay small ints on a 32-bit port: past this, nothing is taken

@@ -9,8 +9,8 @@ from vcu_signer import KEY, Vcu, key_record, request
 from firmware import can_codec, config
 from firmware.comm import Comm, crc8_j1850
 from firmware.data import Data
+from firmware.mac import hmac_sha256
 from firmware.secoc import WINDOW
-from firmware.security import hmac_sha256
 
 
 class Board:
@@ -75,7 +75,9 @@ def test_the_first_frame_only_sets_the_counter_the_next_in_sequence_is_taken():
     board, comm = _comm()
     vcu = Vcu()
     _send(board, comm, vcu.frame(1, charge=1), 100)
-    assert comm.vcu_close == 0 and comm.vcu_stale(100), "a lone frame of any counter: no close"
+    assert comm.vcu_close == 0 and not comm.vcu_e2e.seen, "a lone frame of any counter: no close"
+    assert not comm.vcu_stale(100), "not stale yet: the start counts as the last request"
+    assert comm.vcu_stale(100 + comm.cfg.vcu_stale_ms + 1)
     assert comm.vcu_errors == 0
     _send(board, comm, vcu.frame(1, charge=1), 200)
     assert comm.vcu_close == 1 and comm.vcu_charge == 1 and not comm.vcu_stale(200)
