@@ -20,8 +20,7 @@ rejected (its request is never taken, so it never closes anything) and counted: 
 check's limit the application raises VcuRequestInvalid. A current-sensor frame failing
 them is never applied and counted as rejected; a sensor that keeps failing takes nothing until a
 FaultReset, and its values go stale (MeasurementStale). The sensor's current and voltages are
-two signal groups (CS_Current, CS_Voltage): the pack measurement is refreshed only while both are
-fresh.
+two signal groups (CS_Current, CS_Voltage): the pack measurement is as fresh as the older of them.
 """
 
 from . import can_codec as c
@@ -192,11 +191,14 @@ class Comm:
         return ok
 
     def _cs_publish(self, now_ms):
-        # Both groups within one sensor period of each other, so a pack value never pairs a
-        # fresh current with a voltage the sensor stopped sending.
-        t = self.cfg.meas_stale_ms
-        if self.cs_current.fresh(now_ms, t) and self.cs_voltage.fresh(now_ms, t):
-            self.meas.set_pack(self._cs_ma, self._cs_pack_mv, self._cs_link_mv, now_ms)
+        # The pack value is as old as its older group: a current that keeps coming never makes
+        # a voltage the sensor stopped sending look fresh (the measurement's stale time runs
+        # from the older group's arrival).
+        a = self.cs_current
+        b = self.cs_voltage
+        if a.seen and b.seen:
+            older = a.rx_ms if ticks_diff(a.rx_ms, b.rx_ms) < 0 else b.rx_ms
+            self.meas.set_pack(self._cs_ma, self._cs_pack_mv, self._cs_link_mv, older)
 
     def reset_inputs(self):
         """FaultReset: the InputRejected flag clears and the current sensor's E2E checks start

@@ -25,7 +25,7 @@ The counter and CRC protect against a faulty sender or a corrupted path, not aga
 (anyone can compute a CRC): vehicle requests also carry a MAC (firmware/secoc.py).
 """
 
-from .compat import const, ticks_diff
+from .compat import const
 
 _BAD_UP = const(2)  # added per rejected frame
 _BAD_DOWN = const(1)  # removed per taken frame
@@ -95,10 +95,6 @@ class E2eCheck:
         self.rx_ms = now_ms
         self.seen = True
         return True
-
-    def fresh(self, now_ms, timeout_ms):
-        """True when a frame was taken within `timeout_ms` of `now_ms`."""
-        return self.seen and -timeout_ms <= ticks_diff(now_ms, self.rx_ms) <= timeout_ms
 
     def reset(self):
         """FaultReset: count from zero, resynchronise on the next frame."""
