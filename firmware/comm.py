@@ -24,7 +24,7 @@ two signal groups (CS_Current, CS_Voltage): the pack measurement is as fresh as 
 """
 
 from . import can_codec as c
-from .compat import ticks_diff
+from .compat import ticks_diff, ticks_us
 from .data import cell_soc
 from .e2e import E2eCheck, crc8_j1850  # noqa: F401 - crc8_j1850 re-exported for the tests
 from .secoc import SecOc
@@ -66,6 +66,12 @@ class Comm:
         self.tick_pending = False
         self.tick_seq = 0
         self._reset_edge = False
+        self._rx_budget = cfg.rx_budget_frames
+        self._rx_us = cfg.rx_budget_us
+        self.rx_deferred = 0  # passes that ended on the budget with frames left (a flood)
+        # The receive queue ran empty since the application last looked: False through a whole
+        # period is a backlog the budget holds back (a flood), reported as LoopOverrun.
+        self.rx_drained = True
         self._cycle = 0
         self._v_groups = (cfg.cell_count + _GROUP_CELLS - 1) // _GROUP_CELLS
         self._t_groups = (cfg.temp_count + _GROUP_CELLS - 1) // _GROUP_CELLS
@@ -109,16 +115,28 @@ class Comm:
 
     # ---- receive -----------------------------------------------------------------------------
     def poll(self, now_ms):
-        """Handle every waiting frame. Stops early at a SIM_Tick so the caller can run the cycle."""
+        """Handle the waiting frames, at most rx_budget_frames of them and for rx_budget_us: a
+        flood cannot hold off the control cycle (what is left waits for the next pass, and a
+        measurement stuck behind it goes stale, which opens). Stops early at a SIM_Tick so the
+        caller can run the cycle. True when the budget ran out with frames possibly waiting."""
         if self._start_ms is None:
             self._start_ms = now_ms
         board = self.board
         rx = self.rx
         meas = self.meas
+        budget = self._rx_budget
+        t0 = ticks_us()
+        n = 0
         while True:
+            # The clock is read every 16 frames: a frame costs far less than the time budget.
+            if n >= budget or ((n & 15) == 15 and ticks_diff(ticks_us(), t0) >= self._rx_us):
+                self.rx_deferred += 1
+                return True
             cid = board.can_recv(rx)
             if cid < 0:
-                return
+                self.rx_drained = True
+                return False
+            n += 1
             if cid == c.UDS_PHYSICAL_REQUEST_ID or cid == c.UDS_FUNCTIONAL_REQUEST_ID:
                 if self.diag is not None:  # ISO-TP frames may be shorter than 8 bytes
                     self.diag.on_frame(cid, rx, board.rx_dlc, now_ms)
@@ -130,7 +148,7 @@ class Comm:
                 continue
             handler = self._dispatch.get(cid)
             if handler is not None and handler(now_ms):
-                return
+                return False  # a SIM_Tick: the caller runs the cycle first
 
     # Handlers: True stops poll() (a SIM_Tick: the caller runs the cycle first).
     def _sim_cells(self, now_ms):
@@ -154,6 +172,7 @@ class Comm:
         if self.board.advance(out[1]):
             self.tick_seq = out[0]
             self.tick_pending = True
+            self.rx_drained = True  # lock-step: the frames before the tick are taken
             return True
         return False
 
@@ -383,6 +402,7 @@ class Comm:
             (a >> 26) & 1,
             (a >> 27) & 1,
             (a >> 28) & 1,
+            (a >> 29) & 1,
             prot.count,
         )
         self._send(c.BMS_FAULTS_ID, c.BMS_FAULTS_DLC)
