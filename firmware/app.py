@@ -76,6 +76,9 @@ class Bms:
         self.persist = p = Persistence(board, cfg.persist_dirty_ms)
         self._est_rec = est = p.register("est", self.estimator, cfg.persist_interval_ms)
         p.register("faults", self.fault_memory, cfg.persist_interval_ms)
+        # The last vehicle-request freshness value taken: replays of older frames stay refused
+        # after a reset (firmware/secoc.py).
+        p.register("secoc", self.comm.secoc, cfg.persist_interval_ms)
         p.restore()
         if p.status in (FALLBACK, CORRUPT, ERASED):
             self.protection.set_fault(FAULT_STORAGE, True)
@@ -143,6 +146,7 @@ class Bms:
         prot.set_fault(FAULT_WELDED, co.welded)
         if comm.take_reset_request():
             prot.request_reset()
+            comm.reset_inputs()
             cont.reset_retries()
         dt = self.cfg.cycle_ms if self._last_ms is None else ticks_diff(now_ms, self._last_ms)
         self._last_ms = now_ms
