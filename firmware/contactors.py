@@ -16,8 +16,10 @@
 
 One transition per step, so the precharge end is judged on a link voltage measured while the
 precharge path was already closed: pos never closes without a completed precharge. The end needs
-precharge_confirm consecutive steps with the link at or above precharge_pct of the pack, so one
-glitching reading (a link ADC spike, a corrupted frame) cannot end it early; the caller passes as
+precharge_confirm consecutive steps with the link at or above precharge_pct of the pack, each on
+a reading of its own (`sample` changes with every new measurement; a step that sees the one before
+again neither counts nor breaks the run), so one glitching reading (a link ADC spike, a corrupted
+frame), even reused by cycles that ran without a new one, cannot end it early; the caller passes as
 pack voltage the larger of the pack sensor and the sum of the cells, so a pack reading that is
 low cannot either (the stateful bench tests closed pos at 91 % on one). A fault opens at once
 whatever the current; only a vehicle open request waits (bounded) for the current to fall.
@@ -60,7 +62,8 @@ class Contactors:
         self.out = ContactorData() if out is None else out
         self._start_ms = 0
         self._retries = cfg.precharge_retries
-        self._charged = 0  # consecutive precharge steps with the link at precharge_pct
+        self._charged = 0  # consecutive precharge readings with the link at precharge_pct
+        self._sample = None  # `sample` of the last reading judged in PRECHARGE
         self._fb_since = None  # when the current feedback difference started
         self._test_ms = 0  # when the running test started
         self._closed_ms = None  # when it reached CLOSED
@@ -135,11 +138,18 @@ class Contactors:
             o.welded = feedback & ~cmd != 0
             o.fb_mismatch = cmd & ~feedback != 0
 
-    def step(self, now_ms, close_request, open_required, pack_mv, link_mv, current_ma=0):
+    def step(
+        self, now_ms, close_request, open_required, pack_mv, link_mv, current_ma=0, sample=None
+    ):
+        """One step. `sample` identifies the pack/link reading (a counter of measurements);
+        None: every step's reading is a new one (callers without a measurement store)."""
         o = self.out
         o.precharge_failed = False
         cfg = self._cfg
         state = o.state
+        if state != PRECHARGE:
+            # The reading that starts a precharge was taken before its path closed: never judged.
+            self._sample = sample
         elapsed = ticks_diff(now_ms, self._start_ms)
         if open_required:
             self._set(FAULT, 0, 0, 0)
@@ -165,10 +175,13 @@ class Contactors:
             self._set(CLOSED, 1, 0, 1)
         elif state == PRECHARGE:
             # Products stay below 2**30 for voltages up to 10 kV.
-            if pack_mv > 0 and link_mv * 100 >= pack_mv * cfg.precharge_pct:
+            if sample is not None and sample == self._sample:
+                pass  # no new reading since the last step: nothing to judge
+            elif pack_mv > 0 and link_mv * 100 >= pack_mv * cfg.precharge_pct:
                 self._charged += 1
             else:
                 self._charged = 0
+            self._sample = sample
             if self._charged >= cfg.precharge_confirm:
                 self._set(CLOSED, 1, 0, 1)
                 self._retries = cfg.precharge_retries

@@ -291,6 +291,12 @@ class SocEstimator:
         """Write SOC, bound, hysteresis, offset, SOH, throughput and every cell's SOC to `buf`."""
         soc_record.save(buf, self.out, int(self._filter.x[3] * 10000))
 
+    def widen_bound(self, d):
+        """The restored record may be older than the state at the power loss: the bound grows
+        by `d` (0.01 %), the SOC the pack may have moved unrecorded. Before the first update."""
+        out = self.out
+        out.soc_bound = min(_SOC_FULL, out.soc_bound + d)
+
     def restore_state(self, buf):
         """Start from a saved state instead of OCV (call before the first update). False, and
         nothing changes, when the content is implausible or the estimator already started."""

@@ -1,20 +1,23 @@
-"""When the garbage collector runs: between control cycles, never inside one.
+"""When the garbage collector runs: between control cycles, not inside one.
 
-A control cycle runs with automatic collection off (`cycle_begin` / `cycle_end`), so no cycle
-ever pays for a collection (on a 144 KiB heap one takes milliseconds of a Cortex-M's time).
 After each cycle, outside its timed part (app.Bms.guarded_cycle), `between` runs a collection
 when the garbage of the next cycles could exceed the free heap. It measures the heap that stays
 (`live`, which the BMS reports on CAN), the heap's size, and how much the heap grew per cycle
 since the previous collection; the next collection is due after (size - live) // (2 * growth)
 cycles, at least 1 and at most _MAX_EVERY, with growth the largest seen so far and never less
 than CYCLE_BLOCKS (so neither a quiet stretch nor a start without measurements stretches the
-schedule). A cycle that failed is followed by a collection at once.
+schedule). A cycle that failed is followed by a collection at once. In steady state no cycle
+fills the heap, so MicroPython's automatic collection (which runs only when an allocation finds
+no free block) never runs inside one: tests/firmware/test_alloc.py checks that on the heap in
+use across every cycle.
 
-Where the heap has no room for that (after a collection less than two cycles' garbage free: an
-.mpy bundle whose bytecode fills a small board's heap), collection stays on inside the cycles,
-which are counted (`tight`): a collection inside a cycle is slow, a cycle without heap fails.
-Should a cycle with collection off still find the heap exhausted, MicroPython raises MemoryError
-there (it does not collect while collection is off), and the cycle's guard takes the safe state.
+Automatic collection stays on inside the cycles all the same: it is the backstop for a burst the
+schedule did not foresee (catch-up, a diagnostic session, a flood's frames). With it off, such a
+burst would be a MemoryError inside the cycle, and a BMS that fails safe on every cycle for want
+of heap is a BMS out of service; with it on, the burst costs one slow cycle. Where the free heap
+after a collection does not hold two cycles' garbage (an .mpy bundle whose bytecode fills a small
+board's heap) the schedule cannot keep collections out of the cycles: those cycles are counted
+(`tight`).
 
 The measurements (gc.mem_alloc, gc.mem_free) each scan the heap's allocation table (on a 192 KiB
 heap about as long as the collection itself), so they run only next to a collection, never per
@@ -48,24 +51,15 @@ class Collector:
         self.every = 1  # cycles between collections, as last scheduled
         self._growth = CYCLE_BLOCKS * BLOCK_BYTES  # largest heap growth per cycle seen, bytes
         self._cycles = 0  # cycles since the last collection
-        self._enabled = True
-        # The free heap after a collection holds two cycles' garbage: collection can be off in
-        # the cycle. Not yet known before the first collection (the first cycle keeps it on).
+        # The free heap after a collection holds two cycles' garbage: the schedule keeps
+        # collections out of the cycles. Not yet known before the first collection.
         self.room = False
-        self.tight = 0  # cycles run with collection left on: too little heap (module docstring)
+        self.tight = 0  # cycles without room for their garbage (module docstring)
 
     def cycle_begin(self):
-        """Automatic collection off for the cycle (restored by `cycle_end`), if the heap has
-        room for it."""
-        self._enabled = gc.isenabled() if IS_MICROPYTHON else True
-        if self.room or not IS_MICROPYTHON:
-            gc.disable()
-        else:
+        """A cycle starts: counted in `tight` when the schedule found no room for it."""
+        if not self.room and IS_MICROPYTHON:
             self.tight += 1
-
-    def cycle_end(self):
-        if self._enabled:
-            gc.enable()
 
     def between(self, now=False):
         """After a cycle: collect if the next one might not find enough free heap (or `now`: the

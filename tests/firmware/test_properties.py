@@ -4,6 +4,7 @@ import numpy as np
 from fw_support import estimator, fresh
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from vcu_signer import key_record
 
 from firmware import can_codec, config
 from firmware.balancing import ACTIVE, STRATEGY_SOC, Balancer
@@ -81,6 +82,9 @@ class _Board:
     def can_send(self, can_id, buf, dlc):
         pass
 
+    def storage_read(self, name):
+        return key_record() if name == "vcu_key" else None
+
 
 @SLOW
 @given(st.lists(vcu_payloads, min_size=1, max_size=30))
@@ -93,8 +97,22 @@ def test_a_frame_with_a_wrong_crc_never_closes(frames):
         data.append(payload + bytes((crc if crc != good else (crc + 1) & 0xFF,)))
     comm = Comm(_Board(data), NMC, Data(NMC))
     comm.poll(0)
-    assert comm.vcu_close == 0 and comm.vcu_stale(0)
+    assert comm.vcu_close == 0 and not comm.vcu_e2e.seen
+    assert comm.vcu_stale(comm.cfg.vcu_stale_ms + 1)
     assert comm.vcu_errors == len(frames)
+
+
+@SLOW
+@given(st.lists(st.binary(min_size=7, max_size=7), min_size=1, max_size=40))
+def test_a_frame_with_the_right_crc_but_no_key_behind_it_never_closes(payloads):
+    """Law: a VCU_Request with a correct E2E CRC (anyone can compute one) whose MAC was not made
+    with the vehicle's key is never taken, whatever its counter and freshness bits say."""
+    data = [p + bytes((crc8_j1850(bytes((0, 3)) + p, 9),)) for p in payloads]
+    comm = Comm(_Board(data), NMC, Data(NMC))
+    comm.poll(0)
+    assert comm.vcu_close == 0 and not comm.vcu_e2e.seen
+    assert comm.vcu_stale(comm.cfg.vcu_stale_ms + 1)
+    assert comm.vcu_errors == len(payloads)
 
 
 cell_mv = st.integers(2500, 4400)
