@@ -89,17 +89,18 @@ def _timed_poll(self, now_ms):
     a0 = gc.mem_alloc()
     io0 = self.board.io_us
     t0 = time.ticks_us()
-    _poll(self, now_ms)
+    more = _poll(self, now_ms)
     _acc[0] += time.ticks_diff(time.ticks_us(), t0)
     _acc[1] += time.ticks_diff(self.board.io_us, io0)
     if gc.mem_alloc() < a0:
         _acc[2] += 1
-def _measured_cycle(self, now_ms):
+    return more
+def _measured_cycle(self, now_ms, late=False):
     io0 = self.board.io_us
     c0 = self.gc.collections
     a0 = gc.mem_alloc()
     t0 = time.ticks_us()
-    ok = _cycle(self, now_ms)
+    ok = _cycle(self, now_ms, late)
     t1 = time.ticks_us()
     a1 = gc.mem_alloc() if self.gc.collections == c0 else self.gc.before
     _gcs[0] += self.gc.collections - c0
