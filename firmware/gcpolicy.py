@@ -22,7 +22,6 @@ import gc
 from .compat import IS_MICROPYTHON, const
 
 _MAX_EVERY = const(16)  # cycles between collections at most
-_threshold = getattr(gc, "threshold", None)  # not on every port
 
 
 class Collector:
@@ -65,11 +64,6 @@ class Collector:
         self.collections += 1
         self._cycles = 0
         self.live = gc.mem_alloc()
-        if _threshold is not None:
-            # Between cycles collection is on, but runs only once the heap is full: a cycle
-            # (collection off) could then start with nothing free. An automatic collection
-            # after half the free heap is allocated leaves every cycle at least that half.
-            _threshold(max(4096, gc.mem_free() // 2))
         if self._growth:
             self.every = max(1, min(_MAX_EVERY, gc.mem_free() // (2 * self._growth)))
         return True
