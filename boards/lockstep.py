@@ -304,7 +304,14 @@ def parse_options(args, allowed):
     """Command-line options of a bench-driven board as a dict: --realtime, --port N, --config F,
     --storage DIR, --wdt-ms N, --preload MOD,MOD (imported at once, so their code takes the heap
     it takes on a board). `allowed` names the options this board takes."""
-    opts = {"port": 0, "realtime": False, "config": None, "storage": None, "wdt_ms": 2000}
+    opts = {
+        "port": 0,
+        "realtime": False,
+        "config": None,
+        "storage": None,
+        "wdt_ms": 2000,
+        "charger_port": 0,
+    }
     i = 0
     while i < len(args):
         a = args[i]
@@ -320,6 +327,8 @@ def parse_options(args, allowed):
                     __import__(name)
             elif a == "--port":
                 opts["port"] = int(v)
+            elif a == "--charger-port":
+                opts["charger_port"] = int(v)
             elif a == "--config":
                 opts["config"] = v
             elif a == "--storage":

@@ -22,6 +22,7 @@ from .gcpolicy import Collector
 from .limits import Limits
 from .persistence import CORRUPT, ERASED, FALLBACK, OK, Persistence
 from .protection import (
+    FAULT_CHARGER,
     FAULT_CONTACTOR_FB,
     FAULT_INTERNAL_ERROR,
     FAULT_LOOP_OVERRUN,
@@ -87,6 +88,13 @@ class Bms:
         self.diag = DiagPort(self)  # UDS while a tester talks (firmware/diag_port.py)
         self.comm.diag = self.diag
         self.services = [self.diag]
+        # DC charging (GB/T 27930) on a board with a charger CAN channel (firmware/charging.py).
+        self.charging = None
+        if cfg.charging and hasattr(board, "charger_recv"):
+            from .charging import Charging
+
+            self.charging = Charging(self)
+            self.services.append(self.charging)
 
     def run_services(self, now_ms):
         """Give every between-cycle service its turn; a service that raises fails safe. True
@@ -134,8 +142,12 @@ class Bms:
         valid = faults.meas_valid  # fresh and plausible: check() has just looked
         if valid:
             self.estimator.update(meas, dt, now_ms)
-        # A tester's contactor test closes through the same state machine (precharge first).
-        close = comm.vcu_close and not vcu_stale
+        chg = self.charging
+        if chg is not None:
+            prot.set_fault(FAULT_CHARGER, chg.charger_fault)
+        # A charging session asks for the same close (precharge, faults) as the vehicle; a
+        # tester's contactor test closes through the same state machine too (precharge first).
+        close = (comm.vcu_close and not vcu_stale) or (chg is not None and chg.close_request)
         close = cont.test(now_ms, d.routines, close, meas.current_ma, faults.tier >= TIER_DERATE)
         cont.step(
             now_ms,

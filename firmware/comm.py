@@ -305,6 +305,7 @@ class Comm:
             (a >> 26) & 1,
             (a >> 27) & 1,
             (a >> 28) & 1,
+            (a >> 29) & 1,
             prot.count,
         )
         self._send(c.BMS_FAULTS_ID, c.BMS_FAULTS_DLC)

@@ -172,6 +172,13 @@ _SCHEMA = (
     "est_bend_pct 0 100 12 25 "  # OCV error at the knees, % of slope change x table step
     "est_ocv_mv 0 100 2 5 "  # OCV table error (a bias along the curve, a filter state), mV
     "est_gate_x10 10 1000 30 30 "  # innovations beyond this many sigma (x10) are de-weighted
+    # DC charging over GB/T 27930 (firmware/charging.py, docs/charging.md)
+    "charging 0 1 1 1 "  # 1 = the charging service runs on a board with a charger CAN channel
+    "gbt_2015 0 1 0 0 "  # 1 = 2015 edition behaviour, 0 = 2023 Category A
+    "gbt_soc_target 100 10000 10000 10000 "  # BST "SOC target reached" from this SOC, 0.01 %
+    "gbt_end_ma 0 1000000 * * "  # CV ends once the charge limit is below this, mA; derived C/20
+    "gbt_oc_margin_ma 0 1000000 * * "  # ChargerFault: current above BCL by more; derived C/10
+    "gbt_oc_ms 0 60000 1000 1000 "  # ... for this long ends the session, ms
     # Persistence (firmware/persistence.py): SOC, SOH, counters and fault memory in A/B records.
     # A changed state is written at most every persist_interval_ms (flash wear: 120 s while
     # driving is ~15 writes per slot per hour-long drive), a new fault record after persist_dirty_ms
@@ -339,6 +346,8 @@ def load(overrides=None):
     _derive(values, "oc_charge_cold_ma", cap if chem == "NMC" else cap // 10)
     _derive(values, "open_current_ma", cap // 5)
     _derive(values, "limit_margin_ma", cap // 10)
+    _derive(values, "gbt_end_ma", cap // 20)
+    _derive(values, "gbt_oc_margin_ma", cap // 10)
     if 4 * values["balance_sense_mohm"] > values["balance_bleed_mohm"]:
         # Keeps the sense-line correction well-conditioned and its products small (measurement).
         _fail("balance_sense_mohm", "must be at most balance_bleed_mohm / 4")

@@ -7,11 +7,10 @@ firmware and the replay board are frozen in and the trace arrives on the emulate
 module validates and converts the CSV files, streams the trace to that process and collects its
 per-sample estimates.
 
-Trace CSV (header names exact, time strictly increasing, gaps <= 1 s, current positive =
-discharge):
-    time_s,current_a,voltage_v,temperature_c                                  (one cell)
-    time_s,current_a,voltage_v_1,...,voltage_v_N,temperature_c_1,...,temperature_c_M  (a string)
-Truth CSV: time_s,soc_true (percent, the mean cell) or time_s,soc_true_1,...,soc_true_N.
+Trace and truth files are read by `hil.cellmodel.traces` (the project's one reader; its docstring
+has the format). The firmware holds each sample until the next one, so a gap in the log is a held
+sample (the CLI reports gaps). Truth CSV: time_s,soc_true (percent, the mean cell) or
+time_s,soc_true_1,...,soc_true_N.
 Output CSV: time_s,soc for one cell; time_s,soc,soc_bound,soc_1,...,soc_N for a string (percent).
 """
 
@@ -19,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import subprocess
 import tempfile
 import threading
@@ -31,36 +29,15 @@ from typing import IO, Any
 import numpy as np
 
 from hil.bench.dut import DEFAULT_HEAP, micropython_binary
+from hil.cellmodel.traces import PackTrace as Trace
+from hil.cellmodel.traces import TraceError, read_truth
+from hil.cellmodel.traces import read as read_trace
 from hil.toolchain.build import build_bundle
 
-MAX_GAP_S = 1.0
-"""Largest step between trace samples (the issue's 1 Hz minimum rate)."""
+__all__ = ["Trace", "TraceError", "read_trace", "read_truth"]
 
 CONVERGE_PCT = 2.0
 """Error band of the time-to-converge figure (percentage points)."""
-
-
-class TraceError(ValueError):
-    """A malformed trace, truth or profile file; the message names the file and line."""
-
-
-@dataclass
-class Trace:
-    """A validated trace: times (s), current (A, + = discharge), cell voltages (V), temps (degC)."""
-
-    time_s: np.ndarray
-    current_a: np.ndarray
-    voltage_v: np.ndarray
-    """Shape (samples, cells)."""
-    temperature_c: np.ndarray
-    """Shape (samples, sensors)."""
-    single: bool
-    """True for the one-cell format."""
-
-    @property
-    def cells(self) -> int:
-        """Cells in the trace."""
-        return int(self.voltage_v.shape[1])
 
 
 @dataclass
@@ -72,105 +49,6 @@ class Estimates:
     soc_bound: np.ndarray
     cell_soc: np.ndarray
     """Shape (samples, cells)."""
-
-
-def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    with path.open(newline="") as f:
-        for n, row in enumerate(csv.reader(f), start=1):
-            if row:
-                yield n, row
-
-
-def _numbered(header: list[str], stem: str) -> int:
-    """How many `stem_1..stem_K` columns follow in order; TraceError if the numbering breaks."""
-    names = [h for h in header if h.startswith(stem + "_")]
-    expected = [f"{stem}_{i}" for i in range(1, len(names) + 1)]
-    if names != expected:
-        raise TraceError(f"columns {', '.join(names)} must be numbered {stem}_1..{stem}_K")
-    return len(names)
-
-
-def _numbers(path: Path, expected: list[str]) -> np.ndarray:
-    """The rows of `path` under header `expected` as floats; TraceError names the line."""
-    rows = _rows(path)
-    next(rows)  # the header, checked by the caller
-    values: list[list[float]] = []
-    for n, row in rows:
-        if len(row) != len(expected):
-            what = "missing" if len(row) < len(expected) else "extra"
-            raise TraceError(
-                f"{path}: line {n}: {what} columns ({len(row)} values, header has {len(expected)})"
-            )
-        try:
-            floats = [float(x) for x in row]
-        except ValueError:
-            bad = next(x for x in row if not _is_float(x))
-            raise TraceError(f"{path}: line {n}: not a number: {bad!r}") from None
-        if not all(math.isfinite(x) for x in floats):
-            raise TraceError(f"{path}: line {n}: not a finite number")
-        if values and floats[0] <= values[-1][0]:
-            raise TraceError(f"{path}: line {n}: time_s does not increase")
-        values.append(floats)
-    if not values:
-        raise TraceError(f"{path}: no samples")
-    return np.array(values)
-
-
-def _is_float(x: str) -> bool:
-    try:
-        float(x)
-    except ValueError:
-        return False
-    return True
-
-
-def _header(path: Path) -> list[str]:
-    for _, row in _rows(path):
-        return [h.strip() for h in row]
-    raise TraceError(f"{path}: empty file")
-
-
-def read_trace(path: Path) -> Trace:
-    """Parse and check a trace CSV (see the module docstring)."""
-    header = _header(path)
-    single = ["time_s", "current_a", "voltage_v", "temperature_c"]
-    if header == single:
-        n, m = 1, 1
-    else:
-        if header[:2] != ["time_s", "current_a"]:
-            raise TraceError(f"{path}: line 1: header must start with time_s,current_a")
-        try:
-            n = _numbered(header, "voltage_v")
-            m = _numbered(header, "temperature_c")
-        except TraceError as e:
-            raise TraceError(f"{path}: line 1: {e}") from None
-        names = [f"voltage_v_{i}" for i in range(1, n + 1)]
-        names += [f"temperature_c_{i}" for i in range(1, m + 1)]
-        if n == 0 or m == 0 or header != ["time_s", "current_a", *names]:
-            raise TraceError(
-                f"{path}: line 1: expected {','.join(single)} or time_s,current_a,"
-                "voltage_v_1..N,temperature_c_1..M"
-            )
-    if n > 192 or m > 192:
-        raise TraceError(f"{path}: line 1: at most 192 cells and 192 sensors")
-    data = _numbers(path, header)
-    gaps = np.diff(data[:, 0])
-    if gaps.size and gaps.max() > MAX_GAP_S + 1e-9:
-        k = int(np.argmax(gaps > MAX_GAP_S + 1e-9))
-        raise TraceError(f"{path}: line {k + 3}: gap of {gaps[k]:g} s (at most {MAX_GAP_S:g})")
-    return Trace(data[:, 0], data[:, 1], data[:, 2 : 2 + n], data[:, 2 + n :], header == single)
-
-
-def read_truth(path: Path, cells: int) -> tuple[np.ndarray, np.ndarray]:
-    """Truth times (s) and SOC (percent), shape (samples, 1) for soc_true or (samples, cells)."""
-    header = _header(path)
-    if header == ["time_s", "soc_true"]:
-        data = _numbers(path, header)
-        return data[:, 0], data[:, 1:]
-    if header[:1] == ["time_s"] and _numbered(header, "soc_true") == cells == len(header) - 1:
-        data = _numbers(path, header)
-        return data[:, 0], data[:, 1:]
-    raise TraceError(f"{path}: line 1: expected time_s,soc_true or time_s,soc_true_1..{cells}")
 
 
 def firmware_config(
@@ -410,7 +288,14 @@ def simulate_trace(
         volts[k] = m.cell_mv / 1000.0
         temps[k] = m.temp_dc / 10.0
         truth[k] = 100.0 * pack.soc
-    trace = Trace(np.arange(n, dtype=float), np.round(measured, 3), volts, temps, cells == 1)
+    trace = Trace(
+        Path("<simulated>"),
+        np.arange(n, dtype=float),
+        np.round(measured, 3),
+        volts,
+        temps,
+        cells == 1,
+    )
     return trace, truth
 
 

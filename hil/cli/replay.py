@@ -19,6 +19,7 @@ from hil.cellmodel.replay import (
     replay,
     write_estimates,
 )
+from hil.cellmodel.traces import describe_gaps
 from hil.cli.errors import Failure, UsageError
 from hil.cli.options import (
     check_firmware_config,
@@ -90,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     except OSError as e:
         raise UsageError(f"{e.filename}: cannot read it: {e.strerror}") from None
+    if trace.gaps:
+        print(
+            f"note: {describe_gaps(trace)}: the firmware holds each sample over it", file=sys.stderr
+        )
     profile = read_json_object(args.profile, "--profile", "cell profile keys")
     overrides = config_file(args.config, OWNED_KEYS)
     config = firmware_config(profile, trace, overrides)

@@ -7,7 +7,10 @@ server (firmware/uds_prog.py) after 0x10 02, else a new BMS on the same storage.
 
 The board clock is the wall clock plus an offset the test moves (`advance`), so timers such as
 S3 and the security delay can be crossed without waiting; control cycles run only when the test
-asks (`cycles`), on measurements it chooses.
+asks (`cycles`), on measurements it chooses. In lock-step (`lockstep=True`) the board clock is
+the offset alone, as on the bench's simulated time: it stands still unless the test moves it, so
+timeouts are judged to the millisecond. Every frame the BMS sends on the response id is kept
+with the board time it went out at (`uds_frames`, `uds_times`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,13 @@ class CanBoard:
     name = "rig"
     realtime = True
 
-    def __init__(self, bus: can.BusABC, storage: Path, overrides: dict | None = None) -> None:
+    def __init__(
+        self,
+        bus: can.BusABC,
+        storage: Path,
+        overrides: dict | None = None,
+        lockstep: bool = False,
+    ) -> None:
         self.bus = bus
         self.storage = storage
         self.overrides = overrides if overrides is not None else {"cell_count": 16}
@@ -44,11 +53,16 @@ class CanBoard:
         self.contactors = (0, 0, 0)
         self.sent: list[int] = []
         self.uds_frames: list[bytes] = []  # what the BMS sent on the UDS response id
+        self.uds_times: list[int] = []  # and when (board time, ms)
+        self.lockstep = lockstep
+        self.refuse_tx = False  # the transmit queue is full: can_send returns False
         self.resets: list[bool] = []
         self.t0 = time.monotonic()
         self.offset_ms = 0
 
     def now(self) -> int:
+        if self.lockstep:
+            return self.offset_ms
         return int((time.monotonic() - self.t0) * 1000) + self.offset_ms
 
     def ticks_ms(self) -> int:
@@ -73,9 +87,12 @@ class CanBoard:
         pass
 
     def can_send(self, can_id, buf, dlc):
+        if self.refuse_tx:
+            return False
         self.sent.append(can_id)
         if can_id == UDS_RESPONSE_ID:
             self.uds_frames.append(bytes(buf[:dlc]))
+            self.uds_times.append(self.now())
         self.bus.send(
             can.Message(arbitration_id=can_id, data=bytes(buf[:dlc]), is_extended_id=False)
         )
@@ -113,7 +130,13 @@ class CanBoard:
 class Rig:
     """A BMS, its pump thread and a tester on one virtual bus."""
 
-    def __init__(self, storage: Path, overrides: dict | None = None, provision: bool = True):
+    def __init__(
+        self,
+        storage: Path,
+        overrides: dict | None = None,
+        provision: bool = True,
+        lockstep: bool = False,
+    ):
         channel = f"uds-rig-{next(_CHANNELS)}"
         self.bms_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
         self.tester_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
@@ -124,7 +147,7 @@ class Rig:
             rec = new_record("RIG-0001")
             (storage / "provision").write_bytes(rec)
             self.secret = parse_record(rec)[1]
-        self.board = CanBoard(self.bms_bus, storage, overrides)
+        self.board = CanBoard(self.bms_bus, storage, overrides, lockstep)
         self.lock = threading.Lock()
         self.bms = app.build(self.board)
         self.prog = None  # the programming server while one runs (uds_prog)

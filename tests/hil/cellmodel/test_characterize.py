@@ -8,10 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hil.cellmodel.characterize import CharacterizeError, characterize, fit_hppc
+from hil.cellmodel.characterize import (
+    CharacterizeError,
+    LabFile,
+    characterize,
+    fit_hppc,
+    group_tests,
+    read_lab,
+)
 from hil.cellmodel.ecm import simulate
 from hil.cellmodel.profiles import SOC_GRID_PCT, CellProfile
-from hil.cellmodel.traces import TraceError, read_trace, write_trace
+from hil.cellmodel.traces import Trace, TraceError, read_trace, write_trace
 from hil.cli import main
 from sim.cells import NMC
 
@@ -89,9 +96,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
 def fitted(lab: dict[str, list[Path]]) -> CellProfile:
     cell = truth()
     return characterize(
-        lab["dis"],
-        lab["chg"],
-        lab["hppc"],
+        read_lab(lab["dis"], lab["chg"], lab["hppc"]),
         name="fit",
         chemistry="NMC",
         source="synthetic",
@@ -158,9 +163,7 @@ def test_written_profile_has_the_documented_keys(fitted: CellProfile, tmp_path: 
 def _fit(lab: dict[str, list[Path]], **changes: list[Path]) -> CellProfile:
     files = {**lab, **changes}
     return characterize(
-        files["dis"],
-        files["chg"],
-        files["hppc"],
+        read_lab(files["dis"], files["chg"], files["hppc"]),
         name="x",
         chemistry="NMC",
         source="test",
@@ -179,7 +182,10 @@ def _write(path: Path, text: str) -> Path:
     [
         ("time_s,current_a,voltage_v\n0,0,3.7\n", ":1: missing column(s) temperature_c"),
         ("time_s,current_a,voltage_v,temperature_c\n0,0,3.7,25\n1,x,3.7,25\n", ":3: current_a"),
-        ("time_s,current_a,voltage_v,temperature_c\n0,0,3.7,25\n0,0,3.7,25\n", ":3: time_s"),
+        (
+            "time_s,current_a,voltage_v,temperature_c\n0,0,3.7,25\n1,0,3.7,25\n0,0,3.7,25\n",
+            ":4: time_s",
+        ),
         ("time_s,current_a,voltage_v,temperature_c\n0,0,3.7,25\n1,0,nan,25\n", ":3: voltage_v"),
     ],
 )
@@ -219,7 +225,7 @@ def test_refuses_an_hppc_without_pulses(lab: dict[str, list[Path]]) -> None:
             r"wobble\.csv \+ .*chg_25\.csv: the OCV measured at 25 degC does not increase",
         ),
         # fast 30 mV swings average out of the OCV but no 2RC model follows them
-        (0.03, 60.0, r"wobble\.csv: the fitted model misses this file by 3\d\.\d mV RMS"),
+        (0.03, 60.0, r"wobble\.csv: the fitted OCV misses this C/20 file by 3\d\.\d mV RMS"),
     ],
 )
 def test_refuses_data_the_model_cannot_fit(
@@ -227,7 +233,8 @@ def test_refuses_data_the_model_cannot_fit(
 ) -> None:
     """A discharge whose voltage swings by tens of mV is not a 2RC cell with hysteresis."""
     trace = read_trace(lab["dis"][1])
-    wobble = volts * np.sign(np.sin(trace.time_s * 2 * np.pi / period_s))
+    # Under load only: the rest before the discharge is the rested full voltage (its own rule).
+    wobble = volts * np.sign(np.sin(trace.time_s * 2 * np.pi / period_s)) * (trace.current_a != 0)
     noisy = tmp_path / "wobble.csv"
     write_trace(noisy, trace.time_s, trace.current_a, trace.voltage_v + wobble, trace.temperature_c)
     with pytest.raises(CharacterizeError, match=message):
@@ -265,3 +272,77 @@ def test_cli_writes_the_profile_and_reports_bad_input(
     bad = _write(tmp_path / "bad.csv", "time_s,current_a\n")
     assert main([*args[:-2], "--out", str(out), "--hppc", str(bad)]) == 2  # malformed input: usage
     assert "bad.csv:1: missing column(s)" in capsys.readouterr().err
+
+
+def _flat(path: str, temp: float) -> Trace:
+    t = np.arange(3.0)
+    return Trace(Path(path), t, np.zeros(3), np.full(3, 3.7), np.full(3, temp))
+
+
+def test_groups_by_declared_temperature_or_clusters_never_rounds() -> None:
+    """A 25 degC chamber logs the case at 25.0-25.8 degC: one test temperature, the median of
+    the files' medians (not rounded to 26); a declared temperature wins over the medians; an
+    HPPC alone at a temperature is a set of its own (its OCV comes from the C/20 pair)."""
+    files = [
+        LabFile("C/20 discharge", _flat("d.csv", 25.69)),
+        LabFile("C/20 charge", _flat("c.csv", 25.04)),
+        LabFile("HPPC", _flat("h25.csv", 25.84)),
+        LabFile("HPPC", _flat("h10.csv", 12.3), 10.0),
+        LabFile("HPPC", _flat("h0.csv", 0.56)),
+    ]
+    sets = group_tests(files)
+    assert [s.temperature_c for s in sets] == [0.56, 10.0, 25.69]
+    assert sets[2].discharge is not None and sets[2].hppc.path.name == "h25.csv"
+    assert sets[0].discharge is None and sets[1].hppc.path.name == "h10.csv"
+    with pytest.raises(CharacterizeError, match="no C/20 charge file at 25.765 degC"):
+        group_tests([f for f in files if f.trace.path.name != "c.csv"])
+    with pytest.raises(CharacterizeError, match="more than one HPPC file at 25.765 degC"):
+        group_tests([*files, LabFile("HPPC", _flat("h26.csv", 26.5))])
+
+
+def test_pulses_found_in_a_noisy_current(lab: dict[str, list[Path]], tmp_path: Path) -> None:
+    """A current sensor with 0.5 %-of-1C noise: the rests stay rests (no noise spike splits them
+    or counts as a pulse), and the same groups are found at the same SOC."""
+    clean = read_trace(lab["hppc"][1])
+    noise = np.random.default_rng(1).normal(0.0, 0.005 * CAPACITY_AH, len(clean.time_s))
+    noisy = tmp_path / "noisy.csv"
+    write_trace(noisy, clean.time_s, clean.current_a + noise, clean.voltage_v, clean.temperature_c)
+    want = [f.soc_pct for f in fit_hppc(clean, CAPACITY_AH, 1.0)]
+    got = fit_hppc(read_trace(noisy), CAPACITY_AH, 1.0)
+    assert np.allclose([f.soc_pct for f in got], want, atol=0.5)
+    r0 = [f.r0_ohm for f in fit_hppc(clean, CAPACITY_AH, 1.0)]
+    assert np.allclose([f.r0_ohm for f in got], r0, rtol=0.1)
+
+
+def test_one_c20_pair_serves_every_temperature(lab: dict[str, list[Path]]) -> None:
+    """C/20 at 25 degC only (as labs measure OCV), HPPCs at 10 and 25: the profile has both
+    temperatures, the OCV of 25 degC at both, and each temperature's own resistances."""
+    profile = characterize(
+        read_lab(lab["dis"][1:], lab["chg"][1:], lab["hppc"]),
+        name="x",
+        chemistry="NMC",
+        source="test",
+        voltage_min_v=3.05,
+        voltage_max_v=4.19,
+    )
+    assert profile.temperature_c == [10.0, 25.0]
+    assert profile.ocv_v[0] == profile.ocv_v[1]
+    assert profile.fit["ocv_from"] == {"10": "25", "25": "25"}
+    cell = truth()
+    r0 = np.array(profile.r0_ohm)
+    mid = (SOC >= 20) & (SOC <= 90)
+    for j, temp in enumerate(TEMPS):
+        want = cell.table("r0_ohm", SOC[mid], temp)
+        assert np.allclose(r0[j][mid], want, rtol=0.05), (temp, r0[j][mid], want)
+
+
+def test_ocv_at_full_is_the_rested_full_voltage(
+    fitted: CellProfile, lab: dict[str, list[Path]]
+) -> None:
+    """The C/20 charge is CC only (it stops at the maximum voltage short of 100 %): the charge
+    branch above it runs to the rested voltage the discharge starts from, so OCV + hysteresis
+    at 100 % is that voltage, not an extrapolation."""
+    for j in range(len(TEMPS)):
+        rested = read_trace(lab["dis"][j]).voltage_v[0]
+        top = fitted.ocv_v[j][-1] + fitted.hysteresis_v[j][-1]
+        assert abs(top - rested) < 0.005
