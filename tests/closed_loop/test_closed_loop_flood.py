@@ -81,7 +81,7 @@ def _realtime_bench(dut: UnixPortDut) -> Bench:
         SensorModel(seed=3),
         lockstep=False,
     )
-    bench.dut = dut
+    bench.attach_dut(dut)
     return bench
 
 

@@ -87,7 +87,7 @@ def test_a_cycle_stalled_in_real_time_is_reset_at_the_timeout() -> None:
             SensorModel(),
             lockstep=False,
         )
-        bench.dut = dut
+        bench.attach_dut(dut)
         try:
             bench.step_until(lambda s: s.closed, 100)
             assert bench.status.closed
