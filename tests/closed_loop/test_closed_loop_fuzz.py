@@ -17,11 +17,10 @@ hypothesis in random order, each run whole 100 ms cycles:
 - withheld inputs: cycles without measurement frames or without vehicle requests (stale).
 
 Replays of recorded VCU_Request frames (each close request right behind the real open request,
-with the next counter) and CRC guessing (the next counter, a guessed CRC) are the vehicle-request
-authentication's to stop (#13 item 3, AUTOSAR SecOC style); against the CRC-only request the
-replay closes the contactors (the issue's finding: this suite reports "pos closed without a
-vehicle close request"), so they run only with CELLGUARD_FUZZ_VCU_ATTACKS=1 until the request is
-authenticated.
+with the next counter) and forgeries (the next counter, a guessed CRC, no valid MAC) run too: the
+request is authenticated (SecOC style, docs/security.md), so they close nothing. Against the
+CRC-only request of before, the replay closed the contactors (issue #13; this suite reported
+"pos closed without a vehicle close request"). CELLGUARD_FUZZ_VCU_ATTACKS=0 leaves them out.
 
 After every cycle:
 (a) no exception: InternalError never reported, the process alive, a BMS_CycleDiag for every
@@ -98,7 +97,7 @@ BMS_IDS = (
     codec.BMS_CYCLE_DIAG_ID,
     codec.UDS_RESPONSE_ID,
 )
-VCU_ATTACKS = os.environ.get("CELLGUARD_FUZZ_VCU_ATTACKS") == "1"
+VCU_ATTACKS = os.environ.get("CELLGUARD_FUZZ_VCU_ATTACKS", "1") == "1"
 STATS: Counter[str] = Counter()
 
 
