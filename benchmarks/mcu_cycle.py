@@ -23,7 +23,8 @@ Per control cycle, for 16, 96 and 192 cells, on both images:
 - bytes allocated per cycle (`gc.mem_alloc()` before and after, outside the timed region: each
   call scans the heap's allocation table, about 340 k instructions) and the garbage collections
   that ran inside a cycle or inside the frame decode (the heap in use shrank across it); the
-  firmware's own collection between cycles (every 16th) is in neither.
+  firmware's own collections, after a cycle's timed part (firmware/gcpolicy.py), are in neither:
+  they are counted beside, with the schedule they reached.
 
 With `--heap`: the smallest MICROPY_HEAP_SIZE (bisection to 1 KiB; each probe is an image built
 with that heap) on which the frozen firmware runs `HEAP_STEPS` closed-loop cycles at 2.5 A, as
@@ -80,6 +81,7 @@ _N = {n}
 _rec = array("i", [0] * (7 * _N))
 _acc = array("i", [0, 0, 0])
 _k = array("i", [0])
+_gcs = array("i", [0])
 _poll = comm.Comm.poll
 _cycle = app.Bms.guarded_cycle
 def _timed_poll(self, now_ms):
@@ -93,9 +95,11 @@ def _timed_poll(self, now_ms):
         _acc[2] += 1
 def _measured_cycle(self, now_ms):
     io0 = self.board.io_us
+    c0 = self.gc.collections
     a0 = gc.mem_alloc()
     ok = _cycle(self, now_ms)
-    a1 = gc.mem_alloc()
+    a1 = gc.mem_alloc() if self.gc.collections == c0 else self.gc.before
+    _gcs[0] += self.gc.collections - c0
     k = _k[0] - _SKIP
     if 0 <= k < _N:
         r = 7 * k
@@ -109,6 +113,7 @@ def _measured_cycle(self, now_ms):
         if k == _N - 1:
             for i in range(_N):
                 print("MCU", i, *_rec[7 * i : 7 * i + 7])
+            print("MCU collections", _gcs[0], "every", self.gc.every, "live", self.gc.live)
             print("MCU end")
     _k[0] += 1
     _acc[0] = 0
@@ -137,7 +142,8 @@ def measure(image: str, cells: int, cycles: int) -> dict[str, Any]:
         console = bench.dut.console()
         faults = sorted(bench.status.faults)
     rows = [line.split()[1:] for line in console.splitlines() if line.startswith("MCU ")]
-    rec = np.array([[int(x) for x in r[1:]] for r in rows if r[0] != "end"])
+    rec = np.array([[int(x) for x in r[1:]] for r in rows if r[0] not in ("end", "collections")])
+    policy = [r for r in rows if r[0] == "collections"]
     if len(rec) != cycles:
         raise BenchError(f"{image}, {cells} cells: {len(rec)} of {cycles} cycles recorded")
     cycle_us, tx_us, poll_us, rx_us, alloc, gc, gc_poll = rec.T
@@ -149,6 +155,8 @@ def measure(image: str, cells: int, cycles: int) -> dict[str, Any]:
         "gc": int(gc.sum()),
         "gc_poll": int(gc_poll.sum()),
         "faults": faults,
+        # the policy's collections after the cycles (firmware/gcpolicy.py), over the whole run
+        "collections": " ".join(policy[0]) if policy else "?",
     }
 
 
@@ -161,7 +169,7 @@ def share(k_instr: float, clock_hz: float, cpi: float) -> float:
     return 100.0 * k_instr * 1000 * cpi / clock_hz / PERIOD_S
 
 
-def cycle_tables(images: list[str], cycles: int) -> None:
+def cycle_tables(images: list[str], cycles: int, cells: tuple[int, ...] = CELLS) -> None:
     """Instructions per cycle and the board shares, per image and cell count."""
     print(f"{cycles} cycles per row after {WARMUP}, contactors closed, {LOAD_A:g} A discharge.")
     print("Instructions in thousands, median / p90.\n")
@@ -172,31 +180,32 @@ def cycle_tables(images: list[str], cycles: int) -> None:
     print("|---|---|---|---|---|---|---|---|")
     results = {}
     for image in images:
-        for cells in CELLS:
-            r = measure(image, cells, cycles)
-            results[image, cells] = r
+        for n in cells:
+            r = measure(image, n, cycles)
+            results[image, n] = r
             total = r["cycle"] + r["decode"]
             alloc = r["alloc"]
             alloc_text = f"{np.median(alloc):.0f} / {alloc.max()}" if len(alloc) else "-"
             print(
-                f"| {image} ({VARIANTS[image].cpu}) | {cells} | {_mp(r['cycle'])} | "
+                f"| {image} ({VARIANTS[image].cpu}) | {n} | {_mp(r['cycle'])} | "
                 f"{_mp(r['decode'])} | {_mp(total)} | {_mp(r['slcan'])} | {alloc_text} | "
                 f"{r['gc']} / {r['gc_poll']} in {cycles} cycles |",
                 flush=True,
             )
+            print(f"  (the firmware's collections after cycles: {r['collections']})")
             if r["faults"]:
                 print(f"  (faults at the end: {', '.join(r['faults'])})")
     print("\nControl cycle + frame decode as a share of the 100 ms period (median / p90):\n")
     print("| image | cells | " + " | ".join(b[0] for b in BOARDS) + " |")
     print("|---|---|" + "---|" * len(BOARDS))
-    for (image, cells), r in results.items():
+    for (image, n), r in results.items():
         total = r["cycle"] + r["decode"]
         cols = [
             f"{share(float(np.median(total)), hz, cpi):.1f} % / "
             f"{share(float(np.percentile(total, 90)), hz, cpi):.1f} %"
             for _, hz, cpi in BOARDS
         ]
-        print(f"| {image} | {cells} | " + " | ".join(cols) + " |")
+        print(f"| {image} | {n} | " + " | ".join(cols) + " |")
 
 
 def heap_runs(cells: int, kib: int) -> bool:
@@ -229,6 +238,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cycles", type=int, default=200, help="recorded cycles per row")
     ap.add_argument("--images", default="an385,an500", help="comma-separated image names")
+    ap.add_argument("--cells", default=",".join(map(str, CELLS)), help="comma-separated")
     ap.add_argument("--heap", action="store_true", help="also bisect the smallest heap")
     ap.add_argument("--no-cycles", action="store_true", help="only the heap table")
     args = ap.parse_args()
@@ -238,7 +248,8 @@ def main() -> None:
     t0 = time.time()
     print(f"machine: {platform.machine()}, {platform.node()}, {time.strftime('%Y-%m-%d')}")
     if not args.no_cycles:
-        cycle_tables(args.images.split(","), args.cycles)
+        cells = tuple(int(c) for c in args.cells.split(","))
+        cycle_tables(args.images.split(","), args.cycles, cells)
     if args.heap:
         heap_table()
     print(f"\nwall time {time.time() - t0:.0f} s")

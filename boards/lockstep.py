@@ -72,7 +72,7 @@ class LockstepBoard:
         self._wdt_ms = wdt_ms
         self._clock = 0
         self._wall0 = ticks_ms()
-        self._last_feed = 0
+        self._last_feed = None  # armed by the first feed, as firmware starts a hardware WDT
         self.contactors = bytearray(3)
         self.thermal = bytearray(2)  # cooling, heating
         self.balancing = None
@@ -86,7 +86,9 @@ class LockstepBoard:
     # ---- clock -------------------------------------------------------------------------------
     def ticks_ms(self):
         if self.realtime:
-            return ticks_diff(ticks_ms(), self._wall0) & 0x3FFFFFFF
+            now = ticks_diff(ticks_ms(), self._wall0) & 0x3FFFFFFF
+            self._check_wdt_at(now)
+            return now
         return self._clock
 
     def advance(self, ms):
@@ -99,10 +101,22 @@ class LockstepBoard:
 
     # ---- watchdog ----------------------------------------------------------------------------
     def wdt_feed(self):
-        self._last_feed = self.ticks_ms()
+        # A hardware watchdog counts while the firmware is busy: a cycle that ran past the
+        # timeout has reset the MCU before its feed, so a late feed resets instead of feeding.
+        now = self.ticks_ms()
+        self._check_wdt_at(now)
+        self._last_feed = now
 
     def _check_wdt(self):
-        if ticks_diff(self.ticks_ms(), self._last_feed) > self._wdt_ms:
+        self._check_wdt_at(self.ticks_ms())
+
+    def _check_wdt_at(self, now):
+        # Called from every board-time read in real time and from the SIM_Stall busy-wait, so a
+        # stalled cycle is reset at the timeout, not only once it ends (a pure-Python loop that
+        # calls no board method is beyond a unix process without a hardware timer).
+        last = self._last_feed
+        if last is not None and ticks_diff(now, last) > self._wdt_ms:
+            self._last_feed = None
             self.set_contactors(0, 0, 0)
             self.storage_write("reset_cause", b"1")
             print("cellguard " + self.name + " board: watchdog expired, resetting")
@@ -112,11 +126,16 @@ class LockstepBoard:
         return self._cause
 
     def _read_reset_cause(self):
+        # One digit 0..2; anything else (a damaged or foreign file) reads as a power-on reset
+        # rather than stopping the board before its outputs are ever commanded.
         data = self.storage_read("reset_cause")
-        if data:
+        if not data:
+            return 0
+        try:
             self.storage_write("reset_cause", b"0")
-            return int(data)
-        return 0
+        except OSError:
+            pass
+        return data[0] - 48 if len(data) == 1 and 48 <= data[0] <= 50 else 0
 
     # ---- outputs -----------------------------------------------------------------------------
     def set_contactors(self, neg, pre, pos):
@@ -140,7 +159,8 @@ class LockstepBoard:
             stall[0] -= 1
             t0 = ticks_us()
             while ticks_diff(ticks_us(), t0) < stall[1] * 1000:
-                pass
+                if self.realtime:
+                    self._check_wdt()
 
     # ---- storage -----------------------------------------------------------------------------
     def storage_read(self, name):
@@ -284,7 +304,14 @@ def parse_options(args, allowed):
     """Command-line options of a bench-driven board as a dict: --realtime, --port N, --config F,
     --storage DIR, --wdt-ms N, --preload MOD,MOD (imported at once, so their code takes the heap
     it takes on a board). `allowed` names the options this board takes."""
-    opts = {"port": 0, "realtime": False, "config": None, "storage": None, "wdt_ms": 2000}
+    opts = {
+        "port": 0,
+        "realtime": False,
+        "config": None,
+        "storage": None,
+        "wdt_ms": 2000,
+        "charger_port": 0,
+    }
     i = 0
     while i < len(args):
         a = args[i]
@@ -300,6 +327,8 @@ def parse_options(args, allowed):
                     __import__(name)
             elif a == "--port":
                 opts["port"] = int(v)
+            elif a == "--charger-port":
+                opts["charger_port"] = int(v)
             elif a == "--config":
                 opts["config"] = v
             elif a == "--storage":

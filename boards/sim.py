@@ -9,7 +9,10 @@ client sends is seen by the firmware and by every other open client, and every f
 sends reaches every open client.
 
 Run: micropython -X heapsize=168K firmware/main.py sim --port PORT [--realtime] [--config F]
-     [--storage DIR] [--wdt-ms N] [--preload MOD,MOD]
+     [--storage DIR] [--wdt-ms N] [--preload MOD,MOD] [--charger-port PORT2]
+
+`--charger-port` adds the second CAN channel, the DC charger's (boards/charger_slcan.py): its
+own SLCAN endpoint with 29-bit frames, where the charging service (firmware/charging.py) runs.
 
 Fault injection (this board only, never a hardware one): a SIM_Stall frame makes the board
 busy-wait StallDuration ms inside each of the next StallCycles control cycles (in `measure`, which
@@ -45,8 +48,17 @@ class Board(LockstepBoard):
 
     name = "sim"
 
-    def __init__(self, port, realtime=False, config_path=None, storage_dir=None, wdt_ms=2000):
+    def __init__(
+        self, port, realtime=False, config_path=None, storage_dir=None, wdt_ms=2000, charger=0
+    ):
         super().__init__(realtime, config_path, storage_dir, wdt_ms, _TX_BUF)
+        self._charger = None
+        if charger:
+            from boards.charger_slcan import ChargerBus
+
+            self._charger = bus = ChargerBus(charger)
+            self.charger_send = bus.send
+            self.charger_recv = bus.recv
         self._clients = []
         self._poll = select.poll()
         srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -81,9 +93,20 @@ class Board(LockstepBoard):
                 return cid
         return -1
 
+    @property
+    def charger_dlc(self):
+        return self._charger.dlc
+
     def wait(self, timeout_ms):
         """Idle until a frame arrives or `timeout_ms` passes."""
+        ch = self._charger
+        if ch is not None:
+            ch.flush()  # before the vehicle bus: the bench finds them once the tick is answered
         self.flush()
+        if ch is not None:
+            ch.pump(0)
+            if ch.has_line():
+                return
         for c in self._clients:
             if c.has_line():
                 return
@@ -184,8 +207,12 @@ class Board(LockstepBoard):
 def from_args(args):
     """Build the board from command-line arguments (see the module docstring)."""
     o = parse_options(
-        args, ("--realtime", "--port", "--config", "--storage", "--wdt-ms", "--preload")
+        args,
+        ("--realtime", "--port", "--config", "--storage", "--wdt-ms", "--preload")
+        + ("--charger-port",),
     )
     if not 0 < o["port"] < 65536:
         raise ValueError("sim board: --port 1..65535 is required")
-    return Board(o["port"], o["realtime"], o["config"], o["storage"], o["wdt_ms"])
+    return Board(
+        o["port"], o["realtime"], o["config"], o["storage"], o["wdt_ms"], o["charger_port"]
+    )

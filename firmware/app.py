@@ -18,9 +18,11 @@ from .data import Data
 from .diag_port import DiagPort
 from .estimation import SocEstimator
 from .fault_memory import FaultMemory
+from .gcpolicy import Collector
 from .limits import Limits
-from .persistence import CORRUPT, FALLBACK, Persistence
+from .persistence import CORRUPT, ERASED, FALLBACK, OK, Persistence
 from .protection import (
+    FAULT_CHARGER,
     FAULT_CONTACTOR_FB,
     FAULT_INTERNAL_ERROR,
     FAULT_LOOP_OVERRUN,
@@ -29,6 +31,7 @@ from .protection import (
     FAULT_VCU_INVALID,
     FAULT_WATCHDOG_RESET,
     FAULT_WELDED,
+    TIER_DERATE,
     Protection,
 )
 from .sop import Sop
@@ -36,10 +39,6 @@ from .thermal import Thermal
 
 _MAX_ERROR_REPORTS = 10  # console reports of caught exceptions; bounded so a loop cannot flood it
 _RESET_CAUSE_WATCHDOG = 1
-
-
-def _heap_used():
-    return gc.mem_alloc() if IS_MICROPYTHON else 0
 
 
 class Bms:
@@ -64,24 +63,38 @@ class Bms:
         self.cycle_us = 0
         self.cycle_load_pct = 0
         self.errors = 0
+        self.skipped = 0  # control cycles skipped after a delay (run() runs the latest one)
         self.heap_live = 0  # heap in use after the last collection, bytes
+        self.gc = Collector()  # collections between cycles only (firmware/gcpolicy.py)
         self.reset_cause = board.reset_cause()
         if self.reset_cause == _RESET_CAUSE_WATCHDOG:
             self.protection.set_fault(FAULT_WATCHDOG_RESET, True)
         # SOC, SOH, counters and the fault memory come back before the first cycle; a damaged
-        # record is a (resettable) StorageFault warning, its client starting from defaults.
-        self.persist = Persistence(board, cfg.persist_dirty_ms)
-        self.persist.register("est", self.estimator, cfg.persist_interval_ms)
-        self.persist.register("faults", self.fault_memory, cfg.persist_interval_ms)
-        self.persist.restore()
-        if self.persist.status in (FALLBACK, CORRUPT):
+        # or erased record is a (resettable) StorageFault warning, its client starting from
+        # defaults. A record the periodic policy wrote (not at an orderly shutdown) may be older
+        # than the state when the power went: the SOC bound grows by what can have moved since.
+        self.persist = p = Persistence(board, cfg.persist_dirty_ms)
+        self._est_rec = est = p.register("est", self.estimator, cfg.persist_interval_ms)
+        p.register("faults", self.fault_memory, cfg.persist_interval_ms)
+        p.restore()
+        if p.status in (FALLBACK, CORRUPT, ERASED):
             self.protection.set_fault(FAULT_STORAGE, True)
+        if est.restored in (OK, FALLBACK) and not est.clean:
+            self.estimator.widen_bound(unrecorded_soc(cfg))
+        self._persist_soc = -1  # SOC (0.01 %) when the estimator's record was last written
         self._last_ms = None
         # Work that runs between control cycles, never inside one (diagnostics, charging
         # communication): objects with `service(now_ms)`, each bounding its own time per call.
         self.diag = DiagPort(self)  # UDS while a tester talks (firmware/diag_port.py)
         self.comm.diag = self.diag
         self.services = [self.diag]
+        # DC charging (GB/T 27930) on a board with a charger CAN channel (firmware/charging.py).
+        self.charging = None
+        if cfg.charging and hasattr(board, "charger_recv"):
+            from .charging import Charging
+
+            self.charging = Charging(self)
+            self.services.append(self.charging)
 
     def run_services(self, now_ms):
         """Give every between-cycle service its turn; a service that raises fails safe. True
@@ -129,15 +142,23 @@ class Bms:
         valid = faults.meas_valid  # fresh and plausible: check() has just looked
         if valid:
             self.estimator.update(meas, dt, now_ms)
+        chg = self.charging
+        if chg is not None:
+            prot.set_fault(FAULT_CHARGER, chg.charger_fault)
+        # A charging session asks for the same close (precharge, faults) as the vehicle; a
+        # tester's contactor test closes through the same state machine too (precharge first).
+        close = (comm.vcu_close and not vcu_stale) or (chg is not None and chg.close_request)
+        close = cont.test(now_ms, d.routines, close, meas.current_ma, faults.tier >= TIER_DERATE)
         cont.step(
             now_ms,
-            comm.vcu_close and not vcu_stale,
+            close,
             faults.open_required,
             # Precharge ends against the larger pack reading: a pack sensor reading low must not
             # end it early (firmware/contactors.py).
             max(meas.pack_mv, meas.cell_sum_mv),
             meas.link_mv,
             meas.current_ma,
+            meas.pack_count,
         )
         if co.precharge_failed:
             prot.set_fault(FAULT_PRECHARGE_FAILED, True)
@@ -158,9 +179,20 @@ class Bms:
         self.alive = (self.alive + 1) & 15
 
     def persist_service(self, now_ms):
-        """Write the persistent records that are due (between cycles: a flash write takes ms)."""
+        """Write the persistent records that are due (between cycles: a flash write takes ms).
+        The estimator's is due as soon as the SOC moved persist_soc_step since it was written."""
         try:
+            soc = self.data.soc
+            est = self._est_rec
+            if soc.initialised:
+                if self._persist_soc < 0:
+                    self._persist_soc = soc.soc
+                elif abs(soc.soc - self._persist_soc) >= self.cfg.persist_soc_step:
+                    est.due = True
+            seq = est.seq
             self.persist.service(now_ms)
+            if est.seq != seq:
+                self._persist_soc = soc.soc
             self.protection.set_fault(FAULT_STORAGE, self.persist.write_failed)
         except Exception as e:  # noqa: BLE001 - storage trouble must not end the BMS
             self.fail(e)
@@ -183,8 +215,12 @@ class Bms:
         if self.errors <= _MAX_ERROR_REPORTS:
             _report(e)
 
-    def guarded_cycle(self, now_ms):
-        """Run a cycle; on any exception go to the safe state. Returns True when it completed."""
+    def guarded_cycle(self, now_ms, late=False):
+        """Run a cycle; on any exception go to the safe state. Returns True when it completed.
+        `late`: cycles were skipped before this one (LoopOverrun, as a cycle over its period).
+        The cycle runs with automatic collection off; the collection that is due runs after it,
+        outside its timed part (firmware/gcpolicy.py)."""
+        self.gc.cycle_begin()
         t0 = ticks_us()
         ok = True
         try:
@@ -194,10 +230,18 @@ class Bms:
             ok = False
             self.fail(e)
         us = ticks_diff(ticks_us(), t0)
+        self.gc.cycle_end()
         self.cycle_us = us
         period_us = self.cfg.cycle_ms * 1000
         self.cycle_load_pct = us * 100 // period_us
-        self.protection.set_fault(FAULT_LOOP_OVERRUN, us > period_us)
+        # Late, too long, or frames left waiting in every pass since the last cycle (a flood
+        # the receive budget holds back: firmware/comm.py).
+        comm = self.comm
+        backlog = not comm.rx_drained
+        comm.rx_drained = False
+        self.protection.set_fault(FAULT_LOOP_OVERRUN, late or backlog or us > period_us)
+        if self.gc.between():
+            self.heap_live = self.gc.live
         return ok
 
 
@@ -226,23 +270,29 @@ def run(board, cfg=None, bms=None):
     comm = bms.comm
     try:
         while True:
+            more = False
             try:
-                comm.poll(board.ticks_ms())
+                more = comm.poll(board.ticks_ms())
             except Exception as e:  # noqa: BLE001 - a receive-path fault must not end the BMS
                 bms.fail(e)
             now = board.ticks_ms()
             ran = False
-            while ticks_diff(now, next_due) >= 0:
-                if bms.guarded_cycle(next_due):
+            behind = ticks_diff(now, next_due)
+            if behind >= 0:
+                # One cycle per pass, on the latest slot that fell due: after a delay the missed
+                # cycles are skipped, not run back to back on the one set of measurements that
+                # arrived before them (a glitching reading would count for several cycles).
+                missed = behind // period
+                if missed:
+                    next_due = ticks_add(next_due, missed * period)
+                    bms.skipped += missed
+                if bms.guarded_cycle(next_due, missed > 0):
                     board.wdt_feed()
                 next_due = ticks_add(next_due, period)
                 ran = True
             if ran and bms.alive == 0:
-                # Collect at a known point between cycles, not inside one, and measure what stays.
-                gc.collect()
-                bms.heap_live = _heap_used()
                 bms.persist_service(now)
-            busy = bms.run_services(board.ticks_ms())
+            busy = bms.run_services(board.ticks_ms()) or more
             try:
                 if comm.tick_pending:
                     comm.tick_pending = False
@@ -255,8 +305,20 @@ def run(board, cfg=None, bms=None):
                     board.wait(max(0, ticks_diff(next_due, now)) if board.realtime else 1000)
             except Exception as e:  # noqa: BLE001 - nor may a transmit or idle fault
                 bms.fail(e)
-    except KeyboardInterrupt:
-        # Stopped on purpose (Ctrl-C from mpremote before an update): keep the latest state. A
-        # reset or a power loss gives no such chance: the periodic records are what survives.
-        bms.persist.flush(board.ticks_ms())
+    except BaseException as e:
+        # Stopped on purpose (Ctrl-C from mpremote before an update, a diagnostic ECU reset):
+        # keep the latest state as a shutdown record. A watchdog reset or a power loss (the sim
+        # board's exit) gives no such chance: the periodic records are what survives.
+        if not isinstance(e, SystemExit):
+            bms.persist.flush(board.ticks_ms())
         raise
+
+
+def unrecorded_soc(cfg):
+    """The most the SOC (0.01 %) can have moved since the estimator's last periodic record
+    when the power goes: persist_soc_step, plus what the largest current before an
+    over-current trip moves in the time a due write can wait (persist_dirty_ms and the 16
+    cycles between write checks). Products stay small ints: 10 x C-rate times ms."""
+    i_ma = max(cfg.oc_discharge_ma, cfg.oc_charge_ma)
+    wait_ms = cfg.persist_dirty_ms + 16 * cfg.cycle_ms
+    return cfg.persist_soc_step + (i_ma * 10 // cfg.capacity_mah + 1) * wait_ms // 3600 + 1

@@ -47,11 +47,17 @@ chosen by insertion into preallocated top-k arrays; with balance_no_adjacent a c
 higher-priority chosen cell waits for a later period. Each cycle first books the charge removed by
 the resistors that were on (I = cell_mv / balance_bleed_mohm). O(cells) per cycle, no allocation.
 update() reads the statistics and the freshness verdict of `meas`: call meas.evaluate() first.
+
+A tester's balancing test (RoutineData balance_run, UDS routine 0x0302) bleeds one cell for
+balance_ms instead of the duty cycle, under the same safety checks: it starts only when no block
+stands (ACTIVE) and the cell is at or above balance_min_mv, is ABORTED by any block or a stop,
+PASSED at its end; the duty cycle then starts again with a measurement window.
 """
 
 from array import array
 
 from .compat import const, ticks_diff
+from .data import TEST_ABORTED, TEST_PASSED, TEST_REFUSED, TEST_RUNNING
 from .ocv import soc_to_mas
 
 ACTIVE = const(0)
@@ -89,6 +95,8 @@ class Balancer:
         self._est = data.soc
         self._charge = data.charge
         self.out = out = data.balancing
+        self._req = data.routines
+        self._test_ms = 0
         self._n = cfg.cell_count
         k = cfg.balance_max_cells
         self._top_p = array("l", [0] * k)
@@ -143,6 +151,8 @@ class Balancer:
             and self._est.soc < c.balance_weak_soc
         ):
             self._weak = meas.vmin_cell - 1  # 1-based
+        if self._test(meas, reason, dt):
+            return
         if reason != ACTIVE:
             self._sel_count = 0
             _zero(self._sel)
@@ -180,6 +190,46 @@ class Balancer:
         elif self.out.strategy == STRATEGY_SOC and self._sel_count:
             self._trim()
         self._apply(True, self._decision)
+
+    def _test(self, meas, reason, dt):
+        # The balancing test: True while it holds the resistors (one cell bleeding).
+        o = self.out
+        req = self._req
+        run = req.balance_run
+        i = req.balance_cell
+        ok = reason == ACTIVE and 0 <= i < self._n and meas.cell_mv[i] >= self._cfg.balance_min_mv
+        if run != o.test_run:
+            o.test_run = run
+            if o.test == TEST_RUNNING:
+                o.test = TEST_ABORTED
+                self._end_test()
+            if run:
+                o.test = TEST_RUNNING if ok else TEST_REFUSED
+                self._test_ms = 0
+        if o.test != TEST_RUNNING:
+            return False
+        if not ok:
+            o.test = TEST_ABORTED
+            self._end_test()
+            return False
+        self._test_ms += dt
+        if self._test_ms >= req.balance_ms:
+            o.test = TEST_PASSED
+            self._end_test()
+            return False
+        sel = self._sel
+        _zero(sel)
+        sel[i >> 3] = 1 << (i & 7)
+        self._sel_count = 1
+        self._apply(True, ACTIVE)
+        return True
+
+    def _end_test(self):
+        # The duty cycle starts again from a measurement window, with its own selection.
+        self._sel_count = 0
+        _zero(self._sel)
+        self._measuring = True
+        self._elapsed_ms = 0
 
     def _anchor_due(self):
         # Only the SOC strategy reads the anchored charge; the voltage one keeps its full duty.

@@ -16,7 +16,7 @@ rejected, the next one in sequence is accepted. The first frame after start sets
 """
 
 from . import can_codec as c
-from .compat import const, ticks_diff
+from .compat import const, ticks_diff, ticks_us
 from .data import cell_soc
 
 
@@ -63,6 +63,12 @@ class Comm:
         self.tick_pending = False
         self.tick_seq = 0
         self._reset_edge = False
+        self._rx_budget = cfg.rx_budget_frames
+        self._rx_us = cfg.rx_budget_us
+        self.rx_deferred = 0  # passes that ended on the budget with frames left (a flood)
+        # The receive queue ran empty since the application last looked: False through a whole
+        # period is a backlog the budget holds back (a flood), reported as LoopOverrun.
+        self.rx_drained = True
         self._cycle = 0
         self._v_groups = (cfg.cell_count + _GROUP_CELLS - 1) // _GROUP_CELLS
         self._t_groups = (cfg.temp_count + _GROUP_CELLS - 1) // _GROUP_CELLS
@@ -83,15 +89,27 @@ class Comm:
 
     # ---- receive -----------------------------------------------------------------------------
     def poll(self, now_ms):
-        """Handle every waiting frame. Stops early at a SIM_Tick so the caller can run the cycle."""
+        """Handle the waiting frames, at most rx_budget_frames of them and for rx_budget_us: a
+        flood cannot hold off the control cycle (what is left waits for the next pass, and a
+        measurement stuck behind it goes stale, which opens). Stops early at a SIM_Tick so the
+        caller can run the cycle. True when the budget ran out with frames possibly waiting."""
         board = self.board
         out = self.out
         rx = self.rx
         meas = self.meas
+        budget = self._rx_budget
+        t0 = ticks_us()
+        n = 0
         while True:
+            # The clock is read every 16 frames: a frame costs far less than the time budget.
+            if n >= budget or ((n & 15) == 15 and ticks_diff(ticks_us(), t0) >= self._rx_us):
+                self.rx_deferred += 1
+                return True
             cid = board.can_recv(rx)
             if cid < 0:
-                return
+                self.rx_drained = True
+                return False
+            n += 1
             if cid == c.UDS_PHYSICAL_REQUEST_ID or cid == c.UDS_FUNCTIONAL_REQUEST_ID:
                 if self.diag is not None:  # ISO-TP frames may be shorter than 8 bytes
                     self.diag.on_frame(cid, rx, board.rx_dlc, now_ms)
@@ -120,7 +138,8 @@ class Comm:
                 if board.advance(out[1]):
                     self.tick_seq = out[0]
                     self.tick_pending = True
-                    return
+                    self.rx_drained = True  # lock-step: the frames before the tick are taken
+                    return False
 
     def _vcu(self, now_ms):
         rx = self.rx
@@ -286,6 +305,7 @@ class Comm:
             (a >> 26) & 1,
             (a >> 27) & 1,
             (a >> 28) & 1,
+            (a >> 29) & 1,
             prot.count,
         )
         self._send(c.BMS_FAULTS_ID, c.BMS_FAULTS_DLC)

@@ -28,6 +28,9 @@ _SCHEMA = (
     "tx_status_ms 10 10000 100 100 "  # period of the BMS status frames, ms
     "tx_cells_ms 10 60000 1000 1000 "  # period of the full set of cell/temperature frames, ms
     "tx_balancing_ms 10 60000 1000 1000 "  # period of the full set of balancing frames, ms
+    # receive budget per pass of the loop (firmware/comm.py): a flood waits, the cycle does not
+    "rx_budget_frames 8 4096 256 256 "  # frames handled per pass at most
+    "rx_budget_us 500 100000 10000 10000 "  # time spent on them per pass at most, us
     # protection thresholds and qualification times
     "cell_ov_mv 1000 6000 4250 3650 "  # cell over-voltage, mV
     "cell_uv_mv 500 5000 2700 2500 "  # cell under-voltage, mV
@@ -174,10 +177,19 @@ _SCHEMA = (
     "est_full_ma 0 1000000 * * "  # taper current at the end of CV, mA; derived: C / 20
     "est_full_mv 0 500 30 30 "  # mV below cell_charge_max_mv
     "est_full_ms 0 3600000 30000 30000 "  # ms
+    # DC charging over GB/T 27930 (firmware/charging.py, docs/charging.md)
+    "charging 0 1 1 1 "  # 1 = the charging service runs on a board with a charger CAN channel
+    "gbt_2015 0 1 0 0 "  # 1 = 2015 edition behaviour, 0 = 2023 Category A
+    "gbt_soc_target 100 10000 10000 10000 "  # BST "SOC target reached" from this SOC, 0.01 %
+    "gbt_end_ma 0 1000000 * * "  # CV ends once the charge limit is below this, mA; derived C/20
+    "gbt_oc_margin_ma 0 1000000 * * "  # ChargerFault: current above BCL by more; derived C/10
+    "gbt_oc_ms 0 60000 1000 1000 "  # ... for this long ends the session, ms
     # Persistence (firmware/persistence.py): SOC, SOH, counters and fault memory in A/B records.
     # A changed state is written at most every persist_interval_ms (flash wear: 120 s while
     # driving is ~15 writes per slot per hour-long drive), a new fault record after persist_dirty_ms
     "persist_interval_ms 1000 3600000 120000 120000 "  # ms
+    # ... and at once (after persist_dirty_ms) when the SOC moved this much since the last write
+    "persist_soc_step 10 10000 100 100 "  # 0.01 %
     "persist_dirty_ms 0 60000 1000 1000"  # ms
 )
 _ROW = 5
@@ -340,6 +352,8 @@ def load(overrides=None):
     _derive(values, "oc_charge_cold_ma", cap if chem == "NMC" else cap // 10)
     _derive(values, "open_current_ma", cap // 5)
     _derive(values, "limit_margin_ma", cap // 10)
+    _derive(values, "gbt_end_ma", cap // 20)
+    _derive(values, "gbt_oc_margin_ma", cap // 10)
     if 4 * values["balance_sense_mohm"] > values["balance_bleed_mohm"]:
         # Keeps the sense-line correction well-conditioned and its products small (measurement).
         _fail("balance_sense_mohm", "must be at most balance_bleed_mohm / 4")

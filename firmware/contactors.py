@@ -16,8 +16,10 @@
 
 One transition per step, so the precharge end is judged on a link voltage measured while the
 precharge path was already closed: pos never closes without a completed precharge. The end needs
-precharge_confirm consecutive steps with the link at or above precharge_pct of the pack, so one
-glitching reading (a link ADC spike, a corrupted frame) cannot end it early; the caller passes as
+precharge_confirm consecutive steps with the link at or above precharge_pct of the pack, each on
+a reading of its own (`sample` changes with every new measurement; a step that sees the one before
+again neither counts nor breaks the run), so one glitching reading (a link ADC spike, a corrupted
+frame), even reused by cycles that ran without a new one, cannot end it early; the caller passes as
 pack voltage the larger of the pack sensor and the sum of the cells, so a pack reading that is
 low cannot either (the stateful bench tests closed pos at 91 % on one). A fault opens at once
 whatever the current; only a vehicle open request waits (bounded) for the current to fall.
@@ -30,10 +32,17 @@ check_feedback() (boards with contactor_feedback 1; call it before step) compare
 fb_timeout_ms since the last command change is `welded` when a contactor commanded open reads
 closed, `fb_mismatch` when one commanded closed reads open; the caller raises the faults (open
 tier, latched), whose open_required also keeps a welded pack from any close attempt.
+
+test() (a tester's contactor test, RoutineData; call it before step) turns the request into a
+close request for step(), so the test closes through precharge like the vehicle's request. It
+starts only from STANDBY with |I| <= rest_current_ma, no vehicle close request and no fault of
+derate tier or above (`blocked`); it ends PASSED after contactor_hold_ms in CLOSED, FAILED when
+precharge gives up (RETRY_WAIT or FAULT), ABORTED when the tester stops it, the vehicle asks to
+close, `blocked` or |I| > open_current_ma (then step() opens by its own rules).
 """
 
 from .compat import const, ticks_diff
-from .data import ContactorData
+from .data import TEST_ABORTED, TEST_FAILED, TEST_PASSED, TEST_REFUSED, TEST_RUNNING, ContactorData
 
 INIT = const(0)
 STANDBY = const(1)
@@ -53,8 +62,11 @@ class Contactors:
         self.out = ContactorData() if out is None else out
         self._start_ms = 0
         self._retries = cfg.precharge_retries
-        self._charged = 0  # consecutive precharge steps with the link at precharge_pct
+        self._charged = 0  # consecutive precharge readings with the link at precharge_pct
+        self._sample = None  # `sample` of the last reading judged in PRECHARGE
         self._fb_since = None  # when the current feedback difference started
+        self._test_ms = 0  # when the running test started
+        self._closed_ms = None  # when it reached CLOSED
 
     def _set(self, state, neg, pre, pos):
         o = self.out
@@ -75,6 +87,44 @@ class Contactors:
         """A fault reset: the precharge attempts are available again."""
         self._retries = self._cfg.precharge_retries
 
+    def test(self, now_ms, req, close_request, current_ma, blocked):
+        """The close request for step(): the vehicle's (`close_request`), or a running contactor
+        test's (RoutineData `req`); see the module docstring."""
+        o = self.out
+        cfg = self._cfg
+        amps = current_ma if current_ma >= 0 else -current_ma
+        run = req.contactor_run
+        if run != o.test_run:
+            o.test_run = run
+            if o.test == TEST_RUNNING:
+                o.test = TEST_ABORTED
+            if run:
+                idle = o.state == STANDBY and not (o.neg | o.pre | o.pos)
+                ok = idle and not close_request and not blocked and amps <= cfg.rest_current_ma
+                o.test = TEST_RUNNING if ok else TEST_REFUSED
+                self._test_ms = now_ms
+                self._closed_ms = None
+        if o.test != TEST_RUNNING:
+            return close_request
+        if close_request or blocked or amps > cfg.open_current_ma:
+            o.test = TEST_ABORTED
+            return close_request
+        state = o.state
+        if state == RETRY_WAIT or state == FAULT:
+            o.test = TEST_FAILED
+            return False
+        if state != CLOSED:
+            if ticks_diff(now_ms, self._test_ms) > cfg.precharge_timeout_ms + cfg.cycle_ms * 4:
+                o.test = TEST_FAILED  # precharge neither ended nor gave up in time
+                return False
+            return True
+        if self._closed_ms is None:
+            self._closed_ms = now_ms
+        if ticks_diff(now_ms, self._closed_ms) >= req.contactor_hold_ms:
+            o.test = TEST_PASSED
+            return False
+        return True
+
     def check_feedback(self, now_ms, feedback):
         o = self.out
         cmd = o.neg | o.pre << 1 | o.pos << 2
@@ -88,11 +138,18 @@ class Contactors:
             o.welded = feedback & ~cmd != 0
             o.fb_mismatch = cmd & ~feedback != 0
 
-    def step(self, now_ms, close_request, open_required, pack_mv, link_mv, current_ma=0):
+    def step(
+        self, now_ms, close_request, open_required, pack_mv, link_mv, current_ma=0, sample=None
+    ):
+        """One step. `sample` identifies the pack/link reading (a counter of measurements);
+        None: every step's reading is a new one (callers without a measurement store)."""
         o = self.out
         o.precharge_failed = False
         cfg = self._cfg
         state = o.state
+        if state != PRECHARGE:
+            # The reading that starts a precharge was taken before its path closed: never judged.
+            self._sample = sample
         elapsed = ticks_diff(now_ms, self._start_ms)
         if open_required:
             self._set(FAULT, 0, 0, 0)
@@ -118,10 +175,13 @@ class Contactors:
             self._set(CLOSED, 1, 0, 1)
         elif state == PRECHARGE:
             # Products stay below 2**30 for voltages up to 10 kV.
-            if pack_mv > 0 and link_mv * 100 >= pack_mv * cfg.precharge_pct:
+            if sample is not None and sample == self._sample:
+                pass  # no new reading since the last step: nothing to judge
+            elif pack_mv > 0 and link_mv * 100 >= pack_mv * cfg.precharge_pct:
                 self._charged += 1
             else:
                 self._charged = 0
+            self._sample = sample
             if self._charged >= cfg.precharge_confirm:
                 self._set(CLOSED, 1, 0, 1)
                 self._retries = cfg.precharge_retries

@@ -19,6 +19,14 @@ from .measurement import Measurements
 
 SOC_FULL = 10000
 
+# Status of a routine a tester started (RoutineData), as its owning module answers it
+TEST_NONE = 0
+TEST_RUNNING = 1
+TEST_PASSED = 2
+TEST_REFUSED = 3  # an interlock said no at the start
+TEST_ABORTED = 4  # stopped by the tester, or an interlock ended it
+TEST_FAILED = 5  # ran, and what it checks did not hold (no precharge, flat OCV)
+
 
 class SocData:
     """SOC, SOH and the charge counter. Writer: the estimator (estimation.py, soh.py)."""
@@ -42,6 +50,8 @@ class SocData:
         self.soh_halfpct = 200  # SOH capacity in 0.5 % (BMS_Pack)
         self.offset_ma = 0  # learned current-sensor offset (measured - true), mA
         self.throughput_mah = 0  # charge moved either way, mAh
+        self.reanchor_run = 0  # RoutineData.reanchor_run answered, and how (TEST_*)
+        self.reanchor = TEST_NONE
 
 
 def cell_soc(d, i):
@@ -97,6 +107,8 @@ class ContactorData:
         self.precharge_failed = False  # one-step pulse: this step's precharge gave up
         self.fb_mismatch = False  # commanded closed, feedback open for fb_timeout_ms
         self.welded = False  # commanded open, feedback closed for fb_timeout_ms
+        self.test_run = 0  # RoutineData.contactor_run answered, and how (TEST_*)
+        self.test = TEST_NONE
 
 
 class FaultData:
@@ -120,6 +132,8 @@ class BalancingData:
         self.changed = False  # this cycle changed the mask
         self.reason = 7  # BalancingReason (DBC), NO_DATA until the first decision
         self.strategy = 0  # BalancingStrategy in use
+        self.test_run = 0  # RoutineData.balance_run answered, and how (TEST_*)
+        self.test = TEST_NONE
 
 
 class ThermalData:
@@ -129,6 +143,21 @@ class ThermalData:
         self.cooling = 0
         self.heating = 0
         self.reason = 3  # NO_DATA
+
+
+class RoutineData:
+    """Routines a workshop tester started (UDS 0x31, firmware/uds.py) for the module that owns
+    what each one moves. A `*_run` is the number of the run wanted: a new number starts a run,
+    0 stops it; the owner answers in its own block (`test_run`, `test`: TEST_*). Writer: the
+    diagnostic server; readers: contactors (via app), balancing, estimation."""
+
+    def __init__(self):
+        self.contactor_run = 0
+        self.contactor_hold_ms = 0  # how long the test keeps the contactors closed
+        self.balance_run = 0
+        self.balance_cell = 0  # 0-based
+        self.balance_ms = 0  # how long the cell bleeds
+        self.reanchor_run = 0
 
 
 class Data:
@@ -146,3 +175,4 @@ class Data:
         self.faults = FaultData()
         self.balancing = BalancingData(n)
         self.thermal = ThermalData()
+        self.routines = RoutineData()

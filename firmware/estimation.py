@@ -19,6 +19,10 @@ voltage deviation from the mean cell voltage says (where OCV is steep and |I| <=
 16 cells per cycle. After a rest of balance_rest_ms where OCV is steep, the pack SOC is
 re-anchored from OCV (OCV wins), which is also where soh.py measures capacity. docs/estimation.md.
 
+`reanchor(meas)` anchors the pack SOC from OCV now, as a rest does once (a tester's routine,
+RoutineData reanchor_run, answered in SocData `reanchor`): refused unless the pack has rested
+balance_rest_ms, failed where OCV is too flat to say.
+
 `save_state`/`restore_state` serialise what must survive a reset (persistence owns the storage).
 
 Units: SOC 0.01 % (0..10000), charge mAs, SOH 0.01 % (soh_halfpct 0.5 % for BMS_Pack), current mA.
@@ -28,7 +32,7 @@ from math import sqrt
 
 from . import soc_record
 from .compat import const
-from .data import Data
+from .data import TEST_FAILED, TEST_PASSED, TEST_REFUSED, Data
 from .ekf import PackFilter, clampf
 from .ocv import clamp_soc, mas_to_soc, ocv_to_soc, soc_to_mas
 from .soh import Soh
@@ -50,6 +54,7 @@ class SocEstimator:
         self._table = cfg.ocv_mv
         self._mas_per_pct = cfg.capacity_mah * 36  # 1 % of capacity in mAs
         self.out = out = data.soc
+        self._req = data.routines
         self._model = data.model
         self._charge = data.charge
         self._filter = PackFilter(cfg)
@@ -77,6 +82,20 @@ class SocEstimator:
         if self.count(meas, dt_ms):
             self.correct(meas, dt_ms)
         self._publish_model()
+        run = self._req.reanchor_run
+        if run != self.out.reanchor_run:
+            self.out.reanchor_run = run
+            if run:
+                self.out.reanchor = self.reanchor(meas)
+
+    def reanchor(self, meas):
+        """Anchor the pack SOC from OCV now (fresh measurements only); TEST_PASSED, TEST_REFUSED
+        unless at rest for balance_rest_ms, TEST_FAILED where OCV is too flat to say."""
+        out = self.out
+        if not out.initialised or out.rest_ms < self._cfg.balance_rest_ms:
+            return TEST_REFUSED
+        self._pack_anchored = True
+        return TEST_PASSED if self._anchor_pack(meas) else TEST_FAILED
 
     def count(self, meas, dt_ms):
         """The integer part of `update`: rest time, start, coulomb counting (allocates nothing).
@@ -203,11 +222,12 @@ class SocEstimator:
         e = self._cfg.est_init_mv * 10
         span = pr.soc_at(v + e, meas.tavg_dc) - pr.soc_at(v - e, meas.tavg_dc)
         if span * self._cfg.balance_anchor_rise_mv > e * 100:
-            return
+            return False
         sd = max(span, 1) * 0.00005  # sigma in SOC fraction
         f.start(sd)
         f.x[0] = (ocv - self.out.soc) / 10000
         self._soh.capacity(ocv, self.out.discharged_mas, sd)
+        return True
 
     # ---- per cell ----------------------------------------------------------------------------
     def _cells(self, meas):
@@ -297,6 +317,12 @@ class SocEstimator:
     def save_state(self, buf):
         """Write SOC, bound, hysteresis, offset, SOH, throughput and every cell's SOC to `buf`."""
         soc_record.save(buf, self.out, int(self._filter.x[3] * 10000))
+
+    def widen_bound(self, d):
+        """The restored record may be older than the state at the power loss: the bound grows
+        by `d` (0.01 %), the SOC the pack may have moved unrecorded. Before the first update."""
+        out = self.out
+        out.soc_bound = min(_SOC_FULL, out.soc_bound + d)
 
     def restore_state(self, buf):
         """Start from a saved state instead of OCV (call before the first update). False, and

@@ -14,6 +14,12 @@ of that moment:
                      MeasurementStale record freezes the values that went stale); 22 bytes,
                      little endian, in this order: `FREEZE_FMT`
 
+The two stale faults (MeasurementStale, VcuRequestStale) are active from boot until the first
+samples arrive: that is the start of an operation cycle, not a failure. Their edges are judged
+once the start-up window (the longer of meas_stale_ms and vcu_stale_ms since boot) has passed, so
+a board whose inputs arrive in time stores nothing, and one whose inputs never arrive stores the
+fault at the end of the window. Protection still reports them (and opens) from the first cycle.
+
 Later occurrences update last_s and count only. DTC of bit b: P1A00 + b, as a UDS DTC the three
 bytes 0x1A, b, 0x00 (failure type 0).
 
@@ -38,7 +44,7 @@ save; the seconds counter alone does not set it).
 import struct
 
 from .compat import const
-from .protection import DERATE_MASK, FAULT_BITS, OPEN_MASK
+from .protection import DERATE_MASK, FAULT_BITS, FAULT_MEAS_STALE, FAULT_VCU_STALE, OPEN_MASK
 
 _REC = "<IIHHHBBhhBBiIH"  # first, last, count, vmin, vmax, vmin#, vmax#, tmin, tmax, tmin#,
 # tmax#, current, pack, soc
@@ -54,6 +60,7 @@ STATUS_MASK = const(0xFF)  # every status bit is supported
 _CLEARED = const(0x50)  # testNotCompletedSinceLastClear | testNotCompletedThisOperationCycle
 _FAILED = const(0x2F)  # testFailed | TFThisOC | pending | confirmed | TFSinceLastClear
 _WIR_MASK = OPEN_MASK | DERATE_MASK
+_STARTUP_MASK = (1 << FAULT_MEAS_STALE) | (1 << FAULT_VCU_STALE)
 
 
 class FaultMemory:
@@ -73,6 +80,7 @@ class FaultMemory:
         self._tested = False  # every test completed in this operation cycle
         self.frozen = False
         self.dirty = False
+        self._startup_ms = max(cfg.meas_stale_ms, cfg.vcu_stale_ms)  # counts down after boot
 
     def update(self, active, meas, soc, dt_ms, valid=True):
         """Advance the operating time by dt_ms and record the faults that became active;
@@ -82,6 +90,10 @@ class FaultMemory:
             ms -= 1000
             self.op_s += 1
         self._ms = ms
+        if self._startup_ms > 0:
+            self._startup_ms -= dt_ms
+            if self._startup_ms >= 0:
+                active &= ~_STARTUP_MASK
         if self.frozen:
             return
         if valid and not self._tested:

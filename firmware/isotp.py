@@ -145,6 +145,10 @@ class IsoTp:
         elif pci == _CF:
             if self.state != RX or func:
                 return
+            if ticks_diff(now_ms, self._t) > self.n_cr_ms:
+                self.state = IDLE  # N_Cr ran out before service() saw it: too late all the same
+                self.errors += 1
+                return
             if data[0] & 15 != self._sn:
                 self.state = IDLE  # wrong sequence number: the reception is abandoned
                 self.errors += 1
@@ -173,6 +177,10 @@ class IsoTp:
 
     def _flow_control(self, data, dlc, now_ms):
         if self.state != TX_FC or dlc < 3:
+            return
+        if ticks_diff(now_ms, self._t) > self.n_bs_ms:
+            self.state = IDLE  # N_Bs ran out before service() saw it
+            self.errors += 1
             return
         fs = data[0] & 15
         if fs == _FS_CTS:

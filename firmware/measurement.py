@@ -84,6 +84,7 @@ class Measurements:
         self.current_ma = 0
         self.pack_mv = 0
         self.link_mv = 0
+        self.pack_count = 0  # pack measurements received, mod 2**16: tells a new one from a reused
         self.rx_errors = 0
         self._cell_groups = (n + _GROUP - 1) // _GROUP
         self._temp_groups = (m + _GROUP - 1) // _GROUP
@@ -131,6 +132,7 @@ class Measurements:
         self.current_ma = current_ma
         self.pack_mv = pack_mv
         self.link_mv = link_mv
+        self.pack_count = (self.pack_count + 1) & 0xFFFF
         self._mark(self._aux_slot - 1, now_ms)
 
     def set_aux(self, feedback, current2_ma, now_ms):

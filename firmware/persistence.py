@@ -8,7 +8,7 @@ estimator, the fault memory, ...) provides `state_size` (bytes, constant), `save
 A record, little endian:
 
     offset  size  field
-    0       2     magic b"CG"
+    0       2     magic b"CG", or b"CS" for a record written at orderly shutdown (flush)
     2       2     payload length (the client's state_size when it was written)
     4       4     sequence number, +1 per write of this client
     8       n     payload
@@ -17,7 +17,14 @@ A record, little endian:
 Each client has two slots, "<name>.a" and "<name>.b". A save goes to the slot that does not hold
 the newest valid record, so a power loss in the middle of a write (or a storage that cannot rename
 atomically, such as FAT) can only damage the copy being written: the other one is still whole.
-At start-up both slots are read and the valid one with the higher sequence number wins.
+At start-up both slots are read and the valid one with the higher sequence number wins; `clean`
+says whether it was written at an orderly shutdown (the state then was exactly that) or by the
+periodic policy (the state may have moved on before the power went: the client's restore widens
+what it reports, see app.py).
+
+The first successful write also leaves a marker file, "records" (its content is not read: a
+damaged marker still counts): a later start that finds a client's two slots missing while the
+marker is there reports ERASED instead of EMPTY, so erased storage is a fault, not a first start.
 
 Status of a client after restore() (0 is fine; the worst is `status`):
 
@@ -26,14 +33,24 @@ Status of a client after restore() (0 is fine; the worst is `status`):
     2  EMPTY          no record at all (first start, erased storage): defaults
     3  CORRUPT        records present, none valid or the client rejected the content: defaults
     4  WRITE_FAILED   the last write raised OSError (storage full or broken); retried later
+    5  ERASED         no record, but records were written before (the marker file): defaults
 
 Write policy: a client is written when its payload differs from the last record written (CRC
 compared, so no second buffer) and at least its interval has passed since its last write; a
-client that sets a `dirty` flag (an event worth keeping, e.g. a new fault record) is written as
-soon as `dirty_ms` has passed instead; flush() writes at once (shutdown). At 120 s, a pack that
-drives one hour a day writes each of its two slots 15 times a day: about 55 000 writes in ten
-years, inside the 100 000 erase cycles of typical MCU flash even without the wear levelling
-littlefs adds. Records whose state does not change (a pack at rest) are not written at all.
+client that sets a `dirty` flag (an event worth keeping, e.g. a new fault record) or that the
+owner marked `due` (its state moved enough: the SOC by persist_soc_step, app.py) is written as
+soon as `dirty_ms` has passed instead; flush() writes at once (shutdown), also an unchanged state
+whose last record was not a shutdown one.
+
+Flash-wear budget (the estimator's record, the one that moves most): at most one write per
+120 s while its state changes, plus one per 1 % of SOC moved (persist_soc_step), never two
+within persist_dirty_ms. A pack driven one hour a day through 30 % of its SOC and charged back
+in another hour writes at most 60 time-based + 60 charge-based = 120 records a day (the two
+overlap): 60 per slot, about 220 000 per slot in ten years, beyond the 100 000 erase cycles of
+raw MCU flash, so the records rely on the wear levelling of littlefs (the boards' filesystem:
+copy-on-write spreads each write, one or two block erases, over the free blocks; with 64 free
+4 KB blocks that is 7 000 to 14 000 erases per block in ten years). Records whose state does
+not change (a pack at rest) are not written at all.
 """
 
 import binascii
@@ -46,8 +63,11 @@ FALLBACK = const(1)
 EMPTY = const(2)
 CORRUPT = const(3)
 WRITE_FAILED = const(4)
+ERASED = const(5)
 
 _MAGIC = b"CG"
+_MAGIC_CLEAN = b"CS"
+_MARKER = "records"
 _HEADER = const(8)
 _CRC = const(4)
 _SLOTS = (".a", ".b")
@@ -55,7 +75,9 @@ _SLOTS = (".a", ".b")
 
 def _parse(data, size):
     """Sequence number of a valid record of payload `size` in `data`, or -1."""
-    if data is None or len(data) != _HEADER + size + _CRC or data[0:2] != _MAGIC:
+    if data is None or len(data) != _HEADER + size + _CRC or data[0] != 67:  # "C"
+        return -1
+    if data[1] != 71 and data[1] != 83:  # "G", "S"
         return -1
     length, seq = struct.unpack_from("<HI", data, 2)
     if length != size:
@@ -77,6 +99,9 @@ class _Client:
         self.crc = -1  # CRC of the payload last written (or restored)
         self.last_ms = None
         self.restored = EMPTY  # outcome of restore()
+        self.clean = False  # the restored record was written at an orderly shutdown
+        self.written_clean = False  # the newest record on storage is a shutdown one
+        self.due = False  # the owner asks for a write as soon as dirty_ms allows
         self.write_failed = False
 
     @property
@@ -91,6 +116,7 @@ class Persistence:
         self._board = board
         self._dirty_ms = dirty_ms
         self._clients = []
+        self._marked = False  # the marker file exists (see the module docstring)
         self.writes = 0
 
     def register(self, name, obj, interval_ms):
@@ -124,6 +150,10 @@ class Persistence:
 
     def restore(self):
         """Read both slots of every client and hand the newest valid payload to it."""
+        try:
+            self._marked = self._board.storage_read(_MARKER) is not None
+        except OSError:
+            self._marked = True  # unreadable storage: records may well have been there
         for c in self._clients:
             self._restore(c)
 
@@ -148,7 +178,7 @@ class Persistence:
                 best_slot = k
                 best_data = data
         if best < 0:
-            c.restored = CORRUPT if present else EMPTY
+            c.restored = CORRUPT if present else ERASED if self._marked else EMPTY
             return
         view = memoryview(best_data)[_HEADER : _HEADER + size]
         if not c.obj.restore_state(view):
@@ -160,6 +190,7 @@ class Persistence:
         c.seq = best
         c.slot = 1 - best_slot
         c.crc = binascii.crc32(view)
+        c.clean = c.written_clean = best_data[1] == 83
 
     def service(self, now_ms):
         """Write the clients that are due. Call between control cycles (a write may take ms)."""
@@ -167,26 +198,29 @@ class Persistence:
             if c.last_ms is None:
                 c.last_ms = now_ms
                 continue
-            wait = self._dirty_ms if getattr(c.obj, "dirty", False) else c.interval_ms
+            soon = c.due or getattr(c.obj, "dirty", False)
+            wait = self._dirty_ms if soon else c.interval_ms
             if ticks_diff(now_ms, c.last_ms) >= wait:
-                self._save(c, now_ms)
+                self._save(c, now_ms, False)
 
     def flush(self, now_ms):
-        """Write every client whose state changed, now (shutdown, end of a drive)."""
+        """Write every client, now, as a shutdown record (orderly shutdown, end of a drive);
+        unless its newest record already is one of this very state."""
         for c in self._clients:
-            self._save(c, now_ms)
+            self._save(c, now_ms, True)
 
-    def _save(self, c, now_ms):
+    def _save(self, c, now_ms, clean):
         size = c.obj.state_size
         buf = c.buf
         payload = memoryview(buf)[_HEADER : _HEADER + size]
         c.obj.save_state(payload)
         crc = binascii.crc32(payload)
         c.last_ms = now_ms
-        if crc == c.crc and not c.write_failed:
+        c.due = False
+        if crc == c.crc and not c.write_failed and (c.written_clean or not clean):
             return
         seq = c.seq + 1
-        buf[0:2] = _MAGIC
+        buf[0:2] = _MAGIC_CLEAN if clean else _MAGIC
         struct.pack_into("<HI", buf, 2, size, seq)
         end = _HEADER + size
         struct.pack_into("<I", buf, end, binascii.crc32(memoryview(buf)[:end]))
@@ -200,3 +234,10 @@ class Persistence:
         c.crc = crc
         c.slot = 1 - c.slot
         c.write_failed = False
+        c.written_clean = clean
+        if not self._marked:
+            try:
+                self._board.storage_write(_MARKER, b"1")
+                self._marked = True
+            except OSError:
+                pass  # tried again with the next write

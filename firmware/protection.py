@@ -73,7 +73,8 @@ _TABLE = (
     "P1A19 W S t_qualify_ms "           # 25 TempHighDerate
     "P1A1A W S t_qualify_ms "           # 26 TempLowDerate
     "P1A1B W L ext "                    # 27 StorageFault
-    "P1A1C O L limit_ignored_ms"        # 28 CurrentLimitIgnored
+    "P1A1C O L limit_ignored_ms "       # 28 CurrentLimitIgnored
+    "P1A1D W L ext"                     # 29 ChargerFault
 )
 # fmt: on
 
@@ -106,12 +107,13 @@ _FAULT_TEMP_HIGH_DERATE = const(25)
 _FAULT_TEMP_LOW_DERATE = const(26)
 FAULT_STORAGE = const(27)
 _FAULT_LIMIT = const(28)
+FAULT_CHARGER = const(29)
 # At most 30 bits: the active mask must stay a small int on MicroPython (no heap per cycle).
-FAULT_BITS = const(29)
+FAULT_BITS = const(30)
 
 # Bits reported through set_fault(): precharge, loop overrun, watchdog, internal error, VCU
-# frame integrity, contactor feedback and weld, storage.
-_EXTERNAL = const(0x08E07800)
+# frame integrity, contactor feedback and weld, storage, the DC charger.
+_EXTERNAL = const(0x28E07800)
 _RUNAWAY_WINDOW_MS = const(1000)
 
 

@@ -34,12 +34,15 @@ from . import __version__
 from . import can_codec as c
 from . import config as config_mod
 from . import uds_table as T
+from .balancing import DISABLED, FAULT, NO_DATA, OVER_TEMPERATURE
 from .compat import const, ticks_diff
+from .contactors import STANDBY as CONTACTOR_STANDBY
+from .data import TEST_NONE, TEST_RUNNING
 from .diag_config import store
 from .fault_memory import DTC_HIGH, FREEZE_SIZE, STATUS_MASK
 from .isotp import TX_CF, IsoTp
 from .persistence import Persistence
-from .protection import FAULT_BITS
+from .protection import FAULT_BITS, TIER_DERATE
 from .security import KEY_LEN, SEED_LEN, Security
 
 _DEFAULT = const(1)
@@ -56,6 +59,7 @@ _SESSIONS = (
     b"\x10\x0e\x3e\x0e\x11\x0e\x19\x0a\x22\x0e\x14\x08\x85\x08\x2e\x08\x27\x0c\x28\x08"
     b"\x31\x0c\x34\x04\x36\x04\x37\x04"
 )
+_BAL_BLOCKED = (DISABLED, NO_DATA, FAULT, OVER_TEMPERATURE)  # what stops a balancing test
 # Continuations of slow requests
 _C_FLUSH = const(1)
 _INTO_PROG = const(4)  # _reset: into the programming server
@@ -149,6 +153,8 @@ class Uds:
         self.bms.fault_memory.frozen = False
         comm = self.bms.comm
         comm.tx_enabled = comm.rx_enabled = True
+        req = self.bms.data.routines
+        req.contactor_run = req.balance_run = 0  # a test ends with its session
 
     def _abort_download(self):
         pass  # the programming server's (firmware/uds_prog.py)
@@ -557,18 +563,110 @@ class Uds:
         f = T.row(T.ROUTINES, i)
         if (f[2] == "P") != (self.session == _PROG):
             return -0x7F
-        if sub not in (1, 3):
+        if sub not in (1, 2, 3):
             return -0x12
         if len(f) > 3 and not self.sec.unlocked:
             return -0x33
         buf[0] = 0x71
-        r = self._run_routine(rid, sub)
+        return self._run_routine(rid, sub, n)
+
+    def _run_routine(self, rid, sub, n):
+        """The application's routines. The request goes to the module that owns what the routine
+        moves (data.RoutineData), which answers in its own block; this checks what it can at
+        once (NRC 0x22) and reads the answer back (0x31 03: status, then per routine: contactor
+        test BmsState; balancing test BalancingReason and the cell; re-anchor SOC and bound)."""
+        d = self.bms.data
+        req = d.routines
+        if rid == T.RID_CONTACTOR_TEST:
+            run, ans, st = req.contactor_run, d.contactors.test_run, d.contactors.test
+        elif rid == T.RID_BALANCE_TEST:
+            run, ans, st = req.balance_run, d.balancing.test_run, d.balancing.test
+        else:
+            run, ans, st = req.reanchor_run, d.soc.reanchor_run, d.soc.reanchor
+        if run and run != ans:
+            st = TEST_RUNNING  # asked for, not yet taken up by its module
+        buf = self.tp.buf
+        if sub == 3:
+            if n != 4:
+                return -0x13
+            if st == TEST_NONE:
+                return -0x24
+            buf[4] = st
+            if rid == T.RID_CONTACTOR_TEST:
+                buf[5] = d.contactors.state
+                return 6
+            if rid == T.RID_BALANCE_TEST:
+                buf[5] = d.balancing.reason
+                buf[6] = req.balance_cell + 1
+                return 7
+            struct.pack_into("<HH", buf, 5, d.soc.soc, d.soc.soc_bound)
+            return 9
+        if sub == 2:
+            if n != 4:
+                return -0x13
+            if st != TEST_RUNNING or rid == T.RID_SOC_REANCHOR:
+                return -0x24
+            if rid == T.RID_CONTACTOR_TEST:
+                req.contactor_run = 0
+            else:
+                req.balance_run = 0
+            return 4
+        if st == TEST_RUNNING:
+            return -0x24
+        r = self._start_routine(rid, n, d)
         if r:
             return r
-        return -0x22  # not available in this firmware yet (docs/diagnostics.md)
+        run = ans % 255 + 1  # differs from the run its module answered last
+        if rid == T.RID_CONTACTOR_TEST:
+            req.contactor_run = run
+        elif rid == T.RID_BALANCE_TEST:
+            req.balance_run = run
+        else:
+            req.reanchor_run = run
+        buf[4] = TEST_RUNNING
+        return 5
 
-    def _run_routine(self, rid, sub):
-        """The routines of the programming server (firmware/uds_prog.py); 0: not one of them."""
+    def _start_routine(self, rid, n, d):
+        """Check a start request and put its options into RoutineData; 0 or -NRC."""
+        buf = self.tp.buf
+        cfg = self.bms.cfg
+        meas = d.meas
+        amps = meas.current_ma if meas.current_ma >= 0 else -meas.current_ma
+        if rid == T.RID_CONTACTOR_TEST:  # option: hold time, 0.1 s (1..100; default 1 s)
+            if n not in (4, 5):
+                return -0x13
+            hold = buf[4] if n == 5 else 10
+            if not 1 <= hold <= 100:
+                return -0x31
+            k = d.contactors
+            if self.closed or k.state != CONTACTOR_STANDBY or self.bms.comm.vcu_close:
+                return -0x22
+            if amps > cfg.rest_current_ma or d.faults.tier >= TIER_DERATE:
+                return -0x22
+            d.routines.contactor_hold_ms = hold * 100
+            return 0
+        if rid == T.RID_BALANCE_TEST:  # options: cell (1-based), seconds (1..60; default 10)
+            if n not in (5, 6):
+                return -0x13
+            cell = buf[4]
+            secs = buf[5] if n == 6 else 10
+            if not 1 <= cell <= cfg.cell_count or not 1 <= secs <= 60:
+                return -0x31
+            if d.balancing.reason in _BAL_BLOCKED or meas.current_ma > cfg.rest_current_ma:
+                return -0x22
+            if meas.cell_mv[cell - 1] < cfg.balance_min_mv:
+                return -0x22
+            d.routines.balance_cell = cell - 1
+            d.routines.balance_ms = secs * 1000
+            return 0
+        if n != 4:
+            return -0x13
+        if (
+            not d.faults.meas_valid
+            or d.soc.rest_ms < cfg.balance_rest_ms
+            or amps > cfg.rest_current_ma
+        ):
+            return -0x22  # SOC from OCV only at rest
         return 0
 
     # ---- response pending --------------------------------------------------------------------

@@ -88,9 +88,11 @@ class ProgServer(Uds):
             return self._transfer(n)
         return self._exit_transfer(n)
 
-    def _run_routine(self, rid, sub):
-        if rid != T.RID_CHECK_IMAGE:
-            return 0
+    def _run_routine(self, rid, sub, n):
+        if sub == 2:
+            return -0x12  # the check cannot be stopped
+        if n != 4:
+            return -0x13
         buf = self.tp.buf
         if sub == 3:
             if self._check_result < 0:

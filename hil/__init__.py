@@ -14,3 +14,5 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBC_PATH = REPO_ROOT / "dbc" / "cellguard.dbc"
+GBT_DBC_PATH = REPO_ROOT / "dbc" / "gbt27930.dbc"
+"""The DC-charging contract (GB/T 27930, docs/charging.md): the charger CAN channel."""

@@ -60,6 +60,9 @@ FREEZE_FIELDS = (
     "soc",
 )
 SESSIONS = {"default": 1, "programming": 2, "extended": 3}
+# First byte of the application routines' records (firmware/data.py TEST_*)
+ROUTINE_STATUS = ("none", "running", "passed", "refused", "aborted", "failed")
+ROUTINE_RUNNING = 1
 
 
 def fault_names() -> list[str]:
@@ -421,9 +424,10 @@ class DiagClient:
         return out
 
     # ---- routines, reset ---------------------------------------------------------------------
-    def routine(self, name: str, data: bytes = b"") -> bytes:
+    def routine(self, name: str, data: bytes = b"", wait_s: float = 0.0) -> bytes:
         """Start a routine of the table (entering its session and unlocking as it needs);
-        returns its status record."""
+        returns its status record, or with `wait_s` the results record once it no longer runs
+        (tester present meanwhile, so the session and the test outlive S3)."""
         rid, session, secured = routine_table()[name]
         letter = {"D": "default", "E": "extended", "P": "programming"}[session]
         if secured:
@@ -431,7 +435,27 @@ class DiagClient:
         else:
             self.session(letter)
         resp = self.client.start_routine(rid, data or None)
+        record = bytes(resp.service_data.routine_status_record or b"")
+        if not wait_s or not record or record[0] != ROUTINE_RUNNING:
+            return record
+        deadline = time.monotonic() + wait_s
+        self.keep_alive(True, 1.0)
+        try:
+            while record[0] == ROUTINE_RUNNING and time.monotonic() < deadline:
+                time.sleep(0.1)
+                record = self.routine_result(name)
+        finally:
+            self.keep_alive(False)
+        return record
+
+    def routine_result(self, name: str) -> bytes:
+        """The results record of a routine (0x31 03; its session and security already held)."""
+        resp = self.client.get_routine_result(routine_table()[name][0])
         return bytes(resp.service_data.routine_status_record or b"")
+
+    def stop_routine(self, name: str) -> None:
+        """Stop a running routine (0x31 02)."""
+        self.client.stop_routine(routine_table()[name][0])
 
     def reset(self, hard: bool = True) -> None:
         """ECU reset (0x11 01 hard, 03 soft); the next start is the application's."""

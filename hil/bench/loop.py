@@ -67,6 +67,7 @@ FAULT_NAMES = (
     "TempLowDerate",
     "StorageFault",
     "CurrentLimitIgnored",
+    "ChargerFault",
 )
 BMS_STATES = ("INIT", "STANDBY", "PRECHARGE", "CLOSED", "FAULT", "OPENING", "RETRY_WAIT")
 

@@ -5,7 +5,8 @@
       clear [--dtc P1A00]      clear the fault memory (security access: --key-file)
       read DID                 a DID by name (vin, pack, cell_ov_mv, cell_mv[0]) or hex (F190)
       write DID VALUE          a writable DID (VIN, configuration keys; applied at the next reset)
-      routine NAME             a routine (check_image, contactor_test, ...)
+      routine NAME [BYTE ...]  run a routine (contactor_test [hold 0.1 s], balance_test CELL
+                               [s], soc_reanchor) and wait for its result (--no-wait)
       reset [--soft]           ECU reset
       flash --can ... IMAGE|--board NAME   update the firmware over CAN (progress bar)
       live [--period S]        a refreshing table of the live data
@@ -54,8 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("write", parents=[common], help="write a DID")
     p.add_argument("did")
     p.add_argument("value")
-    p = sub.add_parser("routine", parents=[common], help="start a routine")
+    p = sub.add_parser("routine", parents=[common], help="run a routine")
     p.add_argument("name")
+    p.add_argument("option", nargs="*", type=int, help="option record bytes (0..255)")
+    p.add_argument("--no-wait", action="store_true", help="print the start's record only")
     p = sub.add_parser("reset", parents=[common], help="ECU reset")
     p.add_argument("--soft", action="store_true")
     p = sub.add_parser("flash", parents=[common], help="firmware update over CAN")
@@ -234,8 +237,15 @@ def _act(diag, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
             raise UsageError(f"routine {args.name!r}: unknown (one of {known})")
         if routine_table()[args.name][2] and diag.secret is None:
             raise UsageError(f"routine {args.name} needs security access: --key-file")
-        status = diag.routine(args.name)
-        print(f"{args.name}: status {status.hex() or '-'}")
+        from hil.bench.diag import ROUTINE_STATUS
+
+        if any(not 0 <= b <= 255 for b in args.option):
+            raise UsageError(f"routine {args.name}: option bytes are 0..255")
+        wait = 0.0 if args.no_wait or args.name == "check_image" else 120.0
+        status = diag.routine(args.name, bytes(args.option), wait_s=wait)
+        known = args.name != "check_image" and status and status[0] < len(ROUTINE_STATUS)
+        word = ROUTINE_STATUS[status[0]] if known else ""
+        print(f"{args.name}: {word + ' ' if word else ''}record {status.hex() or '-'}")
         return 0
     if a == "reset":
         diag.reset(hard=not args.soft)

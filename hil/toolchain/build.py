@@ -79,7 +79,7 @@ def smallest_budget() -> int:
     return min(budgets)
 
 
-_BOARD_IMPORT = re.compile(r"^(?:from|import)\s+boards\.(\w+)", re.MULTILINE)
+_BOARD_IMPORT = re.compile(r"^[ \t]*(?:from|import)\s+boards\.(\w+)", re.MULTILINE)  # lazy ones too
 
 
 def board_modules(board: str) -> list[Path]:

@@ -28,10 +28,14 @@ import cantools
 from cantools.database.can import Message, Signal
 
 import firmware
-from hil import REPO_ROOT
+from hil import DBC_PATH, GBT_DBC_PATH, REPO_ROOT
 
 DEFAULT_OUT = Path(firmware.__file__).resolve().parent / "can_codec.py"
 """Where the generated codec is committed (`hil.DBC_PATH` is the DBC it comes from)."""
+GBT_OUT = DEFAULT_OUT.with_name("gbt_codec.py")
+"""The charger channel's codec (from `hil.GBT_DBC_PATH`)."""
+CODECS = ((DBC_PATH, DEFAULT_OUT), (GBT_DBC_PATH, GBT_OUT))
+"""Every (DBC, generated module) pair `cellguard codegen` keeps current."""
 FIRMWARE_NODE = "BMS"
 """The DBC node the firmware is: its codec holds only the functions that node needs."""
 

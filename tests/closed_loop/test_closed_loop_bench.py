@@ -20,6 +20,9 @@ from sim.sensors import SensorModel
 # The smallest board budget (32-bit bytes) in this binary's bytes
 # (hil.bench.dut.UNIX64_PER_BOARD32).
 HEAP_BYTES = heap_bytes(DEFAULT_HEAP)
+# Live heap may take at most this share of the budget: the rest is the headroom a cycle's garbage
+# and fragmentation need between collections (a heap that just fits is not a pass).
+HEADROOM = 0.85
 
 
 def test_192_cells_run_in_the_smallest_heap(bench_factory) -> None:  # type: ignore[no-untyped-def]
@@ -29,7 +32,8 @@ def test_192_cells_run_in_the_smallest_heap(bench_factory) -> None:  # type: ign
     for _ in range(60):
         bench.step(0.0)
     assert bench.status.closed
-    assert 0 < bench.status.heap_used < HEAP_BYTES
+    used = bench.status.heap_used
+    assert 0 < used <= HEADROOM * HEAP_BYTES, f"live heap {used} B of {HEAP_BYTES} B"
     assert bench.dut is not None and bench.dut.alive()
     # Every cell's voltage arrives: the BMS's min/max match the injected extremes.
     assert bench.status.cell_v_min > 3.5 and bench.status.cell_v_max < 4.3

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from firmware import can_codec as codec
-from hil.bench.dut import WDT_EXIT_CODE, ProcessDut
+from hil.bench.dut import WDT_EXIT_CODE, ProcessDut, UnixPortDut
 from hil.bench.loop import Bench
 from hil.bench.transport import SlcanSocketTransport
 from sim.pack import Pack, PackConfig
@@ -72,3 +72,36 @@ def test_stalled_firmware_is_reset_by_the_watchdog_and_reports_it(
     finally:
         bench.close()
         again.stop()
+
+
+@pytest.mark.sim_board
+def test_a_cycle_stalled_in_real_time_is_reset_at_the_timeout() -> None:
+    """A control cycle stalled 3 s in real time (SIM_Stall) with a 2 s watchdog: the board
+    resets during the stall, at the timeout, as a hardware watchdog would, not after the cycle
+    (whose late feed would otherwise restart the count) and not never."""
+    wdt_ms = 2000
+    with UnixPortDut({"cell_count": CELLS, "temp_count": CELLS}, realtime=True) as dut:
+        bench = Bench(
+            SlcanSocketTransport("127.0.0.1", dut.port),
+            Pack(PackConfig(n_cells=CELLS)),
+            SensorModel(),
+            lockstep=False,
+        )
+        bench.dut = dut
+        try:
+            bench.step_until(lambda s: s.closed, 100)
+            assert bench.status.closed
+            buf = bytearray(8)
+            codec.encode_sim_stall(buf, 1, 3 * wdt_ms // 2)
+            bench.transport.send_many([(codec.SIM_STALL_ID, bytes(buf))])
+            t0 = time.monotonic()
+            while dut.alive() and time.monotonic() - t0 < 6:
+                time.sleep(0.01)
+            elapsed = time.monotonic() - t0
+            assert dut.exit_code == WDT_EXIT_CODE, f"no watchdog reset within {elapsed:.1f} s"
+            assert "watchdog expired" in dut.console()
+            # The stall starts with the next cycle (<= 0.1 s) and lasts 3 s: the reset comes
+            # within the timeout plus that cycle and a loaded host's scheduling delay.
+            assert elapsed < (wdt_ms + 600) / 1000, elapsed
+        finally:
+            bench.close()

@@ -9,7 +9,13 @@ import gc
 
 from firmware import app, can_codec
 from firmware.comm import crc8_j1850
-from firmware.protection import FAULT_BITS, FAULT_INTERNAL_ERROR, FAULT_MEAS_STALE, FAULT_STORAGE
+from firmware.protection import (
+    FAULT_BITS,
+    FAULT_INTERNAL_ERROR,
+    FAULT_LOOP_OVERRUN,
+    FAULT_MEAS_STALE,
+    FAULT_STORAGE,
+)
 
 
 class FakeBoard:
@@ -241,7 +247,7 @@ def test_soc_and_fault_memory_survive_a_reset_and_damage_is_a_warning():
     now = run_cycles(bms, board, 30)
     bms.fault_memory.update(1, bms.meas, bms.data.soc.soc, 100)  # a CellOverVoltage record
     bms.persist.flush(now)
-    assert set(board.storage) == {"est.a", "faults.a"}
+    assert set(board.storage) == {"est.a", "faults.a", "records"}
     soc = bms.data.soc.soc
     del bms  # one BMS at a time on a board-sized heap, as after a real reset
     gc.collect()
@@ -262,3 +268,59 @@ def test_soc_and_fault_memory_survive_a_reset_and_damage_is_a_warning():
     _one_cycle(third, board, 3900)
     assert third.data.soc.soc > soc + 2000  # defaults: started from OCV
     assert third.fault_memory.stored & 1  # the other record is whole
+
+
+def test_the_receive_loop_takes_a_bounded_number_of_frames_per_pass():
+    # Bounded I/O: a flood queued ahead of the cycle is taken rx_budget_frames at a time, the
+    # rest left waiting; a cycle after passes that never found the queue empty reports the
+    # backlog (LoopOverrun, latched), and once a pass drained it a fault reset clears it.
+    board = FakeBoard()
+    bms = app.build(board)
+    now = run_cycles(bms, board, 3)
+    budget = bms.cfg.rx_budget_frames
+    board.rx.extend([(0x000, bytes(8))] * (3 * budget))
+    assert bms.comm.poll(now) is True
+    assert len(board.rx) == 2 * budget
+    bms.guarded_cycle(now + 100)
+    assert bms.data.faults.active & (1 << FAULT_LOOP_OVERRUN)
+    while bms.comm.poll(now):
+        pass
+    assert not board.rx
+    bms.guarded_cycle(now + 200)  # the queue ran empty: the condition is gone
+    bms.protection.request_reset()  # LoopOverrun is latched (docs/faults.md)
+    run_cycles(bms, board, 2, now + 200)
+    assert not bms.data.faults.active & (1 << FAULT_LOOP_OVERRUN)
+
+
+def test_an_unclean_record_widens_the_bound_and_erased_storage_is_a_storage_fault():
+    # Nothing lost across short power cycles: a record the periodic policy wrote may be older
+    # than the state at the power loss, so the restored bound grows by what can have moved
+    # unrecorded (app.unrecorded_soc); a shutdown record is restored as it is. Storage that
+    # held records and lost both slots is a StorageFault; a first start is not.
+    board = FakeBoard()
+    bms = app.build(board)
+    assert not bms.data.faults.active & (1 << FAULT_STORAGE)
+    now = run_cycles(bms, board, 20)
+    bms.persist.service(now)
+    bms._est_rec.due = True
+    bms.persist.service(now + 2000)  # a periodic record
+    assert "est.a" in board.storage
+    saved = bms.data.soc.soc_bound
+    widen = app.unrecorded_soc(bms.cfg)
+    assert widen > bms.cfg.persist_soc_step
+    del bms
+    gc.collect()
+    again = app.build(board)
+    assert again.data.soc.soc_bound == saved + widen
+    again.persist.flush(0)  # a shutdown record of the same state
+    del again
+    gc.collect()
+    third = app.build(board)
+    assert third.data.soc.soc_bound == saved + widen  # not widened twice
+    assert not third.data.faults.active & (1 << FAULT_STORAGE)
+    for name in ("est.a", "est.b", "faults.a", "faults.b"):
+        board.storage.pop(name, None)
+    del third
+    gc.collect()
+    erased = app.build(board)
+    assert erased.data.faults.active & (1 << FAULT_STORAGE)

@@ -300,3 +300,34 @@ def test_a_new_command_restarts_the_feedback_timer():
     assert not k.out.fb_mismatch
     k.check_feedback(800, 0b001)
     assert k.out.fb_mismatch
+
+
+def test_a_reading_reused_by_several_steps_counts_once():
+    """Safety rule (precharge_confirm): steps that run without a new measurement (catch-up after
+    a delay) judge no reading; one glitching link reading seen by three steps is one reading,
+    and the low readings around it keep pos open."""
+    k = _cont({"precharge_confirm": 2})
+    k.step(0, True, False, 60000, 0, 0, 1)
+    k.step(100, True, False, 60000, 0, 0, 2)
+    assert k.out.state == c.PRECHARGE
+    for t in (200, 300, 400):  # sample 3, the glitch, seen three times
+        k.step(t, True, False, 60000, 60000, 0, 3)
+        assert _outputs(k) == (c.PRECHARGE, 1, 1, 0)
+    k.step(500, True, False, 60000, 0, 0, 4)
+    k.step(600, True, False, 60000, 60000, 0, 5)
+    assert _outputs(k) == (c.PRECHARGE, 1, 1, 0)
+    k.step(700, True, False, 60000, 60000, 0, 6)  # a second new reading: confirmed
+    assert _outputs(k) == (c.CLOSED, 1, 0, 1)
+
+
+def test_the_reading_that_starts_a_precharge_is_never_judged():
+    """Safety rule (one transition per step): the reading taken before the precharge path
+    closed does not count toward its end, even when no newer one arrives."""
+    k = _cont({"precharge_confirm": 1})
+    k.step(0, True, False, 60000, 60000, 0, 7)
+    k.step(100, True, False, 60000, 60000, 0, 7)
+    assert k.out.state == c.PRECHARGE
+    k.step(200, True, False, 60000, 60000, 0, 7)
+    assert _outputs(k) == (c.PRECHARGE, 1, 1, 0)
+    k.step(300, True, False, 60000, 60000, 0, 8)
+    assert _outputs(k) == (c.CLOSED, 1, 0, 1)

@@ -25,8 +25,13 @@ def _bit(b):
     return 1 << b
 
 
+# A start-up window (meas_stale_ms, vcu_stale_ms) shorter than every step of these tests: the
+# tests of the window itself use the default configuration.
+SHORT_STARTUP = {"cycle_ms": 10, "meas_stale_ms": 20, "vcu_stale_ms": 20}
+
+
 def _fm():
-    cfg, m = fresh(mv=3700, dc=250, current_ma=-1234)
+    cfg, m = fresh(SHORT_STARTUP, mv=3700, dc=250, current_ma=-1234)
     m.cell_mv[3] = 3650
     m.cell_mv[9] = 3800
     m.temp_dc[2] = 200
@@ -212,3 +217,31 @@ def test_implausible_content_is_rejected_and_leaves_an_empty_memory():
     bad = bytearray(buf)
     bad[end] = 0  # a stored record whose status never failed
     assert _rejected(bad, cfg)
+
+
+STALE = _bit(p.FAULT_MEAS_STALE) | _bit(p.FAULT_VCU_STALE)
+
+
+def test_inputs_that_arrive_within_the_start_up_window_store_no_stale_fault():
+    """Law: the stale faults of the first meas_stale_ms/vcu_stale_ms after boot are the start of
+    the operation cycle; they are stored only if still active when that window ends."""
+    cfg, m = fresh(mv=3700, dc=250)
+    fm = FaultMemory(cfg)
+    window = max(cfg.meas_stale_ms, cfg.vcu_stale_ms)
+    for _ in range(window // cfg.cycle_ms):
+        fm.update(STALE, m, 5000, cfg.cycle_ms)
+    fm.update(0, m, 5000, cfg.cycle_ms)  # the first samples arrived in time
+    assert fm.stored == 0
+    assert fm.status[p.FAULT_MEAS_STALE] & (TF | CONFIRMED) == 0
+
+
+def test_inputs_that_never_arrive_are_stored_when_the_window_ends():
+    cfg, m = fresh(mv=3700, dc=250)
+    fm = FaultMemory(cfg)
+    window = max(cfg.meas_stale_ms, cfg.vcu_stale_ms)
+    for _ in range(window // cfg.cycle_ms):
+        fm.update(STALE | _bit(p.FAULT_CELL_OV), m, 5000, cfg.cycle_ms)
+    assert fm.stored == _bit(p.FAULT_CELL_OV)  # a real fault is stored at once
+    fm.update(STALE, m, 5000, cfg.cycle_ms)
+    assert fm.stored == STALE | _bit(p.FAULT_CELL_OV)
+    assert fm.status[p.FAULT_MEAS_STALE] & (TF | CONFIRMED) == TF | CONFIRMED

@@ -18,7 +18,8 @@ class _Store:
         if self.fail:
             raise OSError(28)
         self.files[name] = bytes(data)
-        self.writes.append(name)
+        if name != "records":  # the marker (written once): not a record write
+            self.writes.append(name)
 
 
 class _State:
@@ -149,3 +150,57 @@ def test_write_failure_is_reported_and_retried():
     store.fail = False
     per.flush(100)
     assert per.status == p.EMPTY and store.writes == ["est.a"]
+
+
+def test_erased_slots_after_records_were_written_are_erased_not_a_first_start():
+    # The first write leaves the marker; a later start without either slot is ERASED (the
+    # application's StorageFault), a start on storage that never held a record is EMPTY.
+    store = _Store()
+    per, _ = _restored(store)
+    assert per.status == p.EMPTY
+    _saved(store, b"abcdef", writes=3)
+    assert store.files["records"] == b"1"
+    del store.files["est.a"], store.files["est.b"]
+    per, obj = _restored(store)
+    assert per.status == p.ERASED and obj.value == bytearray(6)
+    store.files["records"] = b"\xff garbage"  # damaged marker: still there, still counts
+    per, _ = _restored(store)
+    assert per.status == p.ERASED
+
+
+def test_a_record_says_whether_it_was_written_at_shutdown():
+    # flush() writes shutdown records ("CS"), the periodic policy plain ones ("CG"); a flush of
+    # an unchanged state whose last record was periodic writes it again as a shutdown record.
+    store = _Store()
+    per = p.Persistence(store)
+    obj = _State(b"abcdef")
+    c = per.register("est", obj, 1000)
+    per.service(0)
+    obj.value[0] = 1
+    per.service(1000)
+    assert store.writes == ["est.a"]
+    per2, _ = _restored(store)
+    assert per2.client_status("est") == p.OK and not per2._clients[0].clean
+    per.flush(1100)  # unchanged, but not yet a shutdown record
+    assert store.writes == ["est.a", "est.b"]
+    per.flush(1200)  # now it is one: nothing to write
+    assert store.writes == ["est.a", "est.b"]
+    per3, _ = _restored(store)
+    assert per3._clients[0].clean
+    assert c.written_clean
+
+
+def test_a_client_marked_due_is_written_after_dirty_ms_not_its_interval():
+    store = _Store()
+    per = p.Persistence(store, dirty_ms=500)
+    obj = _State(b"abcdef")
+    c = per.register("est", obj, 60000)
+    per.service(0)
+    obj.value[0] = 1
+    per.service(400)
+    assert not store.writes  # neither due nor its interval passed
+    c.due = True
+    per.service(450)
+    assert not store.writes  # due, but dirty_ms since the last write has not passed
+    per.service(500)
+    assert store.writes == ["est.a"] and not c.due

@@ -7,7 +7,10 @@ server (firmware/uds_prog.py) after 0x10 02, else a new BMS on the same storage.
 
 The board clock is the wall clock plus an offset the test moves (`advance`), so timers such as
 S3 and the security delay can be crossed without waiting; control cycles run only when the test
-asks (`cycles`), on measurements it chooses.
+asks (`cycles`), on measurements it chooses. In lock-step (`lockstep=True`) the board clock is
+the offset alone, as on the bench's simulated time: it stands still unless the test moves it, so
+timeouts are judged to the millisecond. Every frame the BMS sends on the response id is kept
+with the board time it went out at (`uds_frames`, `uds_times`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import can
 from fw_support import feed
 
 from firmware import app, uds_prog
-from firmware.can_codec import UDS_RESPONSE_ID
+from firmware import can_codec_peer as peer
+from firmware.can_codec import UDS_RESPONSE_ID, VCU_REQUEST_ID
+from firmware.comm import crc8_j1850
 from hil.bench.diag import DiagClient
 from hil.bench.provision import new_record, parse_record
 
@@ -34,7 +39,13 @@ class CanBoard:
     name = "rig"
     realtime = True
 
-    def __init__(self, bus: can.BusABC, storage: Path, overrides: dict | None = None) -> None:
+    def __init__(
+        self,
+        bus: can.BusABC,
+        storage: Path,
+        overrides: dict | None = None,
+        lockstep: bool = False,
+    ) -> None:
         self.bus = bus
         self.storage = storage
         self.overrides = overrides if overrides is not None else {"cell_count": 16}
@@ -42,11 +53,16 @@ class CanBoard:
         self.contactors = (0, 0, 0)
         self.sent: list[int] = []
         self.uds_frames: list[bytes] = []  # what the BMS sent on the UDS response id
+        self.uds_times: list[int] = []  # and when (board time, ms)
+        self.lockstep = lockstep
+        self.refuse_tx = False  # the transmit queue is full: can_send returns False
         self.resets: list[bool] = []
         self.t0 = time.monotonic()
         self.offset_ms = 0
 
     def now(self) -> int:
+        if self.lockstep:
+            return self.offset_ms
         return int((time.monotonic() - self.t0) * 1000) + self.offset_ms
 
     def ticks_ms(self) -> int:
@@ -71,9 +87,12 @@ class CanBoard:
         pass
 
     def can_send(self, can_id, buf, dlc):
+        if self.refuse_tx:
+            return False
         self.sent.append(can_id)
         if can_id == UDS_RESPONSE_ID:
             self.uds_frames.append(bytes(buf[:dlc]))
+            self.uds_times.append(self.now())
         self.bus.send(
             can.Message(arbitration_id=can_id, data=bytes(buf[:dlc]), is_extended_id=False)
         )
@@ -111,7 +130,13 @@ class CanBoard:
 class Rig:
     """A BMS, its pump thread and a tester on one virtual bus."""
 
-    def __init__(self, storage: Path, overrides: dict | None = None, provision: bool = True):
+    def __init__(
+        self,
+        storage: Path,
+        overrides: dict | None = None,
+        provision: bool = True,
+        lockstep: bool = False,
+    ):
         channel = f"uds-rig-{next(_CHANNELS)}"
         self.bms_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
         self.tester_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
@@ -122,11 +147,12 @@ class Rig:
             rec = new_record("RIG-0001")
             (storage / "provision").write_bytes(rec)
             self.secret = parse_record(rec)[1]
-        self.board = CanBoard(self.bms_bus, storage, overrides)
+        self.board = CanBoard(self.bms_bus, storage, overrides, lockstep)
         self.lock = threading.Lock()
         self.bms = app.build(self.board)
         self.prog = None  # the programming server while one runs (uds_prog)
         self._resets = 0
+        self._vcu_alive = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._pump, daemon=True)
         self._thread.start()
@@ -166,15 +192,39 @@ class Rig:
         self.clients.append(c)
         return c
 
-    def cycles(self, n: int = 1, fresh: bool = True, **feed_kwargs) -> None:
+    def cycles(
+        self,
+        n: int = 1,
+        fresh: bool = True,
+        vcu: int | None = None,
+        link_mv: int | None = None,
+        **feed_kwargs,
+    ) -> None:
         """Run `n` control cycles 100 ms apart on uniform fresh readings (fw_support.feed;
-        `fresh=False`: no new readings, they go stale)."""
+        `fresh=False`: no new readings, they go stale), the contactor feedback following the
+        last command, the link voltage the pack's unless `link_mv`. `vcu` 0 or 1: a valid
+        VCU_Request with that close request before each."""
         for _ in range(n):
             with self.lock:
                 self.board.offset_ms += 100
                 now = self.board.now()
+                if vcu is not None:
+                    self._vcu_alive = (self._vcu_alive + 1) & 15
+                    buf = bytearray(8)
+                    peer.encode_vcu_request(buf, vcu, 0, 0, self._vcu_alive, 0)
+                    buf[7] = crc8_j1850(bytes((0x00, 0x03)) + bytes(buf), 9)
+                    self.tester_bus.send(
+                        can.Message(arbitration_id=VCU_REQUEST_ID, data=buf, is_extended_id=False)
+                    )
+                    self.bms.comm.poll(now)
                 if fresh:
-                    feed(self.bms.meas, self.bms.cfg, now_ms=now, **feed_kwargs)
+                    neg, pre, pos = self.board.contactors
+                    kw = {"feedback": neg | pre << 1 | pos << 2, **feed_kwargs}
+                    feed(self.bms.meas, self.bms.cfg, now_ms=now, **kw)
+                    meas = self.bms.meas
+                    if link_mv is not None:
+                        meas.set_pack(meas.current_ma, meas.pack_mv, link_mv, now)
+                        meas.evaluate(now)
                 self.bms.guarded_cycle(now)
 
     def advance(self, ms: int) -> None:

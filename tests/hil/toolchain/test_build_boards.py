@@ -75,7 +75,9 @@ def test_board_bundle_closed_loop_within_heap_budget(board: str) -> None:
             assert "PRECHARGE" in states and bench.status.closed
             for _ in range(20):  # the firmware reports its live heap every 16 cycles
                 bench.step(0.0)
-            assert 0 < bench.status.heap_used - sim_io < budget
+            # At most 85 % of the budget live: the rest is the headroom between collections.
+            used = bench.status.heap_used - sim_io
+            assert 0 < used <= 0.85 * budget, f"{board}: live heap {used} B of {budget} B"
             # Stale measurements: a fault opens the contactors.
             bench.step_until(lambda s: not s.closed, 10, inject=False)
             assert not bench.status.closed

@@ -20,7 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import firmware.can_codec
-from hil import DBC_PATH, REPO_ROOT
+import firmware.gbt_codec
+from hil import DBC_PATH, GBT_DBC_PATH, REPO_ROOT
 from hil.bench.dut import micropython_binary
 from hil.cli import codegen as codegen_command
 from hil.toolchain import codegen
@@ -30,6 +31,7 @@ EDGE_DBC = DATA / "codec_edge.dbc"
 DATABASES = {
     "cellguard": cantools.database.load_file(DBC_PATH),
     "edge": cantools.database.load_file(EDGE_DBC),
+    "gbt27930": cantools.database.load_file(GBT_DBC_PATH),
 }
 
 
@@ -50,6 +52,7 @@ def codecs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModuleType]:
     return {
         "cellguard": firmware.can_codec,
         "edge": load_generated(EDGE_DBC, tmp_path_factory.mktemp("codec")),
+        "gbt27930": firmware.gbt_codec,
     }
 
 
@@ -189,6 +192,9 @@ def test_codec_matches_cantools(case: Case, codecs: dict[str, ModuleType]) -> No
 def test_committed_codec_is_up_to_date() -> None:
     assert not codegen.is_stale(DBC_PATH, codegen.DEFAULT_OUT, codegen.FIRMWARE_NODE), (
         "firmware/can_codec*.py do not match dbc/cellguard.dbc: run `cellguard codegen`"
+    )
+    assert not codegen.is_stale(GBT_DBC_PATH, codegen.GBT_OUT, codegen.FIRMWARE_NODE), (
+        "firmware/gbt_codec*.py do not match dbc/gbt27930.dbc: run `cellguard codegen`"
     )
 
 
