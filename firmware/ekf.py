@@ -38,9 +38,10 @@ class PackFilter:
         self.pp = array("f", [0.0] * (_N * _N))  # covariance, row-major
         self._w = array("f", [0.0] * (3 * _N))  # scratch: u, c, P H'
         # Model confidence (docs/estimation.md): counting's error since the start, as a variance
-        # (fraction**2) and a linear part (offset), the filter's correction since then, and the
-        # share of counting's 3-sigma range that correction has used (0..1).
-        self.conf = array("f", [0.0, 0.0, 0.0, 0.0])
+        # (fraction**2) and a linear part (offset), the filter's correction since then, the
+        # share of counting's 3-sigma range that correction has used beyond the start's sigma,
+        # and that sigma (fraction).
+        self.conf = array("f", [0.0, 0.0, 0.0, 0.0, 0.0])
         self._rest_ms = _RELAXED_MS  # time at rest, ms (capped); the start reads OCV: relaxed
 
     def start(self, sd):
@@ -51,6 +52,7 @@ class PackFilter:
         self._reset_cov(sd)
         m = self.conf
         m[0] = sd * sd
+        m[4] = sd
         m[1] = m[2] = m[3] = 0.0
 
     def step(self, meas, dt_ms, soc, soh_res, at_end):
@@ -137,16 +139,17 @@ class PackFilter:
                 v += pp[r * _N + k] * h[k]
             w[2 * _N + r] = v
             s += h[r] * v
-        # Model confidence: the share of counting's own possible error since the start (3 sigma
-        # of its variance plus the largest offset's drift) that the filter's corrections have
-        # used. Counting cannot be wrong by more: a filter that has moved the SOC that far from
-        # it is reading a model error as SOC (a cell the tables do not describe: aged, colder,
-        # other dynamics). The voltage weighs less the more of that range is used (its noise
-        # over (1 - share)**8: 2.6x at a quarter, 256x at half), and no step may leave it (the
-        # update is scaled back to its edge).
+        # Model confidence: how much of counting's own possible error since the start (3 sigma
+        # of its variance plus the largest offset's drift) the filter's corrections have used
+        # beyond the start's own sigma. Counting cannot be wrong by more: a filter that keeps
+        # moving the SOC away from it is reading a model error as SOC (a cell the tables do not
+        # describe: aged, colder, other dynamics). The voltage's noise grows by e**(50 x that
+        # share): 12x at 5 %, 150x at 10 %, so the filter counts coulombs once its model has
+        # shown itself wrong; and no step may leave the range (the update is scaled back to its
+        # edge).
         # At rest the model is the OCV table and the relaxing RC pairs, the part it knows best:
-        # there the voltage judges as it is, and counting's range starts afresh from the filter.
-        # (Relaxed: resting for three slow time constants, or since the start, which reads OCV.)
+        # relaxed (resting three slow time constants, or since the start, which reads OCV), the
+        # voltage judges as it is, and counting's range starts afresh from the filter.
         i = meas.current_ma
         if -c.rest_current_ma <= i <= c.rest_current_ma:
             if self._rest_ms < _RELAXED_MS:
@@ -155,14 +158,13 @@ class PackFilter:
             self._rest_ms = 0
         if self._rest_ms >= _RELAXED_MS or self._rest_ms * 0.000333 >= pr.at(pr.tau2) * 0.1:
             conf[0] = pp[0]
+            conf[4] = sqrt(pp[0] if pp[0] > 0 else 0.0)
             conf[1] = conf[2] = 0.0
         span = 3 * sqrt(conf[0]) + conf[1]
-        used = abs(conf[2]) / span if span > 0 else 0.0
-        used = used if used < 0.999 else 0.999
+        used = abs(conf[2]) - conf[4]
+        used = used / (span - conf[4]) if used > 0 and span > conf[4] else 0.0
         conf[3] = used
-        used = (1 - used) * (1 - used)
-        used *= used
-        s += rn / (used * used)
+        s += rn * exp(50 * used if used < 1 else 50.0)
         # An innovation beyond est_gate_x10 / 10 sigma is model error more likely than news
         # (the cell left the model's validity): weigh it as if its noise were that large, so one
         # step moves the state by at most the gate's worth (Huber's robust update), and learn no
