@@ -134,8 +134,8 @@ def replay(
     """Run the firmware over `trace` with `config` (see `firmware_config`); `progress(k)` is called
     with the number of samples done so far. `initial_soc_pct` starts it as if that SOC had been
     restored with a bound of `initial_bound_pct` (default 30 %). `target` "unix" runs the unix
-    port (`heap` a -X heapsize, default DEFAULT_HEAP); "qemu" or "qemu:IMAGE" the Cortex-M image (`heap` its
-    MICROPY_HEAP_SIZE, default the smallest full-firmware budget)."""
+    port (`heap` a -X heapsize, default DEFAULT_HEAP); "qemu" or "qemu:IMAGE" the Cortex-M image
+    (`heap` its MICROPY_HEAP_SIZE, default the smallest full-firmware budget)."""
     if target.startswith("qemu"):
         return _replay_on_image(trace, config, initial_soc_pct, heap, progress, target)
     if target != "unix":
