@@ -1,15 +1,16 @@
 """Make the CI slice of the Panasonic NCR18650PF data (README.md here) from the full dataset.
 
-Run from the repository root: `python tests/data/panasonic-18650pf/make_slice.py [DATA]` (DATA:
-the dataset folder, default ../shared/data/panasonic-18650pf). Writes, next to this script:
+Run from the repository root: `PYTHONPATH=. python tests/data/panasonic-18650pf/make_slice.py
+[DATA]` (DATA: the dataset folder, default ../shared/data/panasonic-18650pf). Writes, next to
+this script:
 
 - `lab_25degC_c20_discharge.csv.gz`, `lab_25degC_c20_charge.csv.gz`: copied as they are;
 - `lab_25degC_hppc.csv.gz`: the 25 degC HPPC, every sample within `EDGE_S` of a current step
   (the pulses' R0 and the first seconds of relaxation at 10 Hz) and one every `SPARSE_S`
   elsewhere: irregular logging, as labs write it, which `characterize` takes as it is;
-- `dyn_25degC_US06.csv.gz` + `_truth.csv.gz`: the 25 degC US06 drive at 1 Hz, the current
-  averaged over each second (the charge a coulomb counter sees), the voltage and temperature
-  and the truth at the end of the second.
+- `dyn_25degC_US06.csv.gz` + `_truth.csv.gz`: the 25 degC US06 drive at 1 Hz as
+  benchmarks/soc_real.py replays it (`per_second`: the current averaged over each second, the
+  charge a coulomb counter sees), and the truth at those times.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.soc_real import per_second
 from hil.cellmodel.traces import read, read_truth, write_trace
 
 HERE = Path(__file__).resolve().parent
 EDGE_S = 3.0
 SPARSE_S = 10.0
 STEP_A = 0.05
+"""A current change this large (A) between samples is a step."""
 
 
 def _hppc(src: Path, dst: Path) -> None:
@@ -42,21 +45,12 @@ def _hppc(src: Path, dst: Path) -> None:
 
 
 def _drive(src: Path, truth: Path, dst: Path, dst_truth: Path) -> None:
-    tr = read(src).cell()
+    tr = per_second(read(src))
     tt, soc = read_truth(truth, 1)
-    t, i = tr.time_s, tr.current_a
-    second = np.floor(t).astype(int)
-    # Charge per second: the current held from each sample to the next (zero-order hold).
-    q = np.concatenate([[0.0], np.cumsum(i[:-1] * np.diff(t))])
-    grid = np.arange(1.0, float(second[-1]) + 1.0)
-    charge = np.interp(grid, t, q)
-    current = np.diff(np.concatenate([[0.0], charge]))
-    at = np.searchsorted(t, grid, side="right") - 1
-    write_trace(dst, grid - 1.0, current, tr.voltage_v[at], tr.temperature_c[at])
-    truth_soc = np.interp(grid, tt, soc[:, 0])
+    write_trace(dst, tr.time_s, tr.current_a, tr.voltage_v[:, 0], tr.temperature_c[:, 0])
     np.savetxt(
         dst_truth,
-        np.column_stack([grid - 1.0, truth_soc]),
+        np.column_stack([tr.time_s, np.interp(tr.time_s, tt, soc[:, 0])]),
         delimiter=",",
         header="time_s,soc_true",
         comments="",
