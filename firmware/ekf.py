@@ -141,7 +141,8 @@ class PackFilter:
             s += h[r] * v
         # Model confidence: how much of counting's own possible error since the start (3 sigma
         # of its variance plus the largest offset's drift) the filter's corrections have used
-        # beyond the start's own sigma. Counting cannot be wrong by more: a filter that keeps
+        # beyond two of the start's sigmas (a wrong start, corrected at full weight). Counting
+        # cannot be wrong by more: a filter that keeps
         # moving the SOC away from it is reading a model error as SOC (a cell the tables do not
         # describe: aged, colder, other dynamics). The voltage's noise grows by e**(50 x that
         # share): 12x at 5 %, 150x at 10 %, so the filter counts coulombs once its model has
@@ -161,8 +162,9 @@ class PackFilter:
             conf[4] = sqrt(pp[0] if pp[0] > 0 else 0.0)
             conf[1] = conf[2] = 0.0
         span = 3 * sqrt(conf[0]) + conf[1]
-        used = abs(conf[2]) - conf[4]
-        used = used / (span - conf[4]) if used > 0 and span > conf[4] else 0.0
+        free = 2 * conf[4]
+        used = abs(conf[2]) - free
+        used = used / (span - free) if used > 0 and span > free else 0.0
         conf[3] = used
         s += rn * exp(50 * used if used < 1 else 50.0)
         # An innovation beyond est_gate_x10 / 10 sigma is model error more likely than news

@@ -330,7 +330,8 @@ def test_charging_stores_the_charge_times_the_coulombic_efficiency():
 
 def test_the_end_of_cv_sets_full():
     """Charging at the taper current with the cells at the charge voltage for est_full_ms: the
-    SOC goes to 100 % (at the rate limit, no jump) from a restored 80 %, and the bound then
+    SOC goes to 100 % (at the rate limit, no jump; within 1 % as the filter goes on) from a
+    restored 80 %, and the bound then
     shrinks to that of a known full cell."""
     cfg, m = fresh({"cell_count": 4}, mv=cfg_mv(), current_ma=-200)
     est = estimator(cfg)
@@ -343,7 +344,7 @@ def test_the_end_of_cv_sets_full():
     for _ in range(250):
         est.update(m, 1000, t)
         t += 1000
-    assert est.out.soc >= 9950 and est.out.soc_bound <= 300
+    assert est.out.soc >= 9900 and est.out.soc_bound <= 300
 
 
 def cfg_mv():
