@@ -25,13 +25,14 @@ charger also leads to ERROR (it restarts from CRM). Untrusted values (10) keep t
 Stops: SOC target (BST 1.1), cell voltage at the end of CV (1.5: the charge limit fell below
 gbt_end_ma), an open-tier fault (2.x/3.x mapped from the catalogue), the measured charging current
 above the BCL demand by gbt_oc_margin_ma for gbt_oc_ms (4.1, raises ChargerFault), CST from the
-charger (1.7). A lost CCS raises ChargerFault too. ChargerFault is a latched warning: the fault
-memory keeps the session's end; the contactors open through the stop itself and CurrentLimitIgnored
-stays the backstop. Nothing is allocated after construction.
+charger (1.7). A CCS lost in the last reconnection attempt raises ChargerFault too: latched, open
+tier, so the contactors open at once and the fault memory keeps it (CurrentLimitIgnored stays the
+backstop). Nothing is allocated after construction.
 """
 
 from . import gbt_codec as c
 from .compat import const, ticks_add, ticks_diff
+from .contactors import CLOSED
 from .j1939tp import J1939Tp
 
 BMS_ADDR = const(0xF4)
@@ -221,7 +222,7 @@ class Charging:
                 if not self._cro:
                     self._cro = True
                     self._t2 = now
-                if rx[0] == _ACK and self.bms.data.contactors.state == 3:
+                if rx[0] == _ACK and self.bms.data.contactors.state == CLOSED:
                     self._enter(CHARGING, now)
                     self._ccs_seen = False
                     self._oc_since = -1
@@ -353,10 +354,12 @@ class Charging:
         d = self.data
         cfg = self.cfg
         if since_ccs > (_T_CCS if self._ccs_seen else _T_DEFAULT):
-            self.charger_fault = True
+            # The standard's reconnections first; a charger that loses CCS in the last one too
+            # is a ChargerFault (latched, open tier: the fault memory keeps it).
+            self.charger_fault = self.reconnects >= _MAX_RECONNECTS
             self._error(BEM_CCS, now)
             return
-        if d.faults.open_required or d.contactors.state != 3:
+        if d.faults.open_required or d.contactors.state != CLOSED:
             self._stop(self._fault_reason(), now, True)
             return
         # Over-current against what BCL asked for (the measured current: what the pack takes).
@@ -426,7 +429,7 @@ class Charging:
                 self._bcp()
                 self.tp.send(_PGN_BCP, c.BCP_DLC, now)
             if self._cml and self._due(3, now, 250):
-                ready = self.data.contactors.state == 3
+                ready = self.data.contactors.state == CLOSED
                 if ready and self._bro_at < 0:
                     self._bro_at = now
                 c.encode_bro(tx, _ACK if ready else 0)

@@ -9,11 +9,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sim.cells import get_chemistry
+from sim.charger import FINISHED, OFF
 from sim.pack import Pack
 from sim.vehicle import Vehicle, load_drive_cycle
 
@@ -216,6 +218,52 @@ class CCCVCharge(Segment):
         return min(self.timeout_s, seconds), 1.0
 
 
+@dataclass
+class DcFastCharge(Segment):
+    """DC charging over GB/T 27930: the current is what the simulated charger delivers while the
+    BMS steers it through BCL (`hil.bench.charger.ChargerLink`, attached as `link` by the bench
+    before the run); ends once the charger's session is over, or after `max_s`."""
+
+    max_s: float = 4 * 3600.0
+    link: Any = None
+    """The bench's ChargerLink; its `exchange(now_ms, inlet_v)` returns the load current."""
+
+    @property
+    def name(self) -> str:
+        """Segment label."""
+        return "dc-fast-charge"
+
+    def begin(self, pack: Pack) -> None:
+        """Nothing to reset: the charger session starts when the charger is plugged in."""
+        if self.link is None:
+            raise ValueError("dc-fast-charge needs the bench's charger link (hil.bench.charger)")
+        self._start_soc = float(pack.mean_soc)
+
+    def request(self, elapsed_s: float, pack: Pack, limits: Limits) -> float | None:
+        """The charger's current; None once its session ended (or `max_s` passed)."""
+        ch = self.link.charger
+        if elapsed_s > self.max_s or (ch.stage in (FINISHED, OFF) and not ch.relay_closed):
+            return None
+        return float(
+            self.link.exchange(
+                round(elapsed_s * 1000),
+                pack.link_voltage_v,
+                float(np.max(pack.cell_voltage_v)),
+                float(np.max(pack.temperature_c)),
+            )
+        )
+
+    def progress(self, elapsed_s: float, pack: Pack) -> float:
+        """Share of the way from the start SOC to 80 %."""
+        start = getattr(self, "_start_soc", float(pack.mean_soc))
+        span = max(0.01, 0.8 - start)
+        return min(1.0, max(0.0, (float(pack.mean_soc) - start) / span))
+
+    def expected_s(self, soc: float, pack: Pack) -> tuple[float, float]:
+        """From `soc` to 80 % at 1 C, roughly."""
+        return max(60.0, (0.8 - soc) * 3600.0), 0.8
+
+
 class Scenario:
     """A named sequence of segments, run one after the other on the scenario clock."""
 
@@ -289,6 +337,7 @@ def _builders(capacity_ah: float) -> dict[str, Callable[[], list[Segment]]]:
         "nedc": lambda: [Drive("nedc", until_soc=0.0, max_repeats=1)],
         "charge": lambda: [charge()],
         "rest": lambda: [Rest(_REST_S)],
+        "dc-fast-charge": lambda: [DcFastCharge()],
     }
 
 

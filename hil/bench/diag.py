@@ -197,6 +197,39 @@ class NotifierIsoTpStack(isotp.NotifierBasedCanStack):
     """can-isotp's notifier stack, which leaves other listeners on the bus their frames."""
 
 
+class Link(can.BusABC):
+    """The tester's side of a python-can bus whose link may go away (the sim board's TCP SLCAN
+    ends with its process, an adapter may be unplugged): an error receiving or sending is kept
+    in `error` and seen as silence (no frame; the frame lost), as a CAN bus looks to a tester
+    when the ECU loses power. The threads of the notifier and the ISO-TP stack then run on
+    until closed, and the request in progress ends in udsoncan's timeout, in the caller's
+    thread. Shutting the link down leaves the bus open (it is the caller's)."""
+
+    def __init__(self, bus: can.BusABC) -> None:
+        self.bus = bus
+        self.error: BaseException | None = None
+        self.channel_info = f"link to {bus.channel_info}"
+        super().__init__(channel=None)
+
+    def _recv_internal(self, timeout: float | None) -> tuple[can.Message | None, bool]:
+        if self.error is None:
+            try:
+                return self.bus.recv(timeout), False
+            except (can.CanError, OSError) as e:
+                self.error = e
+        time.sleep(0.1 if timeout is None else timeout)
+        return None, False
+
+    def send(self, msg: can.Message, timeout: float | None = None) -> None:
+        """Send `msg` (dropped once the link is gone)."""
+        if self.error is not None:
+            return
+        try:
+            self.bus.send(msg, timeout)
+        except (can.CanError, OSError) as e:
+            self.error = e
+
+
 class DiagClient:
     """A UDS tester for one BMS; see the module docstring."""
 
@@ -233,8 +266,9 @@ class DiagClient:
             rxid=codec.UDS_RESPONSE_ID,
             functional_id=codec.UDS_FUNCTIONAL_REQUEST_ID,
         )
-        self._notifier = can.Notifier(bus, [])
-        self.stack = NotifierIsoTpStack(bus, self._notifier, address=address, params=params)
+        self.link = Link(bus)
+        self._notifier = can.Notifier(self.link, [])
+        self.stack = NotifierIsoTpStack(self.link, self._notifier, address=address, params=params)
         self.conn = PythonIsoTpConnection(self.stack)
         config = dict(udsoncan.configs.default_client_config)
         config.update(
@@ -265,6 +299,7 @@ class DiagClient:
         self.keep_alive(False)
         self.client.close()
         self._notifier.stop()
+        self.link.shutdown()
 
     def __enter__(self) -> DiagClient:
         return self.open()
@@ -303,7 +338,7 @@ class DiagClient:
             data=data.ljust(8, b"\xcc"),
             is_extended_id=False,
         )
-        self.bus.send(msg)
+        self.link.send(msg)
 
     # ---- sessions and security ---------------------------------------------------------------
     def _key(self, level: int, seed: bytes, params: Any = None) -> bytes:

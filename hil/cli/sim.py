@@ -17,7 +17,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from hil.bench import charging_report
 from hil.bench.canlog import CAN_LOG_MODES, POST_S, PRE_S, SNAPSHOT_EVERY_S, SNAPSHOT_S
+from hil.bench.charger import ChargerLink
 from hil.bench.dut import DEFAULT_HEAP, DutError, heap_bytes
 from hil.bench.loop import Bench
 from hil.bench.report import THRESHOLD_KEYS, Recorder, RunInfo, write_report
@@ -25,7 +27,7 @@ from hil.bench.runner import bench_firmware_config, open_bench
 from hil.cli.errors import Failure, Interrupted, PendingSignal, deferred_interrupts
 from hil.cli.options import HEAP_HELP, check_firmware_config, config_file, heap_size, output_folder
 from sim.cells import get_chemistry
-from sim.scenario import SCENARIOS, Scenario, build_scenario
+from sim.scenario import SCENARIOS, DcFastCharge, Scenario, build_scenario
 from sim.sensors import SensorModel
 
 NAME = "sim"
@@ -80,11 +82,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="CAN log file format: blf (default, zlib-compressed) or asc (text)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--charger-fault",
+        default="none",
+        choices=charging_report.FAULT_CASES,
+        help="dc-fast-charge: a fault of the simulated charger (timed ones 5 min into the session)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the scenario, print the summary, write the report."""
     overrides = config_file(args.config, OWNED_KEYS)
+    dc = args.scenario == "dc-fast-charge"  # GB/T 27930 on the second CAN channel, 10 -> 80 %
+    if dc:
+        overrides = {"gbt_soc_target": 8000, **overrides}
     sensors = SensorModel(seed=args.seed)
     fw = bench_firmware_config(args.cells, args.chemistry, sensors, overrides)
     resolved = check_firmware_config(
@@ -116,12 +127,17 @@ def run(args: argparse.Namespace) -> int:
                 heap=args.heap,
                 log_path=log_path,
                 log_mode="full" if args.can_log == "none" else args.can_log,
+                pack_config={"soc_mean": 0.1} if dc else None,
+                dut_options={"charger": True} if dc else None,
             ) as bench,
             deferred_interrupts() as signal_received,
         ):
+            link = _attach_charger(bench, scenario, args, out) if dc else None
             try:
                 _run_scenario(bench, scenario, rec, args.no_progress, signal_received)
             finally:
+                if link is not None:
+                    link.close()
                 if bench.dut is not None:
                     (out / "console.log").write_text(bench.dut.console())
     except DutError as e:
@@ -152,12 +168,41 @@ def run(args: argparse.Namespace) -> int:
     )
     if bench.can_log is not None:
         summary["can_log"] = bench.can_log.describe()
+    if link is not None:
+        summary.update(charging_report.summary(link))
     files = write_report(rec, out, summary, info)
+    if link is not None:
+        limits = {
+            "cell_charge_max_v": resolved.cell_charge_max_mv / 1000,
+            "cell_ov_v": resolved.cell_ov_mv / 1000,
+            "ot_charge_c": resolved.ot_charge_dc / 10,
+        }
+        title = f"dc-fast-charge, {args.cells} x {args.chemistry}, seed {args.seed}"
+        files += charging_report.write(link, out, limits, title)
+        files.append(link.log_path)
     logs = [log_path] if log_path else []
     _print_summary(summary, files + logs + [out / "console.log"])
     if "can_log" in summary:
         print(_describe_log(summary["can_log"]))
     return 0
+
+
+def _attach_charger(
+    bench: Bench, scenario: Scenario, args: argparse.Namespace, out: Path
+) -> ChargerLink:
+    """Plug the simulated charger into the firmware's charger channel (hil.bench.charger); the
+    bench then steps at 50 ms, the BCL period."""
+    port = getattr(bench.dut, "charger_port", None)
+    if port is None:
+        raise Failure("dc-fast-charge needs the unix-port firmware with its charger channel")
+    out.mkdir(parents=True, exist_ok=True)
+    charger = charging_report.charger_for(args.charger_fault)
+    link = ChargerLink(port, charger, out / f"charger.{args.log_format}")
+    for segment in scenario.segments:
+        if isinstance(segment, DcFastCharge):
+            segment.link = link
+    bench.cycle_ms = 50
+    return link
 
 
 def _run_scenario(
@@ -174,7 +219,12 @@ def _run_scenario(
                 if bench.can_log is not None and len(rec):
                     bench.can_log.mark(f"phase {segment}")
             # a vehicle that is charging says so (the BMS preheats a cold pack for it)
-            step = bench.step(load, charge_request=segment.endswith("charge"))
+            # DC charging: the BMS's charging service asks for the contactors, not the vehicle.
+            step = bench.step(
+                load,
+                vcu_close=not segment.startswith("dc-"),
+                charge_request=segment.endswith("charge"),
+            )
             rec.add(step, bench.pack, segment)
             if len(rec) % 100 == 0:
                 done = int(100 * scenario.progress(bench.t_s, bench.pack))

@@ -259,7 +259,8 @@ class FuzzBench(RuleBasedStateMachine):
         self.close = False
         alive = (self.bench.vcu_alive + 1) & 15  # the next counter the firmware expects
         frame = bytearray(8)
-        codec.encode_vcu_request(frame, 1, 0, 0, alive, crc)
+        fresh = (self.bench.vcu.freshness + 1) & 0xFFFF  # the next freshness, no MAC behind it
+        codec.encode_vcu_request(frame, 1, 0, 0, alive, fresh, 0, 0, crc)
         self.hooks.ahead = [(codec.VCU_REQUEST_ID, bytes(frame))]
         STATS["frames_crc_guess"] += 1
         self.cycle()
@@ -286,7 +287,8 @@ class FuzzBench(RuleBasedStateMachine):
         how = draw(st.sampled_from(["crc", "repeat", "jump"]))
         buf = bytearray(8)
         counter = {"crc": (alive + 1) & 15, "repeat": alive, "jump": (alive + 5) & 15}[how]
-        codec.encode_vcu_request(buf, 1, draw(st.integers(0, 1)), 0, counter, 0)
+        fresh = (bench.vcu.freshness + 1) & 0xFFFF
+        codec.encode_vcu_request(buf, 1, draw(st.integers(0, 1)), 0, counter, fresh, 0, 0, 0)
         good = vcu_crc(buf)
         buf[7] = (good + draw(st.integers(1, 255))) & 255 if how == "crc" else good
         return [(codec.VCU_REQUEST_ID, bytes(buf))]

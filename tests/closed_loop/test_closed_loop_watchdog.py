@@ -30,7 +30,7 @@ def _bench(dut: ProcessDut) -> Bench:
     bench = Bench(
         SlcanSocketTransport("127.0.0.1", dut.port), Pack(PackConfig(n_cells=CELLS)), SensorModel()
     )
-    bench.dut = dut
+    bench.attach_dut(dut)
     return bench
 
 

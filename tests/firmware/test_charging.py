@@ -65,9 +65,10 @@ def test_lost_ccs_ends_the_session_logs_charger_fault_and_retries_three_times() 
     assert rig.violations == []
     assert rig.chg.bem & 1 << fwc.BEM_CCS
     assert rig.chg.reconnects == 3 and rig.charger.attempts == 3
-    assert charger_fault_active(rig)  # latched in the fault memory's source
+    assert len(rig.closed_at) == 4  # each reconnection closed again: no fault before the last
+    rig.run(500)  # the next control cycles take the fault in
+    assert charger_fault_active(rig)  # the last attempt lost CCS too: latched, open tier
     assert rig.bms.fault_memory.stored >> FAULT_CHARGER & 1
-    rig.run(rig.bms.cfg.open_wait_ms + 200)  # OPENING: waits (bounded) for the current to fall
     assert rig.board.contactors == (0, 0, 0)
     bems = [f for _, f in rig.log if f.can_id == fwc.c.BEM_ID]
     assert bems
@@ -192,3 +193,19 @@ def test_the_session_log_decodes_completely(tmp_path: Path, suffix: str) -> None
     expected = {"CHM", "BHM", "CRM", "CTS", "CML", "BRO", "CRO", "BCL", "CCS", "BSM", "BST"}
     assert expected | {"CST", "BSD", "CSD", "TP_CM_BMS", "TP_DT_BMS", "TP_CM_CHARGER"} <= names
     assert long_names == {"BRM", "BCP", "BCS"}
+
+
+def test_a_board_without_heap_for_charging_runs_without_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_heap(bms: object) -> None:
+        raise MemoryError("memory allocation failed")
+
+    monkeypatch.setattr(fwc, "Charging", no_heap)
+    from charging_rig import OVERRIDES, ChargerBoard
+
+    from firmware import app
+
+    bms = app.build(ChargerBoard(dict(OVERRIDES)))
+    assert bms.charging is None and bms.services == [bms.diag]
+    assert "DC charging unavailable" in capsys.readouterr().out

@@ -24,7 +24,6 @@ def test_masks_follow_the_catalogue():
         | _bit(f.FAULT_TEMP_HIGH_DERATE)
         | _bit(f.FAULT_TEMP_LOW_DERATE)
         | _bit(p.FAULT_STORAGE)
-        | _bit(p.FAULT_CHARGER)
     )
     assert p.DERATE_MASK == _bit(f.FAULT_CURRENT2)
 

@@ -35,8 +35,8 @@ def test_limits_are_magnitudes() -> None:
 
 
 def test_build_scenario_names() -> None:
-    assert set(SCENARIOS) == {"default", "wltc", "nedc", "charge", "rest"}
-    with pytest.raises(ValueError, match="default, wltc, nedc, charge, rest"):
+    assert set(SCENARIOS) == {"default", "wltc", "nedc", "charge", "rest", "dc-fast-charge"}
+    with pytest.raises(ValueError, match="default, wltc, nedc, charge, rest, dc-fast-charge"):
         build_scenario("highway", "NMC", 5.0)
     with pytest.raises(ValueError, match="chemistry"):
         build_scenario("rest", "NCA", 5.0)

@@ -69,7 +69,7 @@ def test_board_bundle_closed_loop_within_heap_budget(board: str) -> None:
             Pack(PackConfig(n_cells=CELLS)),
             SensorModel(seed=3),
         )
-        bench.dut = dut
+        bench.attach_dut(dut)
         try:
             states = [r.status.state_name for r in bench.step_until(lambda s: s.closed, 30)]
             assert "PRECHARGE" in states and bench.status.closed
