@@ -43,6 +43,7 @@ class PackFilter:
         # and that sigma (fraction).
         self.conf = array("f", [0.0, 0.0, 0.0, 0.0, 0.0])
         self._rest_ms = _RELAXED_MS  # time at rest, ms (capped); the start reads OCV: relaxed
+        self._om = cfg.est_offset_max_ma * 0.001  # A
 
     def start(self, sd):
         """A new start (or an OCV anchor): no correction, RC pairs and table error at 0, SOC
@@ -104,7 +105,8 @@ class PackFilter:
         # plus the largest offset's drift.
         conf = self.conf
         conf[0] += qs
-        conf[1] += c.est_offset_max_ma * 0.001 * u
+        if u:
+            conf[1] += self._om * u
         pp[3 * _N + 3] += 1e-6 * dt
         qb = c.est_offset_max_ma * 1e-6
         pp[4 * _N + 4] += qb * qb * dt
@@ -157,16 +159,19 @@ class PackFilter:
                 self._rest_ms += dt_ms
         else:
             self._rest_ms = 0
-        if self._rest_ms >= _RELAXED_MS or self._rest_ms * 0.000333 >= pr.at(pr.tau2) * 0.1:
+        if self._rest_ms >= _RELAXED_MS or self._rest_ms >= pr.at(pr.tau2) * 300:
             conf[0] = pp[0]
             conf[4] = sqrt(pp[0] if pp[0] > 0 else 0.0)
             conf[1] = conf[2] = 0.0
         span = 3 * sqrt(conf[0]) + conf[1]
-        free = 2 * conf[4]
-        used = abs(conf[2]) - free
-        used = used / (span - free) if used > 0 and span > free else 0.0
-        conf[3] = used
-        s += rn * exp(50 * used if used < 1 else 50.0)
+        used = abs(conf[2]) - 2 * conf[4]
+        if used > 0:
+            used /= span - 2 * conf[4]
+            conf[3] = used
+            rn *= exp(50 * used if used < 1 else 50.0)
+        else:
+            conf[3] = 0.0
+        s += rn
         # An innovation beyond est_gate_x10 / 10 sigma is model error more likely than news
         # (the cell left the model's validity): weigh it as if its noise were that large, so one
         # step moves the state by at most the gate's worth (Huber's robust update), and learn no
