@@ -216,7 +216,9 @@ def test_no_collection_inside_a_control_cycle():
     assert rec[2] > heap  # the cycles' garbage did need collections
     assert rec[1] == 0, f"{rec[1]} of {rec[0]} cycles ran a collection"
     assert bms.gc.collections > 0 and gc.isenabled()
-    assert bms.gc.tight == 1  # only the first cycle, before the heap was measured, had it on
+    # Where the free heap does not hold two cycles' garbage (`tight`), the schedule collects
+    # after every cycle: that, not the headroom, is what keeps collections out of the cycles.
+    assert bms.gc.tight == 1 or bms.gc.every == 1
 
 
 # Per steady-state cycle, in heap blocks (gcpolicy.BLOCK_BYTES each): 16 = 256 B on a 32-bit
