@@ -38,39 +38,24 @@ if TYPE_CHECKING:
 
 CELLS_PER_FRAME = 4
 BALANCING_CELLS_PER_FRAME = 24
-FAULT_NAMES = (
-    "CellOverVoltage",
-    "CellUnderVoltage",
-    "OverTempCharge",
-    "OverTempDischarge",
-    "UnderTempCharge",
-    "UnderTempDischarge",
-    "OverCurrentCharge",
-    "OverCurrentDischarge",
-    "MeasurementStale",
-    "MeasurementImplausible",
-    "VcuRequestStale",
-    "PrechargeFailed",
-    "LoopOverrun",
-    "WatchdogReset",
-    "InternalError",
-    "CellImbalance",
-    "ThermalRunaway",
-    "OpenSenseWire",
-    "StuckCellVoltage",
-    "PackVoltageMismatch",
-    "CurrentSensorMismatch",
-    "VcuRequestInvalid",
-    "ContactorFeedback",
-    "ContactorWelded",
-    "OverCurrentChargeCold",
-    "TempHighDerate",
-    "TempLowDerate",
-    "StorageFault",
-    "CurrentLimitIgnored",
-    "ChargerFault",
-)
-BMS_STATES = ("INIT", "STANDBY", "PRECHARGE", "CLOSED", "FAULT", "OPENING", "RETRY_WAIT")
+
+
+def _contract() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    # The fault names (BMS_Faults: one single-bit signal per fault, bit = start bit) and the
+    # state names (BMS_State.BmsState's value table) as the DBC defines them: a new fault is a
+    # DBC line and a catalogue row (firmware/protection.py), not an edit here.
+    db = cantools.database.load_file(str(DBC_PATH))
+    flags = [s for s in db.get_message_by_name("BMS_Faults").signals if s.length == 1]
+    faults = tuple(s.name for s in sorted(flags, key=lambda s: s.start))
+    assert [s.start for s in sorted(flags, key=lambda s: s.start)] == list(range(len(faults)))
+    choices = db.get_message_by_name("BMS_State").get_signal_by_name("BmsState").choices or {}
+    states = tuple(str(choices[k]) for k in sorted(choices))
+    assert sorted(choices) == list(range(len(states)))
+    return faults, states
+
+
+FAULT_NAMES, BMS_STATES = _contract()
+"""Fault names (index = bit of BMS_Faults) and BMS states (index = BmsState), from the DBC."""
 
 VCU_DATA_ID = VcuRequests.DATA_ID
 vcu_crc = VcuRequests.crc
