@@ -96,7 +96,8 @@ def test_a_frame_with_a_wrong_crc_never_closes(frames):
         good = crc8_j1850(bytes((0, 3)) + payload, 9)
         data.append(payload + bytes((crc if crc != good else (crc + 1) & 0xFF,)))
     comm = Comm(_Board(data), NMC, Data(NMC))
-    comm.poll(0)
+    while comm.poll(0):  # the receive budget may leave frames for another pass
+        pass
     assert comm.vcu_close == 0 and not comm.vcu_e2e.seen
     assert comm.vcu_stale(comm.cfg.vcu_stale_ms + 1)
     assert comm.vcu_errors == len(frames)
@@ -109,7 +110,8 @@ def test_a_frame_with_the_right_crc_but_no_key_behind_it_never_closes(payloads):
     with the vehicle's key is never taken, whatever its counter and freshness bits say."""
     data = [p + bytes((crc8_j1850(bytes((0, 3)) + p, 9),)) for p in payloads]
     comm = Comm(_Board(data), NMC, Data(NMC))
-    comm.poll(0)
+    while comm.poll(0):  # the receive budget may leave frames for another pass
+        pass
     assert comm.vcu_close == 0 and not comm.vcu_e2e.seen
     assert comm.vcu_stale(comm.cfg.vcu_stale_ms + 1)
     assert comm.vcu_errors == len(payloads)
