@@ -16,6 +16,7 @@ from udsoncan.exceptions import NegativeResponseException
 
 from firmware import bootrec, config
 from firmware import uds_table as table
+from firmware.protection import FAULT_BITS
 from hil.bench.diag import DiagClient, dtc_id
 from hil.bench.provision import build_image, seed_key
 
@@ -206,7 +207,7 @@ def test_dtc_with_status_freeze_frame_and_occurrences(rig, diag):
 
 def test_supported_dtcs_are_the_fault_catalogue(diag):
     sup = diag.supported_dtcs()
-    assert [d.bit for d in sup] == list(range(29))
+    assert [d.bit for d in sup] == list(range(FAULT_BITS))
     assert all(d.status == 0x50 for d in sup)  # nothing tested yet
 
 
@@ -332,8 +333,8 @@ def test_communication_control_silences_the_bms(rig, diag):
 def test_segmented_responses_honour_the_testers_flow_control(rig, blocksize, stmin):
     diag = rig.tester(isotp_params={"blocksize": blocksize, "stmin": stmin})
     rig.cycles(2)
-    sup = diag.supported_dtcs()  # 3 + 29 * 4 bytes: 17 consecutive frames
-    assert len(sup) == 29
+    sup = diag.supported_dtcs()  # 3 + 30 * 4 bytes: 17 consecutive frames
+    assert len(sup) == FAULT_BITS
 
 
 def test_segmented_requests_get_flow_control_and_padding(rig, diag):

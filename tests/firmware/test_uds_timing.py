@@ -19,6 +19,7 @@ from uds_rig import Rig
 from firmware import slots
 from firmware.can_codec import UDS_PHYSICAL_REQUEST_ID, UDS_RESPONSE_ID
 from firmware.isotp import IsoTp
+from firmware.protection import FAULT_BITS
 from hil.bench.provision import build_image
 
 P2_MS = 50
@@ -81,9 +82,9 @@ def test_n_cr_the_next_consecutive_frame_within_1000_ms(rig, gap):
 
 @pytest.mark.parametrize("gap", [N_MS, N_MS + 1])
 def test_n_bs_the_testers_flow_control_within_1000_ms(rig, gap):
-    send(rig, b"\x02\x19\x0a")  # supported DTCs: 119 bytes
+    send(rig, b"\x02\x19\x0a")  # supported DTCs: 3 + 4 per catalogue row
     ff = recv(rig)
-    assert ff is not None and ff[:4] == b"\x10\x77\x59\x0a"
+    assert ff is not None and ff[:4] == bytes((0x10, 3 + 4 * FAULT_BITS, 0x59, 0x0A))
     move(rig, gap)
     send(rig, b"\x30\x00\x00")
     cf = recv(rig)
@@ -116,7 +117,7 @@ def test_n_as_a_frame_the_bus_does_not_take_is_retried_for_1000_ms(rig, gap, sen
 
 
 def test_the_testers_stmin_in_board_milliseconds_against_can_isotp(rig):
-    # can-isotp receives 119 bytes in 17 consecutive frames and asks for STmin 20 ms; the board
+    # can-isotp receives 123 bytes in 17 consecutive frames and asks for STmin 20 ms; the board
     # clock moves 5 ms at a time while it waits.
     diag = rig.tester(isotp_params={"stmin": 20, "blocksize": 0})
     stop = threading.Event()
@@ -131,7 +132,7 @@ def test_the_testers_stmin_in_board_milliseconds_against_can_isotp(rig):
     try:
         rig.board.uds_frames.clear()
         rig.board.uds_times.clear()
-        assert len(diag.supported_dtcs()) == 29
+        assert len(diag.supported_dtcs()) == FAULT_BITS
     finally:
         stop.set()
         t.join()
