@@ -111,6 +111,7 @@ def transport_table(steps: int) -> None:
     with UnixPortDut({"cell_count": 16}) as dut:
         bus = can.Bus(interface="slcan", channel=dut.channel, sleep_after_open=0)
         bench = Bench(PythonCanTransport(bus), Pack(PackConfig(n_cells=16)), SensorModel(seed=0))
+        bench.vcu_of(dut)
         try:
             short = max(100, steps // 10)
             wall, _, _ = run_steps(bench, short, 2.5)

@@ -70,15 +70,16 @@ PERIOD_S = 0.1
 # records per cycle: cycle_us, the board's SLCAN time inside the cycle, poll time and the SLCAN
 # time inside it since the last cycle, bytes allocated in the cycle, whether a collection ran in
 # the cycle, collections in the polls before it (mem_alloc around each call, outside the timed
-# part). Nothing here allocates in the timed regions (array stores of small ints); the record
-# prints at the end.
+# part), and the time of the firmware's own collection after the cycle when one ran (-1: none;
+# the heap just before it is Collector.before). Nothing here allocates in the timed regions
+# (array stores of small ints); the record prints at the end.
 INSTRUMENT = """
 import gc, time
 from array import array
 from firmware import app, comm
 _SKIP = {skip}
 _N = {n}
-_rec = array("i", [0] * (7 * _N))
+_rec = array("i", [0] * (8 * _N))
 _acc = array("i", [0, 0, 0])
 _k = array("i", [0])
 _gcs = array("i", [0])
@@ -88,31 +89,38 @@ def _timed_poll(self, now_ms):
     a0 = gc.mem_alloc()
     io0 = self.board.io_us
     t0 = time.ticks_us()
-    _poll(self, now_ms)
+    more = _poll(self, now_ms)
     _acc[0] += time.ticks_diff(time.ticks_us(), t0)
     _acc[1] += time.ticks_diff(self.board.io_us, io0)
     if gc.mem_alloc() < a0:
         _acc[2] += 1
-def _measured_cycle(self, now_ms):
+    return more
+def _measured_cycle(self, now_ms, late=False):
     io0 = self.board.io_us
     c0 = self.gc.collections
     a0 = gc.mem_alloc()
-    ok = _cycle(self, now_ms)
+    t0 = time.ticks_us()
+    ok = _cycle(self, now_ms, late)
+    t1 = time.ticks_us()
     a1 = gc.mem_alloc() if self.gc.collections == c0 else self.gc.before
     _gcs[0] += self.gc.collections - c0
     k = _k[0] - _SKIP
     if 0 <= k < _N:
-        r = 7 * k
+        r = 8 * k
         _rec[r] = self.cycle_us
         _rec[r + 1] = time.ticks_diff(self.board.io_us, io0)
         _rec[r + 2] = _acc[0]
         _rec[r + 3] = _acc[1]
-        _rec[r + 4] = a1 - a0
-        _rec[r + 5] = 1 if a1 < a0 else 0
+        # Allocation only over cycles without the firmware's collection: the heap it takes
+        # before collecting (a1 then, when taken: -1 if not) still holds the live frames
+        _rec[r + 4] = a1 - a0 if self.gc.collections == c0 else -1
+        _rec[r + 5] = 1 if 0 <= a1 < a0 else 0
         _rec[r + 6] = _acc[2]
+        # the collection after the cycle (and the guard's bookkeeping), when one ran
+        _rec[r + 7] = time.ticks_diff(t1, t0) - self.cycle_us if self.gc.collections != c0 else -1
         if k == _N - 1:
             for i in range(_N):
-                print("MCU", i, *_rec[7 * i : 7 * i + 7])
+                print("MCU", i, *_rec[8 * i : 8 * i + 8])
             print("MCU collections", _gcs[0], "every", self.gc.every, "live", self.gc.live)
             print("MCU end")
     _k[0] += 1
@@ -146,17 +154,18 @@ def measure(image: str, cells: int, cycles: int) -> dict[str, Any]:
     policy = [r for r in rows if r[0] == "collections"]
     if len(rec) != cycles:
         raise BenchError(f"{image}, {cells} cells: {len(rec)} of {cycles} cycles recorded")
-    cycle_us, tx_us, poll_us, rx_us, alloc, gc, gc_poll = rec.T
+    cycle_us, tx_us, poll_us, rx_us, alloc, gc, gc_poll, collect_us = rec.T
     return {
         "cycle": (cycle_us - tx_us) * INSTR_PER_US / 1000,
         "decode": (poll_us - rx_us) * INSTR_PER_US / 1000,
         "slcan": (rx_us + tx_us) * INSTR_PER_US / 1000,
-        "alloc": alloc[gc == 0],
+        "alloc": alloc[(gc == 0) & (alloc >= 0)],
         "gc": int(gc.sum()),
         "gc_poll": int(gc_poll.sum()),
         "faults": faults,
         # the policy's collections after the cycles (firmware/gcpolicy.py), over the whole run
         "collections": " ".join(policy[0]) if policy else "?",
+        "collect": collect_us[collect_us >= 0] * INSTR_PER_US / 1000,
     }
 
 
@@ -192,7 +201,9 @@ def cycle_tables(images: list[str], cycles: int, cells: tuple[int, ...] = CELLS)
                 f"{r['gc']} / {r['gc_poll']} in {cycles} cycles |",
                 flush=True,
             )
-            print(f"  (the firmware's collections after cycles: {r['collections']})")
+            col = r["collect"]
+            cost = f", {_mp(col)} k instructions each" if len(col) else ""
+            print(f"  (the firmware's collections after cycles: {r['collections']}{cost})")
             if r["faults"]:
                 print(f"  (faults at the end: {', '.join(r['faults'])})")
     print("\nControl cycle + frame decode as a share of the 100 ms period (median / p90):\n")

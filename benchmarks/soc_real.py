@@ -9,13 +9,16 @@ Run from the repository root: `python -m benchmarks.soc_real [--data DIR]` (defa
 1. characterize: the folder's lab files (`lab_<T>_c20_discharge/charge`, `lab_<T>_hppc`), each
    declared at the temperature its name gives (`n10degC` = -10 degC), the way a user runs
    `cellguard characterize` on their own cycler data -> build/soc_real/profile.json;
-2. replay: every drive cycle (`dyn_<T>_<cycle>` with its `_truth`) through the firmware on the
+2. replay: every drive cycle (`dyn_<T>_<cycle>` with its `_truth`) at 1 Hz (`per_second`: the
+   current averaged over each second, a 1000 ms firmware cycle) through the firmware on the
    MicroPython unix port (`hil.cellmodel.replay`), its current read by a BMS-grade sensor: the
-   cycler's current plus `--offset-pct` (% of 1C), twice: from the rested start the file begins
-   with (after the cycler's full charge), and from a cold start `--mid-start` into the cycle (the
-   trace cut there, the firmware with no memory of what came before);
-3. the same offset current through the baseline of benchmarks/soc_accuracy.py (OCV of the first
-   sample, then coulomb counting, OCV reset after a 15 min rest), from the same start;
+   cycler's current plus `--offset-pct` (% of 1C), twice: right after the cycler's full charge
+   (every cycle starts there; a BMS on the cell sees the CV end: SOC 100 % with the bound of a
+   recognised full charge, `FULL_BOUND_PCT`), and from a cold start `--mid-start` into the cycle
+   (the trace cut there, the firmware starting from the loaded voltage with no memory);
+3. baselines from the same starts and the same offset current: coulomb counting from 100 %
+   after the full charge; for the mid-drive start the baseline of benchmarks/soc_accuracy.py (OCV
+   of the first sample, then counting, OCV reset after a 15 min rest);
 4. a per-cycle and a per-temperature table (stdout) and every figure as JSON.
 
 Errors are SOC minus truth in %-points; "bound held" is how often |error| <= the firmware's own
@@ -38,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.soc_accuracy import baseline_soc
+from benchmarks.soc_accuracy import REPLAY_TIMING, baseline_soc
 from hil import REPO_ROOT
 from hil.cellmodel.characterize import characterize, read_lab
 from hil.cellmodel.profiles import CellProfile
@@ -55,6 +58,8 @@ TARGETS = {"warm": (1.0, 3.0), "cold": (2.0, 5.0), "mid": (2.0, 6.0)}
 MARGIN_PCT = 0.3
 """Rested start: never worse than the baseline's RMSE by more than this (%-points)."""
 BOUND_HELD_PCT = 95.0
+FULL_BOUND_PCT = 2.5
+"""Error bound of a recognised full charge: the firmware's floor (1 %) plus 3 x its 0.5 % sigma."""
 _TEMP = re.compile(r"_(n?)(\d+)degC_")
 
 
@@ -96,6 +101,26 @@ def drive_cycles(data: Path) -> list[tuple[Path, Path]]:
     return out
 
 
+def per_second(trace: PackTrace) -> PackTrace:
+    """The trace at 1 Hz, as a BMS with a 1 s cycle sees it: the current averaged over each
+    second (the charge a coulomb counter integrates, exact), the voltage and temperature read
+    at the end of the second."""
+    t, i = trace.time_s, trace.current_a
+    # Charge moved up to each sample, the current held from one sample to the next.
+    q = np.concatenate([[0.0], np.cumsum(i[:-1] * np.diff(t))])
+    grid = np.arange(t[0] + 1.0, t[-1] + 1e-9, 1.0)
+    current = np.diff(np.concatenate([[0.0], np.interp(grid, t, q)]))
+    at = np.searchsorted(t, grid, side="right") - 1
+    return replace(
+        trace,
+        time_s=grid - 1.0,
+        current_a=current,
+        voltage_v=trace.voltage_v[at],
+        temperature_c=trace.temperature_c[at],
+        gaps=(),
+    )
+
+
 def with_offset(trace: PackTrace, offset_a: float, start: int) -> PackTrace:
     """The trace from sample `start`, its current read with a sensor offset of `offset_a`."""
     s = slice(start, None)
@@ -105,8 +130,17 @@ def with_offset(trace: PackTrace, offset_a: float, start: int) -> PackTrace:
         current_a=trace.current_a[s] + offset_a,
         voltage_v=trace.voltage_v[s],
         temperature_c=trace.temperature_c[s],
-        gaps=(),
     )
+
+
+def counting(trace: PackTrace, profile: CellProfile, start_pct: float) -> np.ndarray:
+    """Coulomb counting from `start_pct` (charge stored at the profile's efficiency), clamped."""
+    i = trace.current_a
+    moved = np.where(i < 0, i * profile.coulombic_efficiency, i)[:-1] * np.diff(trace.time_s)
+    soc = start_pct - 100.0 * np.concatenate([[0.0], np.cumsum(moved)]) / (
+        profile.capacity_ah * 3600.0
+    )
+    return np.clip(soc, 0.0, 100.0)
 
 
 def _figures(soc: np.ndarray, truth: np.ndarray, bound: np.ndarray | None) -> dict[str, Any]:
@@ -120,22 +154,28 @@ def _figures(soc: np.ndarray, truth: np.ndarray, bound: np.ndarray | None) -> di
 def evaluate(
     trace_path: Path, truth_path: Path, profile: CellProfile, offset_pct: float, mid: float
 ) -> dict[str, Any]:
-    """Estimator and baseline on one drive cycle, from the rested and the mid-drive start."""
-    trace = read(trace_path)
+    """Estimator and baseline on one drive cycle, after the full charge and from mid-drive."""
+    trace = per_second(read(trace_path))
     t_truth, truth = read_truth(truth_path, 1)
     truth_at = np.interp(trace.time_s, t_truth, truth[:, 0])
     offset_a = offset_pct / 100.0 * profile.capacity_ah
-    config = firmware_config(profile.to_dict(), trace)
+    config = firmware_config(profile.to_dict(), trace, REPLAY_TIMING)
     out: dict[str, Any] = {"file": trace_path.name, "temperature_c": file_temperature(trace_path)}
-    cut = int(
-        np.searchsorted(trace.time_s, trace.time_s[0] + mid * (trace.time_s[-1] - trace.time_s[0]))
-    )
+    span = trace.time_s[-1] - trace.time_s[0]
+    cut = int(np.searchsorted(trace.time_s, trace.time_s[0] + mid * span))
     for name, start in (("rested", 0), ("mid", cut)):
         run = with_offset(trace, offset_a, start)
-        est = replay(run, config)
         ref = truth_at[start:]
+        if name == "rested":
+            # Each cycle starts right after the cycler's CC-CV charge, which a BMS on the cell
+            # sees end: SOC 100 % with the bound of a recognised full charge.
+            est = replay(run, config, initial_soc_pct=100.0, initial_bound_pct=FULL_BOUND_PCT)
+            base = counting(run, profile, 100.0)
+        else:
+            est = replay(run, config)
+            base = baseline_soc(run.cell(), profile)
         out[name] = _figures(est.soc, ref, est.soc_bound)
-        out[f"baseline_{name}"] = _figures(baseline_soc(run.cell(), profile), ref, None)
+        out[f"baseline_{name}"] = _figures(base, ref, None)
     return out
 
 

@@ -1,10 +1,19 @@
 """What every real board shares: its profile, outputs, watchdog, storage and a CAN transmit queue.
 
 A hardware board module (`boards/stm32f4.py`, `boards/esp32.py`) subclasses `HwBoard` and adds the
-CAN controller (`_hw_send`, `_hw_recv`) and, if it has one, the measurement front end (`measure`).
-The pins, the watchdog timeout and the CAN bit timing come from the board's profile: `board.json`
-on the device's filesystem (copied there by `cellguard flash` from `boards/<name>.json`), so the
-pins are written down once, in the profile.
+CAN controller (`_hw_send`, `_hw_recv`) and, if it has one, the cell monitor (`_afe`, an LTC681x
+chain: `measure` here reads it). The pins, the watchdog timeout and the CAN bit timing come from
+the board's profile: `board.json` on the device's filesystem (copied there by `cellguard flash`
+from `boards/<name>.json`), so the pins are written down once, in the profile.
+
+Measurement sources (`sources`, from the profile, docs/boards.md): where the cell voltages
+(`cells`), temperatures (`temps`), pack current, pack and link voltage (`pack`) and the auxiliary
+inputs, contactor feedback and second current sensor (`aux`), come from: `bench` (SIM_* frames
+from the HIL bench), `ltc681x` (the cell monitor: cells, and temperatures from NTCs on its GPIO
+inputs), `can-sensor` (an E2E-protected CAN shunt, CS_* frames) or `none`. Profile "measurement"
+`bench` declares a HIL board: every source is then `bench`; otherwise the profile's "sources"
+apply, and a kind it does not name is `none` (never the bench). The firmware's receive dispatch is
+built from this table (firmware/comm.py): a production board never applies a SIM_* frame.
 
 Nothing here touches hardware at import time; the constructor claims the pins (outputs start low:
 contactors open, cooling off) and starts the watchdog last.
@@ -16,6 +25,49 @@ _TXQ = const(32)  # frames the transmit queue holds while the controller's mailb
 _CONTACTORS = ("contactor_neg", "contactor_pre", "contactor_pos")
 PROFILE_FILE = "board.json"
 CONFIG_FILE = "config.json"
+_GROUP = const(4)  # values per measurement group (firmware/measurement.py)
+_NTC_PER_MODULE = const(5)  # GPIO1..5 of each LTC681x; its 6th aux value is the 2nd reference
+# Where each measurement may come from (module docstring); the first name is the HIL one.
+_KINDS = (
+    ("cells", ("bench", "ltc681x", "none")),
+    ("temps", ("bench", "ltc681x", "none")),
+    ("pack", ("bench", "can-sensor", "none")),
+    ("aux", ("bench", "none")),
+)
+# 10 kOhm NTC (B25/85 3435 K) from GPIO to ground, 10 kOhm pull-up to the 2nd reference: the
+# GPIO voltage as a share of the reference (1e-4) at -40, -30 ... 120 degC.
+_NTC = (9613, 9312, 8857, 8223, 7416, 6480, 5490, 4526, 3654, 2908, 2296, 1808, 1425, 1128, 898,
+        720, 582)  # fmt: skip
+
+
+def board_sources(profile):
+    """The measurement sources of a profile (module docstring): a dict kind -> source name.
+    ValueError names a kind whose source the board cannot have."""
+    hil = profile.get("measurement", "bench") == "bench"
+    given = profile.get("sources", {})
+    out = {}
+    for kind, allowed in _KINDS:
+        src = allowed[0] if hil else given.get(kind, "none")
+        if src not in allowed:
+            raise ValueError("board profile: unknown measurement source " + kind + " " + src)
+        out[kind] = src
+    return out
+
+
+def ntc_dc(mv, ref_mv):
+    """Temperature (0.1 degC) of the NTC divider reading `mv` against the reference `ref_mv`;
+    clamped to -40..120 degC (an open or shorted sensor reads as the end it sits at, which the
+    plausibility and temperature rules catch). Integer interpolation in the _NTC table."""
+    if ref_mv <= 0:
+        return -400
+    r = mv * 10000 // ref_mv
+    t = _NTC
+    if r >= t[0]:
+        return -400
+    for i in range(1, len(t)):
+        if r >= t[i]:
+            return -400 + 100 * (i - 1) + 100 * (t[i - 1] - r) // (t[i - 1] - t[i])
+    return 1200
 
 
 def load_profile(path=PROFILE_FILE):
@@ -55,6 +107,8 @@ class HwBoard:
         self._cooling = pin(pins["cooling"], pin.OUT, value=0) if "cooling" in pins else None
         self._heating = pin(pins["heating"], pin.OUT, value=0) if "heating" in pins else None
         self.balancing = None
+        self.sources = board_sources(profile)
+        self._afe = None  # the cell monitor, when the subclass fits one (`_fit_afe`)
         self._cause = _reset_cause(machine)
         # Transmit queue: ids, lengths and payloads in preallocated storage, so sending allocates
         # nothing; frames wait here while the controller's hardware buffers are busy.
@@ -105,8 +159,10 @@ class HwBoard:
 
     def set_balancing(self, mask):
         # Balancing "can": the mask is reported on CAN by the firmware (the bench applies it to
-        # its plant); boards with a cell monitor override this to drive its bleed switches.
+        # its plant); a cell monitor's bleed switches follow it too.
         self.balancing = mask
+        if self._afe is not None:
+            self._afe.set_dcc(mask)
 
     def set_cooling(self, on):
         if self._cooling is not None:
@@ -118,8 +174,90 @@ class HwBoard:
         if self._heating is not None:
             self._heating.value(1 if heating else 0)
 
+    def needs_afe(self):
+        """True when a source is the cell monitor (the subclass then calls `_fit_afe`)."""
+        return "ltc681x" in (self.sources["cells"], self.sources["temps"])
+
+    def _fit_afe(self, spi, cs, afe):
+        # `afe`: the profile's "afe" object (modules, cells_per_module).
+        from array import array
+
+        from firmware.drivers.ltc681x import Ltc681x
+
+        per_module = afe.get("cells_per_module", 12)
+        self._afe = Ltc681x(spi, cs, afe["modules"], per_module)
+        self._cells = array("H", [0] * (afe["modules"] * per_module))
+        self._aux = array("H", [0] * (afe["modules"] * 6))
+
     def measure(self, meas, now_ms):
-        """Measurement source `bench`: measurements arrive as CAN frames from the HIL bench."""
+        """The cell monitor's sources: cells (and temperatures) from the LTC681x chain. Sources
+        `bench` and `can-sensor` arrive as CAN frames (firmware/comm.py)."""
+        afe = self._afe
+        if afe is None:
+            return
+        if self.sources["cells"] == "ltc681x":
+            self._measure_cells(afe, meas, now_ms)
+        if self.sources["temps"] == "ltc681x":
+            self._measure_temps(afe, meas, now_ms)
+
+    def _measure_cells(self, afe, meas, now_ms):
+        cells = self._cells
+        afe.read_cells(cells, now_ms)
+        # A group is marked fresh only when all its cells are: a cell whose read failed its PEC
+        # keeps its old value with fresh = 0, so its group goes stale (and opens) if that lasts.
+        fresh = afe.fresh
+        n = len(cells)
+        for g in range((len(meas.cell_mv) + _GROUP - 1) // _GROUP):
+            i = g * _GROUP
+            ok = True
+            for k in range(i, min(i + _GROUP, n)):
+                if not fresh[k]:
+                    ok = False
+            if not ok:
+                continue
+            meas.set_cells(
+                g,
+                cells[i] if i < n else 0,
+                cells[i + 1] if i + 1 < n else 0,
+                cells[i + 2] if i + 2 < n else 0,
+                cells[i + 3] if i + 3 < n else 0,
+                now_ms,
+            )
+
+    def _measure_temps(self, afe, meas, now_ms):
+        # Sensor s is GPIO (s % 5) + 1 of module s // 5; a group is fresh only when every
+        # module it reads from answered without a PEC error and the chain has all its sensors
+        # (a configured sensor beyond the chain keeps its group stale: it never reads 0 degC).
+        # read_aux ends the pipelined cell conversion, so the next read_cells converts afresh.
+        aux = self._aux
+        afe.read_aux(aux, now_ms)
+        st = afe.status
+        n = afe.n * _NTC_PER_MODULE
+        t = meas.temp_dc
+        m = len(t)
+        for g in range((m + _GROUP - 1) // _GROUP):
+            i = g * _GROUP
+            ok = min(i + _GROUP, m) <= n
+            for k in range(i, min(i + _GROUP, n)):
+                if st[k // _NTC_PER_MODULE]:
+                    ok = False
+            if not ok:
+                continue
+            meas.set_temps(
+                g,
+                self._temp(i, n),
+                self._temp(i + 1, n),
+                self._temp(i + 2, n),
+                self._temp(i + 3, n),
+                now_ms,
+            )
+
+    def _temp(self, s, n):
+        if s >= n:
+            return 0
+        m = s // _NTC_PER_MODULE
+        a = self._aux
+        return ntc_dc(a[6 * m + s % _NTC_PER_MODULE], a[6 * m + 5])
 
     # ---- configuration and storage -----------------------------------------------------------
     def config_overrides(self):

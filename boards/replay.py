@@ -14,7 +14,8 @@ on the Cortex-M image the host ends it so).
 
 Run: micropython -X heapsize=168K -c "import boards.replay as r; r.main()" CONFIG [INITIAL_SOC]
 with the bundle on sys.path; INITIAL_SOC (0.01 %) starts the estimator as if that SOC had been
-restored with a 30 % error bound, instead of from OCV.
+restored with a 30 % error bound (or INITIAL_BOUND, 0.01 %, a third argument), instead of from
+OCV.
 """
 
 import json
@@ -127,7 +128,8 @@ def main(argv=None):
         buf = bytearray(est.state_size)
         est.save_state(buf)
         initial = int(args[1])
-        struct.pack_into("<HH", buf, 2, initial, _INITIAL_BOUND)
+        bound = int(args[2]) if len(args) > 2 else _INITIAL_BOUND
+        struct.pack_into("<HH", buf, 2, initial, bound)
         for i in range(cfg.cell_count):
             struct.pack_into("<H", buf, 22 + 2 * i, initial)
         if not est.restore_state(buf):

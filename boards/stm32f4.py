@@ -5,8 +5,11 @@ CAN goes through `machine.CAN` (MicroPython >= 1.28 on stm32) and falls back to 
 firmware; both receive into a preallocated list and buffer, so receiving allocates nothing. Bit
 timing is explicit (profile "can": SYSCLK 96 MHz, APB1 = HCLK / 4 = 24 MHz / prescaler 3 = 8 MHz,
 1 + tseg1 13 + tseg2 2 = 16 time quanta per bit = 500 kbit/s, sample point 87.5 %). Measurement
-source `bench`: the HIL bench injects the cell, temperature and pack measurements as CAN frames.
-Pins, bit timing and the watchdog timeout come from the profile (`board.json`, from
+sources (profile "sources", boards/hw.py): an LTC681x chain (through an LTC6820 isoSPI bridge) on
+SPI1 (PA5 SCK, PA6 MISO, PA7 MOSI; chip select from the profile) gives the cell voltages and the
+temperatures, a CAN shunt (`can-sensor`) the pack current and voltages; profile "measurement"
+`bench` (`cellguard flash --measurement bench`) makes it a HIL board fed by the bench's SIM_*
+frames. Pins, bit timing and the watchdog timeout come from the profile (`board.json`, from
 boards/stm32f4.json).
 
 On the device: `board.txt` holds "stm32f4" and main.py calls `from_args([])`.
@@ -37,6 +40,12 @@ class Board(HwBoard):
             if pyb is None:
                 import pyb
             self._init_pyb_can(pyb.CAN, can_cfg)
+        if self.needs_afe():
+            a = profile["afe"]
+            pin = machine.Pin
+            # SPI1's pins are fixed by the peripheral; mode 3 (idle-high clock, rising edge).
+            spi = machine.SPI(a["spi"], baudrate=a["spi_baudrate"], polarity=1, phase=1)
+            self._fit_afe(spi, pin(profile["pins"]["afe_cs"], pin.OUT, value=1), a)
         self.start_watchdog()
 
     def _init_machine_can(self, can_cls, c):

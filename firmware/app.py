@@ -76,6 +76,9 @@ class Bms:
         self.persist = p = Persistence(board, cfg.persist_dirty_ms)
         self._est_rec = est = p.register("est", self.estimator, cfg.persist_interval_ms)
         p.register("faults", self.fault_memory, cfg.persist_interval_ms)
+        # The last vehicle-request freshness value taken: replays of older frames stay refused
+        # after a reset (firmware/secoc.py).
+        p.register("secoc", self.comm.secoc, cfg.persist_interval_ms)
         p.restore()
         if p.status in (FALLBACK, CORRUPT, ERASED):
             self.protection.set_fault(FAULT_STORAGE, True)
@@ -143,6 +146,7 @@ class Bms:
         prot.set_fault(FAULT_WELDED, co.welded)
         if comm.take_reset_request():
             prot.request_reset()
+            comm.reset_inputs()
             cont.reset_retries()
         dt = self.cfg.cycle_ms if self._last_ms is None else ticks_diff(now_ms, self._last_ms)
         self._last_ms = now_ms
@@ -225,8 +229,8 @@ class Bms:
     def guarded_cycle(self, now_ms, late=False):
         """Run a cycle; on any exception go to the safe state. Returns True when it completed.
         `late`: cycles were skipped before this one (LoopOverrun, as a cycle over its period).
-        The cycle runs with automatic collection off; the collection that is due runs after it,
-        outside its timed part (firmware/gcpolicy.py)."""
+        The collection that is due runs after it, outside its timed part; automatic collection
+        stays on inside it as the backstop (firmware/gcpolicy.py)."""
         self.gc.cycle_begin()
         t0 = ticks_us()
         ok = True
@@ -237,7 +241,6 @@ class Bms:
             ok = False
             self.fail(e)
         us = ticks_diff(ticks_us(), t0)
-        self.gc.cycle_end()
         self.cycle_us = us
         period_us = self.cfg.cycle_ms * 1000
         self.cycle_load_pct = us * 100 // period_us
@@ -247,7 +250,7 @@ class Bms:
         backlog = not comm.rx_drained
         comm.rx_drained = False
         self.protection.set_fault(FAULT_LOOP_OVERRUN, late or backlog or us > period_us)
-        if self.gc.between():
+        if self.gc.between(not ok):
             self.heap_live = self.gc.live
         return ok
 

@@ -80,11 +80,6 @@ def _bit(mask, i):
     return mask[i >> 3] & (1 << (i & 7))
 
 
-def _zero(mask):
-    for b in range(len(mask)):
-        mask[b] = 0
-
-
 class Balancer:
     """Bleed-resistor selection and duty cycle, written into BalancingData `data.balancing`:
     `mask` bit i of byte i // 8 = cell i (0-based) bleeding now, `count` how many, `changed` True
@@ -105,6 +100,7 @@ class Balancer:
         self._start_mas = soc_to_mas(cfg.balance_start_soc, mas_per_pct)
         self._stop_mas = soc_to_mas(cfg.balance_stop_soc, mas_per_pct)
         self._sel = bytearray(len(out.mask))  # the selection of the current bleed phase
+        self._off = bytearray(len(out.mask))  # all off
         self._sel_count = 0
         self._decision = BALANCED
         self._measuring = True
@@ -155,7 +151,7 @@ class Balancer:
             return
         if reason != ACTIVE:
             self._sel_count = 0
-            _zero(self._sel)
+            self._zero_sel()
             self._measuring = True
             self._elapsed_ms = 0
             self._calm_ms = 0
@@ -217,8 +213,8 @@ class Balancer:
             o.test = TEST_PASSED
             self._end_test()
             return False
+        self._zero_sel()
         sel = self._sel
-        _zero(sel)
         sel[i >> 3] = 1 << (i & 7)
         self._sel_count = 1
         self._apply(True, ACTIVE)
@@ -227,7 +223,7 @@ class Balancer:
     def _end_test(self):
         # The duty cycle starts again from a measurement window, with its own selection.
         self._sel_count = 0
-        _zero(self._sel)
+        self._zero_sel()
         self._measuring = True
         self._elapsed_ms = 0
 
@@ -244,31 +240,32 @@ class Balancer:
     def clear(self):
         """Switch every bleed resistor off (the caller's safe state after an exception)."""
         self._sel_count = 0
-        _zero(self._sel)
+        self._zero_sel()
         self._measuring = True
         self._elapsed_ms = 0
         self._apply(False, FAULT)
 
+    def _zero_sel(self):
+        if self._sel != self._off:  # bytearrays: compared and copied in C
+            self._sel[:] = self._off
+
     def _apply(self, bleeding, reason):
         o = self.out
         mask = o.mask
-        sel = self._sel
-        changed = False
-        for b in range(len(mask)):
-            v = sel[b] if bleeding else 0
-            if mask[b] != v:
-                mask[b] = v
-                changed = True
+        src = self._sel if bleeding else self._off
+        changed = mask != src  # bytearrays: compared and copied in C
+        if changed:
+            mask[:] = src
         o.changed = changed
         o.count = self._sel_count if bleeding else 0
         o.reason = reason
 
     def _book(self, cells, dt):
         # The resistors in `mask` were on since the last cycle: charge their cells with it.
-        if not dt or not self._est.initialised:
+        mask = self.out.mask
+        if not dt or not self._est.initialised or mask == self._off:
             return
         charge = self._charge
-        mask = self.out.mask
         mohm = self._cfg.balance_bleed_mohm
         for b in range(len(mask)):
             bits = mask[b]
@@ -300,8 +297,8 @@ class Balancer:
             self.out.strategy = STRATEGY_SOC if soc else STRATEGY_VOLTAGE
             k = self._select_soc(cells, charge.cell_mas) if soc else self._select_mv(meas)
             self._decision = ACTIVE if k else BALANCED
+        self._zero_sel()
         sel = self._sel
-        _zero(sel)
         top_cell = self._top_cell
         no_adj = c.balance_no_adjacent
         n = self._n

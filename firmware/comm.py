@@ -1,38 +1,35 @@
 """CAN communication: what the BMS receives and when it transmits what.
 
-Owns the receive dispatch (bench measurement injection, lock-step ticks, vehicle requests; the
-frames of the two diagnostic request ids go to the diagnostic port, firmware/diag_port.py) and
-the transmit schedule of every BMS message in dbc/cellguard.dbc. All packing goes through the
-codec generated from the DBC (`can_codec`); buffers are preallocated so a
-cycle does not allocate.
+Owns the receive dispatch and the transmit schedule of every BMS message in dbc/cellguard.dbc. All
+packing goes through the codec generated from the DBC (`can_codec`); buffers are preallocated so
+a cycle does not allocate.
 
-VCU_Request integrity (AUTOSAR E2E profile 1 style): byte 7 is a CRC-8 SAE J1850 over the data ID
-(0x00 0x03) and bytes 0..6, and the alive counter must advance by exactly 1 mod 16 (E2E
-MaxDeltaCounter 1: a lost frame is as suspect as a repeated one). A frame failing either is
-rejected (its request is never taken, so it never closes anything) and counted: `vcu_bad` goes up
-by one per rejected and down by one per accepted frame, saturating at vcu_bad_count, where the
-application raises VcuRequestInvalid. A counter jump resynchronises: the jumping frame is
-rejected, the next one in sequence is accepted. The first frame after start sets the counter.
+The receive dispatch is built once, at start-up, from the board's measurement sources
+(`board.sources`, boards/hw.py; a board without the table is a bench board): a SIM_* frame is
+applied only for a measurement whose source is `bench`, the current sensor's CS_* frames only
+when the pack source is `can-sensor`; the frames of the two diagnostic request ids go to the
+diagnostic port (firmware/diag_port.py), VCU_Request to its checks. A bench frame for a
+measurement the board takes from elsewhere is counted (`rejected`, BMS_State RejectedFrames) and
+sets the InputRejected warning flag of BMS_State until a FaultReset; any other id nothing
+registered is dropped unread.
+
+VCU_Request and the current sensor's frames are protected end to end (firmware/e2e.py: CRC-8 SAE
+J1850 over the data ID and bytes 0..6, counter + 1 mod 16, a timeout); VCU_Request also carries a
+MAC over its request and a freshness value (firmware/secoc.py). A VCU_Request failing any check is
+rejected (its request is never taken, so it never closes anything) and counted: at the E2E
+check's limit the application raises VcuRequestInvalid. A current-sensor frame failing
+them is never applied and counted as rejected; a sensor that keeps failing takes nothing until a
+FaultReset, and its values go stale (MeasurementStale). The sensor's current and voltages are
+two signal groups (CS_Current, CS_Voltage): the pack measurement is as fresh as the older of them.
 """
 
 from . import can_codec as c
-from .compat import const, ticks_diff, ticks_us
+from .compat import ticks_diff, ticks_us
 from .data import cell_soc
+from .e2e import E2eCheck, crc8_j1850  # noqa: F401 - crc8_j1850 re-exported for the tests
+from .secoc import SecOc
 
-
-def crc8_j1850(data, n, crc=0xFF):
-    """CRC-8 SAE J1850 (poly 0x1D, init 0xFF, xor-out 0xFF) of data[0:n]; `crc` continues a
-    previous result (pass it xor 0xFF). Bitwise, no table: a few bytes per 100 ms."""
-    for k in range(n):
-        crc ^= data[k]
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1D) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-    return crc ^ 0xFF
-
-
-# crc8_j1850(b"\x00\x03", 2) ^ 0xFF: the CRC register after VCU_Request's E2E data ID (0x300, low
-# byte first); tests/firmware/test_vcu_request.py recomputes it.
-_DATA_ID_CRC = const(0x66)
+_BENCH = "bench"
 _GROUP_CELLS = 4  # cells (or sensors) per multiplexed voltage/temperature frame
 _BAL_GROUP_CELLS = 24  # cells per BMS_Balancing group
 
@@ -47,15 +44,21 @@ class Comm:
         self.meas = data.meas
         self.rx = bytearray(8)
         self.tx = bytearray(8)
-        self.out = [0] * 5  # decoded signals of the widest received frame
+        self.out = [0] * 8  # decoded signals of the widest received frame (VCU_Request)
         self.vcu_close = 0
         self.vcu_reset = 0
-        self._vcu_alive = -1
-        self._vcu_rx_ms = 0
-        self._vcu_seen = False
-        self.vcu_errors = 0
-        self.vcu_bad = 0  # up/down counter of rejected frames (module docstring)
+        self.vcu_e2e = E2eCheck(c.VCU_REQUEST_ID, cfg.vcu_bad_count)
+        self.secoc = SecOc(board)  # VCU_Request's MAC and freshness (firmware/secoc.py)
         self.vcu_charge = 0
+        self._start_ms = None  # the first poll (vcu_stale)
+        # The current sensor's two signal groups and their values (mA, mV) until both are fresh.
+        self.cs_current = E2eCheck(c.CS_CURRENT_ID, cfg.vcu_bad_count)
+        self.cs_voltage = E2eCheck(c.CS_VOLTAGE_ID, cfg.vcu_bad_count)
+        self._cs_ma = 0
+        self._cs_pack_mv = 0
+        self._cs_link_mv = 0
+        self.rejected = 0  # frames refused on the receive path (bench frames, sensor E2E)
+        self.input_rejected = False  # one since start or the last FaultReset (BMS_State)
         self.diag = None  # the ISO-TP layer of the diagnostic server (firmware/isotp.py)
         # UDS 0x28 communication control: normal messages received / sent
         self.rx_enabled = True
@@ -86,6 +89,29 @@ class Comm:
         # The cycle counter wraps where every schedule above starts over, so it stays a small
         # int however long the BMS runs (no big-int allocation after 2**30 cycles).
         self._wrap = self._status_every * self._cells_every * self._bal_every
+        self._dispatch = self._build_dispatch(getattr(board, "sources", None))
+
+    def _build_dispatch(self, sources):
+        """id -> handler(now_ms) from the board's measurement sources (module docstring)."""
+        src = sources or {}
+        d = {c.VCU_REQUEST_ID: self._vcu}
+        bench_frames = (
+            ("cells", c.SIM_CELL_VOLTAGES_ID, self._sim_cells),
+            ("temps", c.SIM_CELL_TEMPS_ID, self._sim_temps),
+            ("pack", c.SIM_PACK_MEASUREMENTS_ID, self._sim_pack),
+            ("aux", c.SIM_AUX_ID, self._sim_aux),
+        )
+        any_bench = False
+        for kind, cid, handler in bench_frames:
+            bench = src.get(kind, _BENCH) == _BENCH
+            any_bench = any_bench or bench
+            d[cid] = handler if bench else self._refuse
+        # The lock-step clock belongs to bench boards (a hardware board ignores it anyway).
+        d[c.SIM_TICK_ID] = self._tick if any_bench else self._refuse
+        if src.get("pack") == "can-sensor":
+            d[c.CS_CURRENT_ID] = self._cs_current
+            d[c.CS_VOLTAGE_ID] = self._cs_voltage
+        return d
 
     # ---- receive -----------------------------------------------------------------------------
     def poll(self, now_ms):
@@ -93,8 +119,9 @@ class Comm:
         flood cannot hold off the control cycle (what is left waits for the next pass, and a
         measurement stuck behind it goes stale, which opens). Stops early at a SIM_Tick so the
         caller can run the cycle. True when the budget ran out with frames possibly waiting."""
+        if self._start_ms is None:
+            self._start_ms = now_ms
         board = self.board
-        out = self.out
         rx = self.rx
         meas = self.meas
         budget = self._rx_budget
@@ -119,49 +146,115 @@ class Comm:
                 continue
             if not self.rx_enabled and cid != c.SIM_TICK_ID:
                 continue
-            if cid == c.SIM_CELL_VOLTAGES_ID:
-                c.decode_sim_cell_voltages(rx, out)
-                meas.set_cells(out[0], out[1], out[2], out[3], out[4], now_ms)
-            elif cid == c.SIM_CELL_TEMPS_ID:
-                c.decode_sim_cell_temps(rx, out)
-                meas.set_temps(out[0], out[1], out[2], out[3], out[4], now_ms)
-            elif cid == c.SIM_PACK_MEASUREMENTS_ID:
-                c.decode_sim_pack_measurements(rx, out)
-                meas.set_pack(out[0], out[1] * 100, out[2] * 100, now_ms)
-            elif cid == c.VCU_REQUEST_ID:
-                self._vcu(now_ms)
-            elif cid == c.SIM_AUX_ID:
-                c.decode_sim_aux(rx, out)
-                meas.set_aux(out[0] | out[1] << 1 | out[2] << 2, out[3], now_ms)
-            elif cid == c.SIM_TICK_ID:
-                c.decode_sim_tick(rx, out)
-                if board.advance(out[1]):
-                    self.tick_seq = out[0]
-                    self.tick_pending = True
-                    self.rx_drained = True  # lock-step: the frames before the tick are taken
-                    return False
+            handler = self._dispatch.get(cid)
+            if handler is not None and handler(now_ms):
+                return False  # a SIM_Tick: the caller runs the cycle first
+
+    # Handlers: True stops poll() (a SIM_Tick: the caller runs the cycle first).
+    # Cell voltages and temperatures, most of the frames, decode straight into the measurement
+    # arrays (the group's values, no tuple); the measurement checks the group and marks it fresh.
+    def _sim_cells(self, now_ms):
+        m = self.meas
+        m.cells_in(c.decode_sim_cell_voltages_into(self.rx, m.cell_raw_mv), now_ms)
+
+    def _sim_temps(self, now_ms):
+        m = self.meas
+        m.temps_in(c.decode_sim_cell_temps_into(self.rx, m.temp_dc), now_ms)
+
+    def _sim_pack(self, now_ms):
+        out = c.decode_sim_pack_measurements(self.rx, self.out)
+        self.meas.set_pack(out[0], out[1] * 100, out[2] * 100, now_ms)
+
+    def _sim_aux(self, now_ms):
+        out = c.decode_sim_aux(self.rx, self.out)
+        self.meas.set_aux(out[0] | out[1] << 1 | out[2] << 2, out[3], now_ms)
+
+    def _tick(self, now_ms):
+        out = c.decode_sim_tick(self.rx, self.out)
+        if self.board.advance(out[1]):
+            self.tick_seq = out[0]
+            self.tick_pending = True
+            self.rx_drained = True  # lock-step: the frames before the tick are taken
+            return True
+        return False
+
+    def _refuse(self, now_ms):
+        # A bench frame for a measurement this board takes from elsewhere: never applied.
+        self._count_rejected()
+
+    def _count_rejected(self):
+        if self.rejected < 0xFFFF:
+            self.rejected += 1
+        self.input_rejected = True
+
+    def _cs_current(self, now_ms):
+        out = c.decode_cs_current(self.rx, self.out)
+        if self._cs_take(self.cs_current, out[1], out[2], now_ms):
+            self._cs_ma = out[0]
+            self._cs_publish(now_ms)
+
+    def _cs_voltage(self, now_ms):
+        out = c.decode_cs_voltage(self.rx, self.out)
+        if self._cs_take(self.cs_voltage, out[2], out[3], now_ms):
+            self._cs_pack_mv = out[0]
+            self._cs_link_mv = out[1]
+            self._cs_publish(now_ms)
+
+    def _cs_take(self, e2e, counter, crc, now_ms):
+        errors = e2e.errors
+        if e2e.failed:  # interfered with: nothing more until a FaultReset
+            e2e.errors += 1
+            ok = False
+        else:
+            ok = e2e.check(e2e.crc_ok(self.rx, 7, crc), counter, now_ms)
+        if e2e.errors != errors:  # not the first frame, which only sets the counter
+            self._count_rejected()
+        return ok
+
+    def _cs_publish(self, now_ms):
+        # The pack value is as old as its older group: a current that keeps coming never makes
+        # a voltage the sensor stopped sending look fresh (the measurement's stale time runs
+        # from the older group's arrival).
+        a = self.cs_current
+        b = self.cs_voltage
+        if a.seen and b.seen:
+            older = a.rx_ms if ticks_diff(a.rx_ms, b.rx_ms) < 0 else b.rx_ms
+            self.meas.set_pack(self._cs_ma, self._cs_pack_mv, self._cs_link_mv, older)
+
+    def reset_inputs(self):
+        """FaultReset: the InputRejected flag clears and the current sensor's E2E checks start
+        over (a failed sensor may be taken again once its frames are good)."""
+        self.input_rejected = False
+        self.cs_current.reset()
+        self.cs_voltage.reset()
+
+    @property
+    def vcu_bad(self):
+        """Rejected VCU_Request frames on the scale of vcu_bad_count (firmware/e2e.py)."""
+        e2e = self.vcu_e2e
+        return min(e2e.bad, e2e.limit) // 2
+
+    @property
+    def vcu_errors(self):
+        return self.vcu_e2e.errors
 
     def _vcu(self, now_ms):
+        # CRC first (cheap), then MAC and freshness: only an authentic, fresh frame reaches the
+        # counter check, so forged or replayed frames can neither be taken nor move its state.
         rx = self.rx
         out = c.decode_vcu_request(rx, self.out)
-        alive = out[3]
-        ok = crc8_j1850(rx, 7, _DATA_ID_CRC) == out[4]
-        if ok and self._vcu_alive >= 0:
-            d = (alive - self._vcu_alive) & 15
-            ok = d == 1
-            if d:
-                self._vcu_alive = alive  # resynchronise: the next frame in sequence is good
-        elif ok:
-            self._vcu_alive = alive
-        if not ok:
-            self.vcu_errors += 1
-            if self.vcu_bad < self.cfg.vcu_bad_count:
-                self.vcu_bad += 1
+        e2e = self.vcu_e2e
+        if not e2e.crc_ok(rx, 7, out[7]):
+            e2e.reject()
             return
-        if self.vcu_bad:
-            self.vcu_bad -= 1
-        self._vcu_seen = True
-        self._vcu_rx_ms = now_ms
+        fv = self.secoc.verify(rx)
+        if fv < 0:
+            e2e.reject()
+            return
+        # Authentic and fresh: never taken again, whatever the counter says of it.
+        self.secoc.take(fv, out[0] and not self.vcu_close)
+        if not e2e.check(True, out[3], now_ms):
+            return
         self.vcu_close = out[0]
         self.vcu_charge = out[2]
         reset = out[1]
@@ -170,8 +263,12 @@ class Comm:
         self.vcu_reset = reset
 
     def vcu_stale(self, now_ms):
-        """True when no valid vehicle request arrived within vcu_stale_ms."""
-        return not self._vcu_seen or ticks_diff(now_ms, self._vcu_rx_ms) > self.cfg.vcu_stale_ms
+        """True when no valid vehicle request arrived within vcu_stale_ms (the first poll counts
+        as the start: the first frame only sets the counter, so a VCU that is there from the
+        start is not stale in the first cycle; nothing closes before a request was taken)."""
+        e2e = self.vcu_e2e
+        t = e2e.rx_ms if e2e.seen else self._start_ms
+        return t is None or ticks_diff(now_ms, t) > self.cfg.vcu_stale_ms
 
     def take_reset_request(self):
         """Consume a FaultReset rising edge."""
@@ -247,7 +344,9 @@ class Comm:
             1 if d.balancing.count else 0,
             prot.tier,
             bms.reset_cause,
+            1 if self.input_rejected else 0,
             min(255, bms.cycle_load_pct),
+            self.rejected,
             bms.alive & 15,
         )
         self._send(c.BMS_STATE_ID, c.BMS_STATE_DLC)

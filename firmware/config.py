@@ -172,6 +172,11 @@ _SCHEMA = (
     "est_bend_pct 0 100 12 25 "  # OCV error at the knees, % of slope change x table step
     "est_ocv_mv 0 100 2 5 "  # OCV table error (a bias along the curve, a filter state), mV
     "est_gate_x10 10 1000 30 30 "  # innovations beyond this many sigma (x10) are de-weighted
+    # Full charge: charging at most est_full_ma with the highest cell within est_full_mv of
+    # cell_charge_max_mv for est_full_ms (the end of CV) sets SOC to 100 %
+    "est_full_ma 0 1000000 * * "  # taper current at the end of CV, mA; derived: C / 20
+    "est_full_mv 0 500 30 30 "  # mV below cell_charge_max_mv
+    "est_full_ms 0 3600000 30000 30000 "  # ms
     # DC charging over GB/T 27930 (firmware/charging.py, docs/charging.md)
     "charging 0 1 1 1 "  # 1 = the charging service runs on a board with a charger CAN channel
     "gbt_2015 0 1 0 0 "  # 1 = 2015 edition behaviour, 0 = 2023 Category A
@@ -339,6 +344,7 @@ def load(overrides=None):
     _derive(values, "est_offset_max_ma", cap // 100)
     _derive(values, "est_cell_max_ma", cap // 2)
     _derive(values, "est_step_ma", max(1, cap // 2))
+    _derive(values, "est_full_ma", max(1, cap // 20))
     _derive(values, "sop_rise_ma_s", max(1, cap // 2))
     _derive(values, "plaus_current_ma", 2 * max(values["oc_charge_ma"], values["oc_discharge_ma"]))
     _derive(values, "stuck_current_ma", cap // 2)

@@ -18,6 +18,7 @@ from .compat import const
 from .ocv import clamp_soc
 
 _N = const(6)  # filter states
+_RELAXED_MS = const(3600000)  # a rest this long is relaxed whatever the time constants
 
 
 def clampf(v, lo, hi):
@@ -36,6 +37,13 @@ class PackFilter:
         self.x = array("f", [0.0] * _N)
         self.pp = array("f", [0.0] * (_N * _N))  # covariance, row-major
         self._w = array("f", [0.0] * (3 * _N))  # scratch: u, c, P H'
+        # Model confidence (docs/estimation.md): counting's error since the start, as a variance
+        # (fraction**2) and a linear part (offset), the filter's correction since then, the
+        # share of counting's 3-sigma range that correction has used beyond the start's sigma,
+        # and that sigma (fraction).
+        self.conf = array("f", [0.0, 0.0, 0.0, 0.0, 0.0])
+        self._rest_ms = _RELAXED_MS  # time at rest, ms (capped); the start reads OCV: relaxed
+        self._om = cfg.est_offset_max_ma * 0.001  # A
 
     def start(self, sd):
         """A new start (or an OCV anchor): no correction, RC pairs and table error at 0, SOC
@@ -43,6 +51,10 @@ class PackFilter:
         x = self.x
         x[0] = x[1] = x[2] = x[5] = 0.0
         self._reset_cov(sd)
+        m = self.conf
+        m[0] = sd * sd
+        m[4] = sd
+        m[1] = m[2] = m[3] = 0.0
 
     def step(self, meas, dt_ms, soc, soh_res, at_end):
         """Predict over `dt_ms` and update with the mean cell voltage of `meas`; `soc` is the
@@ -87,7 +99,14 @@ class PackFilter:
         # SOC: current-sensor noise, plus model error (capacity, efficiency) growing with the
         # charge moved: variance (est_model_pct / 100)**2 per full capacity moved.
         qs = c.est_sigma_i_ma * 0.001 * dt / cap
-        pp[0] += qs * qs + c.est_model_pct * c.est_model_pct * 1e-4 * abs(ie) * dt / cap
+        qs = qs * qs + c.est_model_pct * c.est_model_pct * 1e-4 * abs(ie) * dt / cap
+        pp[0] += qs
+        # Counting's own error since the start (model confidence, below): the variance above,
+        # plus the largest offset's drift.
+        conf = self.conf
+        conf[0] += qs
+        if u:
+            conf[1] += self._om * u
         pp[3 * _N + 3] += 1e-6 * dt
         qb = c.est_offset_max_ma * 1e-6
         pp[4 * _N + 4] += qb * qb * dt
@@ -112,15 +131,47 @@ class PackFilter:
         # At the OCV knees the table's straight lines between points miss the curve: an error
         # growing with how sharply the slope changes there (est_bend_pct, docs/estimation.md).
         b = c.est_bend_pct * 1e-6 * pr.bend()
-        s = s * s + b * b + c.est_sigma_mv * c.est_sigma_mv * 1e-6
+        rn = s * s + b * b + c.est_sigma_mv * c.est_sigma_mv * 1e-6
         p00 = pp[0]
         hf = self._flattest(pr, p00, soc) * 0.01
+        s = 0.0
         for r in range(_N):
             v = 0.0
             for k in range(_N):
                 v += pp[r * _N + k] * h[k]
             w[2 * _N + r] = v
             s += h[r] * v
+        # Model confidence: how much of counting's own possible error since the start (3 sigma
+        # of its variance plus the largest offset's drift) the filter's corrections have used
+        # beyond two of the start's sigmas (a wrong start, corrected at full weight). Counting
+        # cannot be wrong by more: a filter that keeps
+        # moving the SOC away from it is reading a model error as SOC (a cell the tables do not
+        # describe: aged, colder, other dynamics). The voltage's noise grows by e**(50 x that
+        # share): 12x at 5 %, 150x at 10 %, so the filter counts coulombs once its model has
+        # shown itself wrong; and no step may leave the range (the update is scaled back to its
+        # edge).
+        # At rest the model is the OCV table and the relaxing RC pairs, the part it knows best:
+        # relaxed (resting three slow time constants, or since the start, which reads OCV), the
+        # voltage judges as it is, and counting's range starts afresh from the filter.
+        i = meas.current_ma
+        if -c.rest_current_ma <= i <= c.rest_current_ma:
+            if self._rest_ms < _RELAXED_MS:
+                self._rest_ms += dt_ms
+        else:
+            self._rest_ms = 0
+        if self._rest_ms >= _RELAXED_MS or self._rest_ms >= pr.at(pr.tau2) * 300:
+            conf[0] = pp[0]
+            conf[4] = sqrt(pp[0] if pp[0] > 0 else 0.0)
+            conf[1] = conf[2] = 0.0
+        span = 3 * sqrt(conf[0]) + conf[1]
+        used = abs(conf[2]) - 2 * conf[4]
+        if used > 0:
+            used /= span - 2 * conf[4]
+            conf[3] = used
+            rn *= exp(50 * used if used < 1 else 50.0)
+        else:
+            conf[3] = 0.0
+        s += rn
         # An innovation beyond est_gate_x10 / 10 sigma is model error more likely than news
         # (the cell left the model's validity): weigh it as if its noise were that large, so one
         # step moves the state by at most the gate's worth (Huber's robust update), and learn no
@@ -132,6 +183,13 @@ class PackFilter:
         if gated:
             s = y * y / (g * g)
         s = 1 / s
+        dx = w[2 * _N] * s * y  # this step's SOC correction
+        lim = span - conf[2] if dx > 0 else -span - conf[2]
+        if conf[1] > 0 and ((dx > 0 and dx > lim) or (dx < 0 and dx < lim)):
+            s *= lim / dx if (lim > 0) == (dx > 0) else 0.0
+            gated = True
+            dx = w[2 * _N] * s * y
+        conf[2] += dx
         for r in range(_N):
             g = w[2 * _N + r] * s  # Kalman gain
             x[r] += g * y

@@ -39,6 +39,7 @@ from .soh import Soh
 
 _SOC_FULL = const(10000)
 _CELLS_PER_CYCLE = const(16)
+_FULL_SD = 0.005  # SOC sigma of a recognised full charge (fraction): 0.5 %
 
 
 class SocEstimator:
@@ -74,6 +75,7 @@ class SocEstimator:
         self._thr_rem = 0  # mA*ms not yet carried into throughput_mah
         self._restored = False
         self._next_cell = 0
+        self._cv_ms = 0  # time in the end-of-CV condition
 
     def update(self, meas, dt_ms, now_ms):
         """Advance by `dt_ms`; call only with fresh, plausible measurements."""
@@ -139,6 +141,7 @@ class SocEstimator:
         c = self._cfg
         i = meas.current_ma
         self._pack(meas, dt_ms)
+        self._full_charge(meas, dt_ms)
         self._soh.update(meas, self._p)
         if i <= c.est_cell_max_ma and -i <= c.est_cell_max_ma:
             self._cells(meas)
@@ -185,6 +188,24 @@ class SocEstimator:
             self._anchor_pack(meas)
         b = (x[0] if x[0] > 0 else -x[0]) + 3 * sqrt(pp[0] if pp[0] > 0 else 0.0)
         out.soc_bound = min(_SOC_FULL, c.est_bound_floor + int(b * 10000))
+
+    def _full_charge(self, meas, dt_ms):
+        # The end of a CV phase: charging at the taper current with the highest cell at the
+        # charge voltage. Every peer sets 100 % there; so does this: the filter restarts at the
+        # SOC of a full cell and the correction moves in at the rate limit (no jump).
+        c = self._cfg
+        i = meas.current_ma
+        if -c.est_full_ma <= i < -c.rest_current_ma and (
+            meas.vmax_mv >= c.cell_charge_max_mv - c.est_full_mv
+        ):
+            if self._cv_ms < c.est_full_ms:
+                self._cv_ms += dt_ms
+                if self._cv_ms >= c.est_full_ms:
+                    f = self._filter
+                    f.start(_FULL_SD)
+                    f.x[0] = (_SOC_FULL - self.out.soc) / 10000
+        else:
+            self._cv_ms = 0
 
     def _anchor_pack(self, meas):
         # Rested: where OCV is steep it wins over the filter, and pairs of such anchors far apart
@@ -273,6 +294,12 @@ class SocEstimator:
             i = meas.current_ma
             mv = self._cfg.est_init_mv + (i if i >= 0 else -i) * pr.at(pr.r0) * 1e-5
             sd = min(0.3, max(0.005, mv * 0.1 / max(1, pr.slope())))
+            # At rest at or above the table's full voltage: a full cell (the charger's CV end
+            # just before the start), known as well as a recognised full charge.
+            if -self._cfg.rest_current_ma <= i <= self._cfg.rest_current_ma and (
+                meas.vmin_mv >= table[len(table) - 1]
+            ):
+                sd = _FULL_SD
         self._filter.start(sd)
         self._soh.start(meas)
         out.soc_bound = min(_SOC_FULL, self._cfg.est_bound_floor + int(30000 * sd))

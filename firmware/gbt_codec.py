@@ -14,7 +14,10 @@ DBC, i.e. their MSB). Multiplexed messages: the multiplexer value, the signals o
 the other signals; all groups share one layout. Group g (0 <= g < <NAME>_MUX_COUNT) carries the
 signals named pattern.format(g * <NAME>_GROUP_SIZE + k + <NAME>_NAME_BASE) for
 k = 0..<NAME>_GROUP_SIZE-1 (pattern in the comment; with a peer module the metadata is there).
-Messages with the same layout share functions.
+Messages with the same layout share functions. A multiplexed message without other signals also
+gets decode_<name>_into(data, dst): group g's signals straight into dst[g * <NAME>_GROUP_SIZE + k]
+(those below len(dst); dst must hold their range, e.g. an array("H") for unsigned signals of at
+most 16 bits), returning g.
 """
 
 from .compat import const

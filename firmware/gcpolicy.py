@@ -1,27 +1,42 @@
-"""When the garbage collector runs: between control cycles, never inside one.
+"""When the garbage collector runs: between control cycles, not inside one.
 
-A control cycle runs with automatic collection off (`cycle_begin` / `cycle_end`), so no cycle
-ever pays for a collection (on a 144 KiB heap one takes milliseconds of a Cortex-M's time).
 After each cycle, outside its timed part (app.Bms.guarded_cycle), `between` runs a collection
-when the garbage of the next cycles could exceed the free heap: at each collection it measures
-the heap that stays (`live`), what is free, and how much the heap grew per cycle since the
-previous collection (the largest growth seen so far, so a quiet stretch never stretches the
-schedule); the next collection is due after free // (2 * growth) cycles, at least 1 and at most
-_MAX_EVERY (so `live`, which the BMS reports on CAN, is at most that many cycles old). Until a
-growth is measured it collects after every cycle.
+when the garbage of the next cycles could exceed the free heap. It measures the heap that stays
+(`live`, which the BMS reports on CAN), the heap's size, and how much the heap grew per cycle
+since the previous collection; the next collection is due after (size - live) // (2 * growth)
+cycles, at least 1 and at most _MAX_EVERY, with growth the largest seen so far and never less
+than CYCLE_BLOCKS (so neither a quiet stretch nor a start without measurements stretches the
+schedule). A cycle that failed is followed by a collection at once. In steady state no cycle
+fills the heap, so MicroPython's automatic collection (which runs only when an allocation finds
+no free block) never runs inside one: tests/firmware/test_alloc.py checks that on the heap in
+use across every cycle.
 
-Should a cycle still find the heap exhausted, MicroPython raises MemoryError there (it does not
-collect while collection is off), and the cycle's guard takes the safe state: it fails safe.
+Automatic collection stays on inside the cycles all the same: it is the backstop for a burst the
+schedule did not foresee (catch-up, a diagnostic session, a flood's frames). With it off, such a
+burst would be a MemoryError inside the cycle, and a BMS that fails safe on every cycle for want
+of heap is a BMS out of service; with it on, the burst costs one slow cycle. Where the free heap
+after a collection does not hold two cycles' garbage (an .mpy bundle whose bytecode fills a small
+board's heap) the schedule cannot keep collections out of the cycles: those cycles are counted
+(`tight`).
 
-The measurements (gc.mem_alloc, gc.mem_free) each scan the heap's allocation table, so they run
-only next to a collection, never per cycle. Under CPython (tests) there is nothing to schedule.
+The measurements (gc.mem_alloc, gc.mem_free) each scan the heap's allocation table (on a 192 KiB
+heap about as long as the collection itself), so they run only next to a collection, never per
+cycle, and there for two collections in every 8 (or each one with `probe`): the heap before the
+collection (the growth) and after it (`live`). Under CPython there is nothing to schedule.
 """
 
 import gc
+import sys
 
 from .compat import IS_MICROPYTHON, const
 
 _MAX_EVERY = const(16)  # cycles between collections at most
+# What one control cycle may leave on the heap, in heap blocks (4 words each): the budget that
+# tests/firmware/test_alloc.py holds a steady-state cycle to (the float filters and the rest).
+# The schedule assumes at least this much per cycle: a growth measured while the filters did not
+# run yet (no measurements) must not stretch it.
+CYCLE_BLOCKS = const(976)
+BLOCK_BYTES = 32 if sys.maxsize > 2**32 else 16
 
 
 class Collector:
@@ -30,40 +45,49 @@ class Collector:
     def __init__(self):
         self.live = 0  # heap in use after the last collection, bytes
         self.collections = 0
-        self.before = 0  # heap in use just before the last collection, bytes
+        self.before = -1  # heap in use just before the last collection, bytes; -1: not taken
+        self.probe = False  # take `before` at every collection
+        self._heap = 0  # the heap's size, bytes
         self.every = 1  # cycles between collections, as last scheduled
-        self._growth = 0  # largest heap growth per cycle seen, bytes
+        self._growth = CYCLE_BLOCKS * BLOCK_BYTES  # largest heap growth per cycle seen, bytes
         self._cycles = 0  # cycles since the last collection
-        self._enabled = True
+        # The free heap after a collection holds two cycles' garbage: the schedule keeps
+        # collections out of the cycles. Not yet known before the first collection.
+        self.room = False
+        self.tight = 0  # cycles without room for their garbage (module docstring)
 
     def cycle_begin(self):
-        """Automatic collection off for the cycle (restored by `cycle_end`)."""
-        self._enabled = gc.isenabled() if IS_MICROPYTHON else True
-        gc.disable()
+        """A cycle starts: counted in `tight` when the schedule found no room for it."""
+        if not self.room and IS_MICROPYTHON:
+            self.tight += 1
 
-    def cycle_end(self):
-        if self._enabled:
-            gc.enable()
-
-    def between(self):
-        """After a cycle: collect if the next one might not find enough free heap. True when it
-        collected (`live` is then fresh)."""
+    def between(self, now=False):
+        """After a cycle: collect if the next one might not find enough free heap (or `now`: the
+        cycle failed, maybe for want of heap). True when it collected and measured `live`
+        anew."""
         if not IS_MICROPYTHON:
             return False
         self._cycles += 1
-        if self._cycles < self.every:
+        if self._cycles < self.every and not now:
             return False
-        used = gc.mem_alloc()
-        self.before = used
-        grown = used - self.live
-        if self.collections and grown > 0:
-            g = grown // self._cycles
+        n = self.collections
+        # The heap in use before collecting (a scan of its own) only for every 8th collection,
+        # or each one with `probe` (benchmarks and tests that check every cycle).
+        self.before = -1
+        measure = self.probe or n & 7 < 2  # the first two of every 8
+        if measure:
+            used = self.before = gc.mem_alloc()
+            g = (used - self.live) // self._cycles if n else 0  # the first: since the start
             if g > self._growth:
                 self._growth = g
         gc.collect()
-        self.collections += 1
+        self.collections = n + 1
         self._cycles = 0
-        self.live = gc.mem_alloc()
-        if self._growth:
-            self.every = max(1, min(_MAX_EVERY, gc.mem_free() // (2 * self._growth)))
-        return True
+        if measure:
+            self.live = gc.mem_alloc()
+            if not self._heap:
+                self._heap = self.live + gc.mem_free()
+        every = (self._heap - self.live) // (2 * self._growth)
+        self.room = every > 0
+        self.every = max(1, min(_MAX_EVERY, every))
+        return measure

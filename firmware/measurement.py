@@ -48,24 +48,27 @@ def _put4(values, i, v0, v1, v2, v3, lo, hi):
         values[i + 3] = _clamp(v3, lo, hi)
 
 
+def _first(values, v):
+    # Index of the first element equal to `v` (which is in `values`).
+    i = 0
+    for x in values:
+        if x == v:
+            return i
+        i += 1
+    return 0
+
+
 def _scan(values, r):
     # r <- min, index of min, max, index of max, sum, rounded mean (first index wins ties).
-    vmin = vmax = total = values[0]
-    imin = imax = 0
-    for i in range(1, len(values)):
-        v = values[i]
-        total += v
-        if v < vmin:
-            vmin = v
-            imin = i
-        elif v > vmax:
-            vmax = v
-            imax = i
+    # min, max and sum run in C: one interpreted loop per index, ending where it is found.
+    vmin = min(values)
+    vmax = max(values)
+    total = sum(values)
     n = len(values)
     r[0] = vmin
-    r[1] = imin
+    r[1] = _first(values, vmin)
     r[2] = vmax
-    r[3] = imax
+    r[3] = _first(values, vmax)
     r[4] = total
     r[5] = (total + n // 2) // n
 
@@ -78,7 +81,8 @@ class Measurements:
         n = cfg.cell_count
         m = cfg.temp_count
         self.cell_mv = array("H", [0] * n)  # corrected by compensate(); what everything reads
-        self.cell_raw_mv = array("H", [0] * n)  # as received
+        # As received. Without sense-line compensation the two are one array: nothing to copy.
+        self.cell_raw_mv = array("H", [0] * n) if cfg.balance_sense_mohm else self.cell_mv
         self._biased = False  # cell_mv differs from cell_raw_mv (compensate() changed it)
         self.temp_dc = array("h", [0] * m)
         self.current_ma = 0
@@ -121,6 +125,33 @@ class Measurements:
         _put4(self.cell_mv, group * _GROUP, v0, v1, v2, v3, 0, 0xFFFF)
         self._mark(group, now_ms)
 
+    def cells_in(self, group, now_ms):
+        """Group `group` of `cell_raw_mv` was just written in place (the codec's
+        decode_*_into, whose signal widths fit the array): check it, bring `cell_mv` along,
+        mark it fresh."""
+        if not 0 <= group < self._cell_groups:
+            self.rx_errors += 1
+            return
+        out = self.cell_mv
+        raw = self.cell_raw_mv
+        if out is not raw:
+            i = group * _GROUP
+            k = min(i + _GROUP, len(raw))
+            while i < k:
+                out[i] = raw[i]
+                i += 1
+        self._rx_ms[group] = now_ms
+        self._seen[group] = 1
+
+    def temps_in(self, group, now_ms):
+        """Group `group` of `temp_dc` was just written in place (as `cells_in`)."""
+        if not 0 <= group < self._temp_groups:
+            self.rx_errors += 1
+            return
+        slot = self._cell_groups + group
+        self._rx_ms[slot] = now_ms
+        self._seen[slot] = 1
+
     def set_temps(self, group, t0, t1, t2, t3, now_ms):
         if not 0 <= group < self._temp_groups:
             self.rx_errors += 1
@@ -155,6 +186,16 @@ class Measurements:
         limit = self._cfg.meas_stale_ms
         seen = self._seen
         rx = self._rx_ms
+        if seen.find(b"\x00") < 0:
+            # Every slot seen: the oldest and newest time stamp (min/max in C) decide, unless
+            # the stamps straddle the tick wrap (then the two ages differ by more than the
+            # stamps do, and the loop below judges each).
+            lo = min(rx)
+            hi = max(rx)
+            a = ticks_diff(now_ms, lo)
+            b = ticks_diff(now_ms, hi)
+            if a - b == hi - lo and -limit <= b and a <= limit:
+                return False
         result = False
         for s in range(len(seen)):
             if not seen[s]:
@@ -164,20 +205,23 @@ class Measurements:
                 result = True
         return result
 
-    def plausible(self):
+    def plausible(self, stats=False):
         """True if every value lies in its physical range (config plaus_* keys). Whether the pack
-        voltage agrees with the sum of the cells is protection's PackVoltageMismatch rule."""
+        voltage agrees with the sum of the cells is protection's PackVoltageMismatch rule.
+        `stats`: the statistics of this cycle's `evaluate` stand for the values (nothing wrote
+        them since), so their extremes decide instead of a scan."""
         cfg = self._cfg
-        lo = cfg.plaus_cell_min_mv
-        hi = cfg.plaus_cell_max_mv
-        for v in self.cell_mv:
-            if v < lo or v > hi:
+        v = self.cell_mv
+        t = self.temp_dc
+        if stats:
+            if self.vmin_mv < cfg.plaus_cell_min_mv or self.vmax_mv > cfg.plaus_cell_max_mv:
                 return False
-        lo = cfg.plaus_temp_min_dc
-        hi = cfg.plaus_temp_max_dc
-        for t in self.temp_dc:
-            if t < lo or t > hi:
+            if self.tmin_dc < cfg.plaus_temp_min_dc or self.tmax_dc > cfg.plaus_temp_max_dc:
                 return False
+        elif min(v) < cfg.plaus_cell_min_mv or max(v) > cfg.plaus_cell_max_mv:
+            return False
+        elif min(t) < cfg.plaus_temp_min_dc or max(t) > cfg.plaus_temp_max_dc:
+            return False
         i = self.current_ma
         return (
             -cfg.plaus_current_ma <= i <= cfg.plaus_current_ma

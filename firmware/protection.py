@@ -115,6 +115,8 @@ FAULT_BITS = const(30)
 # frame integrity, contactor feedback and weld, storage, the DC charger.
 _EXTERNAL = const(0x28E07800)
 _RUNAWAY_WINDOW_MS = const(1000)
+# The rules Protection._values evaluates through _rules (the current sensor's when fitted).
+_VALUE_RULES = const(0x070080FF)
 
 
 def catalogue(cfg=None, q=None):
@@ -171,8 +173,9 @@ class Protection:
         self._latched = 0
         self._live = 0  # stale measurements or VCU request: recomputed every check
         n = cfg.cell_count
-        self._prev = array("H", [0] * n)  # stuck: raw readings of the last check
+        self._prev = array("H", [0] * n)  # stuck: raw readings at the window start
         self._changed = bytearray((n + 7) // 8)  # stuck: bit k = cell k changed in this window
+        self._unchanged = n  # stuck: cells not changed yet in this window
         self._t_ref = array("h", [0] * cfg.temp_count)  # runaway: readings at the window start
         self._v_ref = array("H", [0] * n)
         # Window state: stuck window start, lowest and highest current in it, runaway window start
@@ -190,6 +193,20 @@ class Protection:
             self._since[bit] = now_ms
         if ticks_diff(now_ms, self._since[bit]) >= self._q[bit]:
             self._latched |= m
+
+    def _rules(self, bits, conds, now_ms):
+        # `_rule` for every bit of `bits`, `conds` holding the bits whose condition is present:
+        # the absent ones all at once (as _rule clears them), the present ones one by one.
+        off = bits & ~conds
+        self._pending &= ~off
+        self._latched &= ~(off & ~_LATCH)
+        on = bits & conds
+        bit = 0
+        while on:
+            if on & 1:
+                self._rule(bit, True, now_ms)
+            on >>= 1
+            bit += 1
 
     def check(self, meas, now_ms, stale, vcu_stale):
         """Evaluate the rules on this cycle's measurements (`stale`: their freshness verdict)
@@ -209,7 +226,8 @@ class Protection:
         cfg = self._cfg
         # Before the range check: a reading near 0 V names its cause (an implausible one, too).
         self._rule(_FAULT_OPEN_WIRE, meas.vmin_mv <= cfg.open_wire_mv, now_ms)
-        implausible = not meas.plausible()
+        # check() runs right after the cycle's evaluate: its statistics are the values'.
+        implausible = not meas.plausible(True)
         self._rule(FAULT_MEAS_IMPLAUSIBLE, implausible, now_ms)
         # A scaling or wrap-around error here would end a precharge early: rules frozen too.
         d = meas.pack_mv - meas.cell_sum_mv
@@ -222,17 +240,28 @@ class Protection:
         charging = i < -cfg.rest_current_ma
         tmin = meas.tmin_dc
         tmax = meas.tmax_dc
-        self._rule(FAULT_CELL_OV, meas.vmax_mv > cfg.cell_ov_mv, now_ms)
-        self._rule(FAULT_CELL_UV, meas.vmin_mv < cfg.cell_uv_mv, now_ms)
-        self._rule(FAULT_OT_CHARGE, charging and tmax > cfg.ot_charge_dc, now_ms)
-        self._rule(FAULT_OT_DISCHARGE, tmax > cfg.ot_discharge_dc, now_ms)
-        self._rule(FAULT_UT_CHARGE, charging and tmin < cfg.ut_charge_dc, now_ms)
-        self._rule(FAULT_UT_DISCHARGE, tmin < cfg.ut_discharge_dc, now_ms)
-        self._rule(FAULT_OC_CHARGE, -i > cfg.oc_charge_ma, now_ms)
-        self._rule(FAULT_OC_DISCHARGE, i > cfg.oc_discharge_ma, now_ms)
-        cold = tmin < cfg.oc_cold_dc
-        self._rule(_FAULT_OC_CHARGE_COLD, cold and -i > cfg.oc_charge_cold_ma, now_ms)
-        self._rule(_FAULT_IMBALANCE, meas.vmax_mv - meas.vmin_mv > cfg.imbalance_mv, now_ms)
+        # The value rules as one bit set of conditions (`_rules`): one call, not one per rule.
+        c = 0
+        if meas.vmax_mv > cfg.cell_ov_mv:
+            c |= 1 << FAULT_CELL_OV
+        if meas.vmin_mv < cfg.cell_uv_mv:
+            c |= 1 << FAULT_CELL_UV
+        if charging and tmax > cfg.ot_charge_dc:
+            c |= 1 << FAULT_OT_CHARGE
+        if tmax > cfg.ot_discharge_dc:
+            c |= 1 << FAULT_OT_DISCHARGE
+        if charging and tmin < cfg.ut_charge_dc:
+            c |= 1 << FAULT_UT_CHARGE
+        if tmin < cfg.ut_discharge_dc:
+            c |= 1 << FAULT_UT_DISCHARGE
+        if -i > cfg.oc_charge_ma:
+            c |= 1 << FAULT_OC_CHARGE
+        if i > cfg.oc_discharge_ma:
+            c |= 1 << FAULT_OC_DISCHARGE
+        if tmin < cfg.oc_cold_dc and -i > cfg.oc_charge_cold_ma:
+            c |= 1 << _FAULT_OC_CHARGE_COLD
+        if meas.vmax_mv - meas.vmin_mv > cfg.imbalance_mv:
+            c |= 1 << _FAULT_IMBALANCE
         # The limits' temperature ramps are reducing the current of the direction in use.
         if charging:
             hi = cfg.charge_temp_full_hi_dc
@@ -240,25 +269,37 @@ class Protection:
         else:
             hi = cfg.discharge_temp_full_hi_dc
             lo = cfg.discharge_temp_full_lo_dc
-        self._rule(_FAULT_TEMP_HIGH_DERATE, tmax > hi, now_ms)
-        self._rule(_FAULT_TEMP_LOW_DERATE, tmin < lo, now_ms)
+        if tmax > hi:
+            c |= 1 << _FAULT_TEMP_HIGH_DERATE
+        if tmin < lo:
+            c |= 1 << _FAULT_TEMP_LOW_DERATE
+        bits = _VALUE_RULES
         if cfg.current2_enable:
+            bits |= 1 << _FAULT_CURRENT2
             d = i - meas.current2_ma
-            self._rule(
-                _FAULT_CURRENT2, d > cfg.current2_delta_ma or -d > cfg.current2_delta_ma, now_ms
-            )
+            if d > cfg.current2_delta_ma or -d > cfg.current2_delta_ma:
+                c |= 1 << _FAULT_CURRENT2
+        self._rules(bits, c, now_ms)
         self._stuck(meas, now_ms)
         self._runaway(meas, now_ms)
 
     def _stuck(self, meas, now_ms):
+        # A cell changed in the window if a reading differs from the one at its start. Once every
+        # cell has, nothing is left to compare until the next window; nor when none moved (the
+        # arrays compare in C).
         raw = meas.cell_raw_mv
         prev = self._prev
         ch = self._changed
-        for k in range(len(raw)):
-            v = raw[k]
-            if v != prev[k]:
-                ch[k >> 3] |= 1 << (k & 7)
-                prev[k] = v
+        if self._unchanged and raw != prev:
+            left = 0
+            for k in range(len(raw)):
+                b = 1 << (k & 7)
+                if not ch[k >> 3] & b:
+                    if raw[k] != prev[k]:
+                        ch[k >> 3] |= b
+                    else:
+                        left += 1
+            self._unchanged = left
         i = meas.current_ma
         w = self._w
         if w[0] is not None:
@@ -268,15 +309,13 @@ class Protection:
                 w[2] = i
             if ticks_diff(now_ms, w[0]) < self._cfg.stuck_window_ms:
                 return
-            stuck = False
-            if w[2] - w[1] > self._cfg.stuck_current_ma:
-                for k in range(len(raw)):
-                    if not ch[k >> 3] & (1 << (k & 7)):
-                        stuck = True
+            stuck = w[2] - w[1] > self._cfg.stuck_current_ma and self._unchanged > 0
             self._rule(_FAULT_STUCK, stuck, now_ms)
         # A window starts with these readings: nothing has changed in it yet.
         for k in range(len(ch)):
             ch[k] = 0
+        prev[:] = raw
+        self._unchanged = len(raw)
         w[0] = now_ms
         w[1] = w[2] = i
 

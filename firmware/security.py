@@ -26,10 +26,10 @@ board that starts with the count exhausted starts with the delay running.
 """
 
 import binascii
-import hashlib
 import os
 
 from .compat import const, ticks_diff
+from .mac import hmac_sha256
 
 MAX_ATTEMPTS = const(3)
 DELAY_MS = const(10000)
@@ -37,24 +37,6 @@ SEED_LEN = const(8)
 KEY_LEN = const(8)
 _REC_LEN = const(56)
 _MAGIC = b"CGP1"
-
-
-def hmac_sha256(key, prefix, msg):
-    """HMAC-SHA-256(key, bytes((prefix,)) + msg) for a key of at most 64 bytes (RFC 2104)."""
-    pad = bytearray(64)
-    for i in range(len(key)):
-        pad[i] = key[i] ^ 0x36
-    for i in range(len(key), 64):
-        pad[i] = 0x36
-    h = hashlib.sha256(pad)
-    h.update(bytes((prefix,)))
-    h.update(msg)
-    inner = h.digest()
-    for i in range(64):
-        pad[i] ^= 0x36 ^ 0x5C
-    h = hashlib.sha256(pad)
-    h.update(inner)
-    return h.digest()
 
 
 def parse_provision(data):

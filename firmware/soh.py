@@ -74,6 +74,9 @@ class Soh:
             rel = sqrt(sd * sd + self._anchor_sd * self._anchor_sd) * 10000 / abs(span)
             conf = max(0, min(100, int(100 - 1000 * rel)))
             if conf and 0 < new < 20000:
+                # A cell holds at most its rated capacity as far as the SOH reports (100 %): an
+                # estimate above is the anchors' error, and counts at 100 %.
+                new = min(new, 10000)
                 old = o.soh_cap_conf
                 o.soh_cap = int((o.soh_cap * old + new * conf) / (old + conf))
                 o.soh_cap_conf = max(old, conf)

@@ -4,14 +4,20 @@ Battery power is in watts, positive = discharge. The simulated pack is far small
 vehicle's (16 NMC cells hold about 0.3 kWh), so ``Vehicle.pack_power_w`` scales the vehicle's
 battery power by ``pack energy / reference_pack_kwh``: the small pack then sees the C-rates of a
 real EV whose pack holds ``reference_pack_kwh`` (60 kWh by default).
+
+``VcuRequests`` is the vehicle's control unit as the BMS sees it on CAN: its VCU_Request frames.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
+from crccheck.crc import Crc8SaeJ1850
 from numpy.typing import ArrayLike, NDArray
 
 GRAVITY_M_S2 = 9.81
@@ -81,3 +87,72 @@ def load_drive_cycle(name: str) -> NDArray[np.float64]:
     if not np.array_equal(table[:, 0], np.arange(duration_s)):
         raise ValueError(f"{filename} is not a 1 Hz profile covering 0..{duration_s} s")
     return table[:, 1] / _KMH_PER_MPS
+
+
+class VcuRequests:
+    """The vehicle control unit's VCU_Request frames (dbc/cellguard.dbc, docs/security.md): the
+    request bits, an alive counter advancing by 1 mod 16, the low 16 bits of its freshness value,
+    a 4-byte MAC and the E2E CRC-8 SAE J1850 over the data ID and bytes 0..6. CRC and MAC come
+    from crccheck and Python's `hmac`, implementations independent of the firmware's.
+
+    The freshness value never repeats: with `freshness_file` it is kept across VCU restarts the
+    way a VCU keeps it in non-volatile memory, a block of `BLOCK` values reserved ahead (the file
+    holds where the next start begins), so a restart skips forward and never reuses a value.
+    Without `key` the frames carry no valid MAC: the BMS takes none of them.
+
+    Usage:
+        vcu = VcuRequests(key, Path("vcu_freshness"))
+        can_id, data = VCU_REQUEST_ID, vcu.frame(close=True)
+    """
+
+    DATA_ID = bytes((0x00, 0x03))
+    """E2E data ID of VCU_Request: its CAN id 0x300, low byte first."""
+    BLOCK = 1024
+    """Freshness values reserved per write of the freshness file (below the BMS's window)."""
+
+    def __init__(self, key: bytes | None = None, freshness_file: Path | None = None) -> None:
+        self.key = key
+        self.alive = 0
+        self._file = freshness_file
+        self.freshness = 0
+        self._reserved = 0
+        if freshness_file is not None and freshness_file.exists():
+            self.freshness = int(freshness_file.read_text())
+        self._reserve()
+
+    def _reserve(self) -> None:
+        self._reserved = self.freshness + self.BLOCK
+        if self._file is not None:
+            self._file.write_text(f"{self._reserved}\n")
+
+    @staticmethod
+    def crc(frame: bytes | bytearray) -> int:
+        """The E2E CRC of a frame's bytes 0..6."""
+        return int(Crc8SaeJ1850.calc(VcuRequests.DATA_ID + bytes(frame[:7])))
+
+    def mac(self, byte0: int, freshness: int) -> bytes:
+        """The 4-byte MAC of a request byte and a full freshness value (zeros without a key)."""
+        if self.key is None:
+            return bytes(4)
+        msg = b"\x03" + self.DATA_ID + bytes((byte0,)) + freshness.to_bytes(4, "big")
+        return hmac.new(self.key, msg, hashlib.sha256).digest()[:4]
+
+    def frame(self, close: bool, fault_reset: bool = False, charge: bool = False) -> bytes:
+        """The next request: a fresh alive counter and freshness value, its MAC and its CRC."""
+        self.alive = (self.alive + 1) & 15
+        self.freshness += 1
+        if self.freshness >= self._reserved:
+            self._reserve()
+        return self.sign(close, fault_reset, charge, self.alive, self.freshness)
+
+    def sign(
+        self, close: bool, fault_reset: bool, charge: bool, alive: int, freshness: int
+    ) -> bytes:
+        """A request with the given counter and freshness value (a test's or an attacker's)."""
+        buf = bytearray(8)
+        buf[0] = int(close) | int(fault_reset) << 1 | int(charge) << 2 | (alive & 15) << 4
+        buf[1] = freshness & 0xFF
+        buf[2] = (freshness >> 8) & 0xFF
+        buf[3:7] = self.mac(buf[0], freshness)
+        buf[7] = self.crc(buf)
+        return bytes(buf)

@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from hil import REPO_ROOT
-from hil.bench.provision import new_record
+from hil.bench.provision import VCU_KEY_FILE, new_record, new_vcu_key_record, parse_vcu_key
 from hil.toolchain.build import (
     board_profile,
     build_bundle,
@@ -207,6 +207,22 @@ class ProcessDut:
         at the first start of this DUT, so every run has a key of its own."""
         return self.storage / "provision"
 
+    @property
+    def vcu_key_file(self) -> Path:
+        """The per-vehicle VCU_Request key the board holds (firmware/secoc.py): generated at the
+        first start of this DUT, a test key the bench's VCU shares (hil.bench.loop)."""
+        return self.storage / VCU_KEY_FILE
+
+    @property
+    def vcu_key(self) -> bytes:
+        """The key in `vcu_key_file` (after the first start)."""
+        return parse_vcu_key(self.vcu_key_file.read_bytes())
+
+    @property
+    def vcu_freshness_file(self) -> Path:
+        """Where the bench's VCU keeps its freshness value: beside the board, not in its storage."""
+        return self.workdir / "vcu_freshness"
+
     def command(self) -> list[str]:
         """The command line that starts the firmware."""
         raise NotImplementedError
@@ -234,6 +250,8 @@ class ProcessDut:
         self.storage.mkdir(parents=True, exist_ok=True)
         if not self.key_file.exists():
             self.key_file.write_bytes(new_record(f"SIM-{self.port}"))
+        if not self.vcu_key_file.exists():
+            self.vcu_key_file.write_bytes(new_vcu_key_record())
         (self.workdir / "config.json").write_text(json.dumps(self.config))
         log = self.log_path.open("ab")
         try:

@@ -31,6 +31,7 @@ from hil.bench.transport import Frame, Transport
 from sim.pack import Pack
 from sim.scenario import Limits
 from sim.sensors import Measurement, SensorModel
+from sim.vehicle import VcuRequests
 
 if TYPE_CHECKING:
     from hil.bench.dut import ProcessDut
@@ -71,13 +72,14 @@ FAULT_NAMES = (
 )
 BMS_STATES = ("INIT", "STANDBY", "PRECHARGE", "CLOSED", "FAULT", "OPENING", "RETRY_WAIT")
 
-VCU_DATA_ID = bytes((0x00, 0x03))  # E2E data ID of VCU_Request (its id 0x300, low byte first)
+VCU_DATA_ID = VcuRequests.DATA_ID
+vcu_crc = VcuRequests.crc
 
 
-def vcu_crc(frame: bytes | bytearray) -> int:
-    """VCU_Request's CRC-8 SAE J1850 over the data ID and payload bytes 0..6 (crccheck, an
-    implementation independent of the firmware's)."""
-    return int(Crc8SaeJ1850.calc(VCU_DATA_ID + bytes(frame[:7])))
+def e2e_crc(can_id: int, frame: bytes | bytearray) -> int:
+    """The E2E CRC-8 SAE J1850 of a frame's bytes 0..6 under its data ID (the CAN id, low byte
+    first), as firmware/e2e.py checks it."""
+    return int(Crc8SaeJ1850.calc(bytes((can_id & 0xFF, can_id >> 8)) + bytes(frame[:7])))
 
 
 class BenchError(RuntimeError):
@@ -194,6 +196,9 @@ class Bench:
         self.periods = 0
         self.seq = 0
         self.vcu_alive = 0
+        self.vcu = VcuRequests()
+        """The vehicle's VCU (sim.vehicle): no key until `attach_dut` (or a caller) gives one."""
+        self.shunt_counter = 0
         self.measurement_hook: MeasurementHook | None = None
         self.faults: FaultHooks | None = None  # set by hil.bench.inject.FaultInjector
         self.dut: ProcessDut | None = None  # set when the bench started the firmware itself
@@ -241,6 +246,7 @@ class Bench:
                 self.seq & 15,
             )
         )
+        frames.extend(self.shunt_frames(m))
         fb = int(m.feedback)
         frames.append(
             self._frame(
@@ -254,13 +260,34 @@ class Bench:
         )
         return frames
 
+    def shunt_frames(self, m: Measurement) -> list[Frame]:
+        """CS_Current and CS_Voltage of the pack's CAN shunt (measurement source `can-sensor`),
+        each with its E2E counter and CRC (see the DBC comments). A bench board takes its pack
+        values from SIM_PackMeasurements and drops these; they are on the bus as in a vehicle."""
+        self.shunt_counter = (self.shunt_counter + 1) & 15
+        cur = bytearray(8)
+        codec.encode_cs_current(cur, int(m.current_ma), self.shunt_counter, 0)
+        cur[7] = e2e_crc(codec.CS_CURRENT_ID, cur)
+        volt = bytearray(8)
+        codec.encode_cs_voltage(volt, int(m.pack_mv), int(m.link_mv), self.shunt_counter, 0)
+        volt[7] = e2e_crc(codec.CS_VOLTAGE_ID, volt)
+        return [(codec.CS_CURRENT_ID, bytes(cur)), (codec.CS_VOLTAGE_ID, bytes(volt))]
+
     def vcu_frame(self, close: bool, fault_reset: bool, charge: bool = False) -> Frame:
-        """VCU_Request with a fresh alive counter and its CRC (see the DBC comment)."""
-        self.vcu_alive = (self.vcu_alive + 1) & 15
-        buf = self._buf
-        codec.encode_vcu_request(buf, int(close), int(fault_reset), int(charge), self.vcu_alive, 0)
-        buf[7] = vcu_crc(buf)
-        return codec.VCU_REQUEST_ID, bytes(buf)
+        """VCU_Request from the bench's VCU (`vcu`): counter, freshness, MAC, CRC."""
+        data = self.vcu.frame(close, fault_reset, charge)
+        self.vcu_alive = self.vcu.alive
+        return codec.VCU_REQUEST_ID, data
+
+    def attach_dut(self, dut: ProcessDut) -> None:
+        """The bench started `dut` (and stops it with itself); its VCU is `dut`'s (`vcu_of`)."""
+        self.dut = dut
+        self.vcu_of(dut)
+
+    def vcu_of(self, dut: ProcessDut) -> None:
+        """The VCU signs with `dut`'s key and keeps its freshness value beside the DUT, so a
+        restarted firmware or a new bench on the same DUT goes on where the last one stopped."""
+        self.vcu = VcuRequests(dut.vcu_key, dut.vcu_freshness_file)
 
     # ---- the loop ----------------------------------------------------------------------------
     def within_limits(self, load_current_a: float) -> float:

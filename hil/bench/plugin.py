@@ -77,6 +77,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--can", default=None, help="python-can bus INTERFACE:CHANNEL[@BITRATE]")
     group.addoption(
+        "--vcu-key",
+        default=None,
+        metavar="FILE",
+        help="with --can: the board's VCU_Request key record (its storage record vcu_key, "
+        "docs/security.md) the bench's VCU signs with; without it the board takes no request",
+    )
+    group.addoption(
         "--heap",
         default=None,
         help=f"heap size: unix port (default {DEFAULT_HEAP}) or image (default: smallest budget)",
@@ -218,7 +225,14 @@ def bench_options(request: pytest.FixtureRequest) -> dict[str, Any]:
         heap = config.getoption("heap") or (
             board_unix_heap(bundle_board) if bundle_board != "sim" else _option(config, "heap")
         )
-    return {"can": can, "heap": heap, "bundle_board": bundle_board, "target": target}
+    vcu_key = config.getoption("vcu_key")
+    return {
+        "can": can,
+        "heap": heap,
+        "bundle_board": bundle_board,
+        "target": target,
+        "vcu_key": Path(vcu_key) if vcu_key else None,
+    }
 
 
 @pytest.fixture

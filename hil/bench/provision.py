@@ -1,9 +1,10 @@
 """Board secrets and firmware images on the desktop side: the provisioning record and signed images.
 
-The provisioning record (format in firmware/security.py) holds a board's serial number and its
-32-byte secret; the board keeps it as storage "provision", the tester a copy (a key file). The
-seed/key and image MAC computed here use Python's `hmac`, an implementation independent of the
-firmware's.
+The VCU key record (format in firmware/secoc.py) holds the per-vehicle key the BMS and the VCU
+share for VCU_Request's MAC. The provisioning record (format in firmware/security.py) holds a
+board's serial number and its 32-byte secret; the board keeps it as storage "provision", the
+tester a copy (a key file). The seed/key, image MAC and VCU MAC computed here use Python's
+`hmac`, an implementation independent of the firmware's.
 
 Usage:
     record = new_record("SIM-1A2B3C4D")            # random secret
@@ -24,6 +25,27 @@ from pathlib import Path
 MAGIC = b"CGP1"
 KEY_LEN = 8
 IMAGE_MAGIC = b"CGIM"
+VCU_KEY_MAGIC = b"CGK1"
+VCU_KEY_FILE = "vcu_key"
+"""The storage record of the per-vehicle VCU_Request key (format in firmware/secoc.py)."""
+
+
+def new_vcu_key_record(key: bytes | None = None) -> bytes:
+    """A "vcu_key" record holding `key` (16 bytes; default: fresh random bytes)."""
+    key = key if key is not None else secrets.token_bytes(16)
+    if len(key) != 16:
+        raise ValueError("the VCU key is 16 bytes")
+    body = VCU_KEY_MAGIC + key
+    return body + struct.pack("<I", binascii.crc32(body))
+
+
+def parse_vcu_key(data: bytes) -> bytes:
+    """The key of a "vcu_key" record; ValueError when it is not one."""
+    if len(data) != 24 or data[:4] != VCU_KEY_MAGIC:
+        raise ValueError("not a cellguard VCU key record")
+    if struct.unpack("<I", data[20:])[0] != binascii.crc32(data[:20]):
+        raise ValueError("VCU key record damaged (CRC)")
+    return bytes(data[4:20])
 
 
 def new_record(serial: str, secret: bytes | None = None) -> bytes:

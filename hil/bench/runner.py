@@ -17,10 +17,12 @@ from typing import Any
 from hil.bench.canlog import CanLogMode
 from hil.bench.dut import DEFAULT_HEAP, ProcessDut, UnixPortDut, heap_bytes
 from hil.bench.loop import Bench
+from hil.bench.provision import parse_vcu_key
 from hil.bench.transport import SlcanSocketTransport, Transport, open_transport
 from hil.cellmodel.profiles import plant_profile
 from sim.pack import Pack, PackConfig
 from sim.sensors import SensorModel
+from sim.vehicle import VcuRequests
 
 
 def bench_firmware_config(
@@ -59,6 +61,7 @@ def open_bench(
     bundle_board: str = "sim",
     target: str = "unix",
     dut_options: dict[str, Any] | None = None,
+    vcu_key: Path | None = None,
 ) -> Iterator[Bench]:
     """A bench around the unix-port firmware, or around whatever `can` reaches (a real board).
 
@@ -72,7 +75,9 @@ def open_bench(
     the Cortex-M image instead (`hil.bench.qemu.QemuDut`; `heap` is then its MICROPY_HEAP_SIZE,
     default the smallest full-firmware budget); `dut_options` are further keywords of the DUT
     (e.g. a QemuDut's `preamble`). `log_path` is the CAN log, every frame or, with `log_mode`
-    "events", the windows around events (`hil.bench.canlog`).
+    "events", the windows around events (`hil.bench.canlog`). The bench's VCU signs its requests
+    with the started DUT's key, or with `can` with the key record `vcu_key` (a copy of the
+    board's storage record "vcu_key"; its freshness is kept beside it as `<file>.freshness`).
     """
     sensors = SensorModel(seed=seed)
     fw = bench_firmware_config(cells, chemistry, sensors, firmware_config)
@@ -107,7 +112,11 @@ def open_bench(
         if dut is not None:
             _stop(dut)
         raise
-    bench.dut = dut
+    if dut is not None:
+        bench.attach_dut(dut)
+    elif vcu_key is not None:
+        key = parse_vcu_key(Path(vcu_key).read_bytes())
+        bench.vcu = VcuRequests(key, Path(f"{vcu_key}.freshness"))
     try:
         yield bench
     finally:

@@ -110,12 +110,15 @@ class _Collector:
             self.line(line)
 
 
-def _initial_arg(initial_soc_pct: float | None) -> list[str]:
+def _initial_arg(initial_soc_pct: float | None, bound_pct: float | None = None) -> list[str]:
     if initial_soc_pct is None:
         return []
     if not 0 <= initial_soc_pct <= 100:
         raise TraceError("--initial-soc must be in 0..100")
-    return [str(round(initial_soc_pct * 100))]
+    out = [str(round(initial_soc_pct * 100))]
+    if bound_pct is not None:
+        out.append(str(round(min(max(bound_pct, 0.0), 100.0) * 100)))
+    return out
 
 
 def replay(
@@ -126,11 +129,13 @@ def replay(
     heap: str | None = None,
     progress: Callable[[int], None] | None = None,
     target: str = "unix",
+    initial_bound_pct: float | None = None,
 ) -> Estimates:
     """Run the firmware over `trace` with `config` (see `firmware_config`); `progress(k)` is called
-    with the number of samples done so far. `target` "unix" runs the unix port (`heap` a -X
-    heapsize, default DEFAULT_HEAP); "qemu" or "qemu:IMAGE" the Cortex-M image (`heap` its
-    MICROPY_HEAP_SIZE, default the smallest full-firmware budget)."""
+    with the number of samples done so far. `initial_soc_pct` starts it as if that SOC had been
+    restored with a bound of `initial_bound_pct` (default 30 %). `target` "unix" runs the unix
+    port (`heap` a -X heapsize, default DEFAULT_HEAP); "qemu" or "qemu:IMAGE" the Cortex-M image
+    (`heap` its MICROPY_HEAP_SIZE, default the smallest full-firmware budget)."""
     if target.startswith("qemu"):
         return _replay_on_image(trace, config, initial_soc_pct, heap, progress, target)
     if target != "unix":
@@ -145,7 +150,7 @@ def replay(
             "import boards.replay as r\nr.main(sys.argv[1:])\n"
         )
         cmd = [micropython_binary(), "-X", f"heapsize={heap}", "-c", code, str(cfg_path)]
-        cmd += _initial_arg(initial_soc_pct)
+        cmd += _initial_arg(initial_soc_pct, initial_bound_pct)
         proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,

@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"  console:    {dut.log_path}")
         print(f"  UDS:        cellguard diag --can slcan:{channel} --key-file {dut.key_file} dtc")
+        print(f"  VCU key:    {dut.vcu_key_file} (VCU_Request MAC, docs/security.md)")
         print("Ctrl-C stops it.", flush=True)
         if args.plant:
             assert sensors is not None
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                 dut.raise_if_stopped()  # a firmware that stopped says why; else the OSError stands
                 raise
             bench = Bench(transport, pack, sensors, lockstep=False)
-            bench.dut = dut
+            bench.attach_dut(dut)
         deadline = time.monotonic() + args.seconds if args.seconds else None
         while deadline is None or time.monotonic() < deadline:
             dut.raise_if_stopped(wait_s=0)

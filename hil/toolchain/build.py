@@ -59,6 +59,12 @@ def profiled_boards() -> list[str]:
     return sorted(p.stem for p in (REPO_ROOT / "boards").glob("*.json"))
 
 
+def fitting_boards() -> list[str]:
+    """Profiled boards whose firmware fits their heap budget (profile `heap_fits`, default
+    true): the ones CI runs the closed loop on under that budget."""
+    return [b for b in profiled_boards() if (board_profile(b) or {}).get("heap_fits", True)]
+
+
 def heap_bytes(size: str) -> int:
     """`168K` -> 172032, `1M` -> 1048576; plain numbers are bytes (MicroPython's -X heapsize)."""
     value = size.strip().upper()

@@ -28,7 +28,12 @@ from cantools.database.can import Database, Message
 
 from hil.toolchain.codegen import layout
 
-SENDER_LABELS = {"BMS": "BMS traffic", "BENCH": "bench injection", "VCU": "vehicle"}
+SENDER_LABELS = {
+    "BMS": "BMS traffic",
+    "BENCH": "bench injection",
+    "VCU": "vehicle",
+    "SENSOR": "current sensor",
+}
 """How the report names each sending node's share."""
 
 SPONTANEOUS = "spontaneous"

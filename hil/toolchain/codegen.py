@@ -346,12 +346,43 @@ def _codec_lines(lay: Layout, stem: str) -> list[str]:
 
     lines += ["", "", f"def decode_{stem}(data, out):"]
     for i, field in enumerate(lay.fields):
-        value = " | ".join(_decode_term(p) for p in field.pieces)
-        if field.signal.is_signed:
-            half = 1 << (field.signal.length - 1)
-            value = f"(({value}) ^ 0x{half:X}) - 0x{half:X}"
-        lines.append(f"    out[{i}] = {value}")
+        lines.append(f"    out[{i}] = {_decode_value(field)}")
     lines.append("    return out")
+    return lines
+
+
+def _decode_value(field: Field) -> str:
+    value = " | ".join(_decode_term(p) for p in field.pieces)
+    if field.signal.is_signed:
+        half = 1 << (field.signal.length - 1)
+        value = f"(({value}) ^ 0x{half:X}) - 0x{half:X}"
+    return value
+
+
+def _into_lines(lay: Layout, stem: str) -> list[str]:
+    """`decode_<stem>_into(data, dst)` of a multiplexed message without other signals: group g's
+    signals straight into dst[g * size + k] (those below len(dst)), straight-line for a whole
+    group; returns g. No list, no call per value: the receive path of every measurement frame."""
+    size = lay.group_size
+    group = lay.fields[1 : 1 + size]
+    lines = [
+        f"def decode_{stem}_into(data, dst):",
+        f"    g = {_decode_value(lay.fields[0])}",
+        f"    i = g * {size}",
+        "    n = len(dst)",
+    ]
+    # A signed multiplexer could index from the end of `dst`.
+    cond = "0 <= i and " if lay.fields[0].signal.is_signed else ""
+    lines.append(f"    if {cond}i + {size} <= n:")
+    for k, field in enumerate(group):
+        lines.append(f"        dst[i{f' + {k}' if k else ''}] = {_decode_value(field)}")
+    if size > 1:
+        lines.append(f"    elif {cond}i < n:  # the last group, partly beyond the count")
+        lines.append(f"        dst[i] = {_decode_value(group[0])}")
+        for k in range(1, size - 1):
+            lines.append(f"        if i + {k} < n:")
+            lines.append(f"            dst[i + {k}] = {_decode_value(group[k])}")
+    lines.append("    return g")
     return lines
 
 
@@ -411,6 +442,14 @@ def _emit_message(
         else:
             emitted[key] = low
             lines += ["", "", *body]
+    if decode and lay.mux_count is not None and len(lay.fields) == 1 + lay.group_size:
+        body = _into_lines(lay, low)
+        key = "\n".join(body).replace(f"decode_{low}_into(", "decode_into_(")
+        if key in emitted:
+            lines.append(f"decode_{low}_into = decode_{emitted[key]}_into")
+        else:
+            emitted[key] = low
+            lines += ["", "", *body]
     return lines
 
 
@@ -428,7 +467,10 @@ DBC, i.e. their MSB). Multiplexed messages: the multiplexer value, the signals o
 the other signals; all groups share one layout. Group g (0 <= g < <NAME>_MUX_COUNT) carries the
 signals named pattern.format(g * <NAME>_GROUP_SIZE + k + <NAME>_NAME_BASE) for
 k = 0..<NAME>_GROUP_SIZE-1 (pattern in the comment; with a peer module the metadata is there).
-Messages with the same layout share functions.
+Messages with the same layout share functions. A multiplexed message without other signals also
+gets decode_<name>_into(data, dst): group g's signals straight into dst[g * <NAME>_GROUP_SIZE + k]
+(those below len(dst); dst must hold their range, e.g. an array("H") for unsigned signals of at
+most 16 bits), returning g.
 """'''
 
 _PEER_DOCSTRING = '''"""CAN codec: the directions the {node} does not use (generated).

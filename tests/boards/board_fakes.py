@@ -34,6 +34,10 @@ class Pin:
         self.history.append(int(v))
         return None
 
+    def __call__(self, v: int | None = None) -> int | None:
+        """machine.Pin is callable: pin(v) drives it, pin() reads it."""
+        return self.value(v)
+
 
 class SPI:
     def __init__(self, bus: int, **kwargs: Any) -> None:

@@ -54,6 +54,16 @@ class FakeLtc681x:
         self.bad: set[int] = set()  # cells whose register group failed its PEC
         self.fresh = bytearray(cells * n_modules)
         self.dcc: list[bytes] = []
+        self.n = n_modules
+        self.status = bytearray(n_modules)  # per module: 0 OK, 1 PEC error, 2 missing
+        self.gpio_mv = [1500] * 5  # every NTC divider at half the reference: 25.0 degC
+
+    def read_aux(self, out: array, now: int) -> int:
+        for m in range(self.n):
+            for g in range(5):
+                out[6 * m + g] = self.gpio_mv[g]
+            out[6 * m + 5] = 3000
+        return sum(1 for s in self.status if s)
 
     def read_cells(self, out: array, now: int) -> int:
         for i, v in enumerate(self.cells):
@@ -132,9 +142,11 @@ def test_ltc681x_cells_fill_the_measurement_groups(esp32: ModuleType) -> None:
     board.measure(meas, 1000)
     assert list(meas.cell_mv) == [3600 + i for i in range(22)]
     assert meas.rx_errors == 0
-    # The cell groups are fresh; temperatures, pack values and the auxiliary inputs (second
-    # current sensor) still come over CAN.
-    assert list(meas._seen) == [1] * 6 + [0] * 6 + [0] + [0]
+    # The cell groups are fresh, and the temperature groups the chain's 10 NTCs fill completely
+    # (sensors 1..8; 9..12 would need two sensors the chain lacks); the pack values come from
+    # the CAN shunt, the auxiliary inputs (second current sensor) from nowhere on this board.
+    assert list(meas._seen) == [1] * 6 + [1, 1, 0, 0, 0, 0] + [0] + [0]
+    assert list(meas.temp_dc[:8]) == [250] * 8
     board._afe.bad = {5}
     board._afe.cells[0] = 3500
     board.measure(meas, 2000)

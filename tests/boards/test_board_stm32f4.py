@@ -17,11 +17,11 @@ from board_fakes import (
     pin_named,
     profile,
 )
+from vcu_frames import VcuSender
 
 from boards import stm32f4
 from firmware import app
 from firmware import can_codec as codec
-from firmware.comm import crc8_j1850
 
 PROFILE = profile("stm32f4")
 
@@ -169,10 +169,15 @@ def test_from_args_reads_board_json_and_config_json(
         stm32f4.from_args(["--port", "1"])
 
 
-def test_the_bms_runs_on_the_board_and_closes_the_contactor_pins() -> None:
-    """The firmware's own loop pieces on the board: injected frames in, contactor pins out."""
+def test_the_bms_runs_on_the_board_and_closes_the_contactor_pins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The firmware's own loop pieces on a HIL board (profile measurement "bench"): injected
+    frames in, contactor pins out."""
+    monkeypatch.chdir(tmp_path)  # the board's storage (cg_* files): the VCU key lands here
+    vcu = VcuSender.provision(tmp_path)
     m = make_machine()
-    board = stm32f4.Board(PROFILE, machine=m)
+    board = stm32f4.Board(dict(PROFILE, measurement="bench"), machine=m)
     bms = app.build(board)
     can = m.made["can"][0]
     pins = PROFILE["pins"]
@@ -190,9 +195,7 @@ def test_the_bms_runs_on_the_board_and_closes_the_contactor_pins() -> None:
         k = bms.data.contactors  # the bench reports the contactors as the pins left them
         codec.encode_sim_aux(buf, k.neg, k.pre, k.pos, 0)
         can.rx.append((codec.SIM_AUX_ID, bytes(buf), 0))
-        codec.encode_vcu_request(buf, 1, 0, 0, now // 100 & 15, 0)
-        buf[7] = crc8_j1850(bytes((0x00, 0x03)) + bytes(buf), 9)  # E2E CRC over data ID + 0..6
-        can.rx.append((codec.VCU_REQUEST_ID, bytes(buf), 0))
+        can.rx.append((codec.VCU_REQUEST_ID, vcu.frame(close=True), 0))
         bms.comm.poll(now)
         assert bms.guarded_cycle(now)
         board.wdt_feed()

@@ -129,6 +129,7 @@ def test_python_can_slcan_reaches_the_virtual_bms(dut_factory: Callable[..., Pro
     with dut_factory({"cell_count": 8}) as dut:
         bus = can.Bus(interface="slcan", channel=dut.channel, sleep_after_open=0, bitrate=500000)
         bench = Bench(PythonCanTransport(bus), Pack(PackConfig(n_cells=8)), SensorModel(seed=1))
+        bench.vcu_of(dut)
         try:
             for _ in range(15):
                 bench.step(0.0)
@@ -149,6 +150,7 @@ def test_served_bms_transmits_in_real_time() -> None:
             SensorModel(seed=2),
             lockstep=False,
         )
+        feeder.vcu_of(dut)
         monitor = can.Bus(interface="slcan", channel=dut.channel, sleep_after_open=0)
         try:
             t0 = time.monotonic()

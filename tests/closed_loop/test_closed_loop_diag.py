@@ -5,7 +5,8 @@ can-isotp over python-can's slcan backend) beside the lock-step bench, as a work
   cell's voltage and number) and its occurrences;
 - clearing needs security access with the board's own key, is refused while the contactors are
   closed and never drops a fault that is still active;
-- live data reads the measurements the BMS also publishes on CAN.
+- live data reads the measurements the BMS also publishes on CAN;
+- the contactor test routine closes through the plant's precharge, holds and opens again.
 """
 
 from __future__ import annotations
@@ -70,3 +71,22 @@ def test_live_data_agrees_with_the_bms_frames(bench: Bench, diag: DiagClient) ->
     assert abs(live["current_ma"] - 1000 * bench.status.pack_current_a) <= 50
     assert live["vmax_mv"] >= live["vmin_mv"] > 3000
     assert len(diag.read("cell_mv[0]")) == 16
+
+
+def test_contactor_test_closes_through_the_plants_precharge(bench: Bench, diag: DiagClient) -> None:
+    for _ in range(5):
+        bench.step(0.0, vcu_close=False)  # the vehicle present, asking for nothing
+    diag.unlock("extended")
+    started = diag.client.start_routine(0x0301, bytes([10])).service_data  # hold 1 s
+    assert bytes(started.routine_status_record) == b"\x01"  # running
+    seen = []
+    for i in range(60):
+        if i % 20 == 19:
+            diag.client.tester_present()  # the session outlives S3 (5 s of board time)
+        bench.step(0.0, vcu_close=False)
+        s = bench.status
+        seen.append((s.contactor_neg, s.contactor_pre, s.contactor_pos))
+    closed = seen.index((True, False, True))
+    assert (True, True, False) in seen[:closed]  # precharge first, on the plant's link voltage
+    assert seen[-1] == (False, False, False)
+    assert diag.routine_result("contactor_test") == b"\x02\x01"  # passed, STANDBY

@@ -19,6 +19,7 @@ from dataclasses import replace
 
 import pytest
 
+from firmware import can_codec as codec
 from firmware import config as fw_config
 from hil.bench.dut import UnixPortDut
 from hil.bench.loop import Bench
@@ -80,7 +81,7 @@ def _realtime_bench(dut: UnixPortDut) -> Bench:
         SensorModel(seed=3),
         lockstep=False,
     )
-    bench.dut = dut
+    bench.attach_dut(dut)
     return bench
 
 
@@ -179,3 +180,35 @@ def test_catch_up_after_a_delay_never_closes_on_one_glitching_link_reading(
         assert not bench.status.contactor_pos, f"pos closed onto a 0 V link: {bench.status}"
         overrun |= "LoopOverrun" in bench.status.faults
     assert overrun  # the skipped cycles are reported (in the frames of the cycle after)
+
+
+@pytest.mark.sim_board
+def test_a_delay_in_real_time_is_not_followed_by_a_burst_of_catch_up_cycles() -> None:
+    """A cycle stalled 1 s in real time (SIM_Stall, under the 2 s watchdog): afterwards the
+    firmware runs the latest due cycle, not the ten it missed back to back on one set of
+    measurements: no 100 ms window after the stall holds more than three BMS_State frames,
+    and the skipped cycles are reported (LoopOverrun)."""
+    with UnixPortDut({"cell_count": CELLS}, realtime=True) as dut:
+        bench = _realtime_bench(dut)
+        try:
+            _close(bench)
+            buf = bytearray(8)
+            codec.encode_sim_stall(buf, 1, 1000)
+            bench.transport.send_many([(codec.SIM_STALL_ID, bytes(buf))])
+            t0 = time.monotonic()
+            states: list[float] = []
+            overrun = False
+            while time.monotonic() - t0 < 2.0:
+                frame = bench.transport.recv(0.05)
+                if frame is None:
+                    continue
+                if frame[0] == codec.BMS_STATE_ID:
+                    states.append(time.monotonic())
+                if frame[0] == codec.BMS_FAULTS_ID:
+                    overrun |= bool(bench.db.decode_message(frame[0], frame[1])["LoopOverrun"])
+            assert states, "no BMS_State after the stall"
+            burst = max(sum(1 for u in states if t <= u < t + 0.1) for t in states)
+            assert burst <= 3, f"{burst} BMS_State frames within 100 ms after the stall"
+            assert overrun
+        finally:
+            bench.close()

@@ -17,11 +17,10 @@ hypothesis in random order, each run whole 100 ms cycles:
 - withheld inputs: cycles without measurement frames or without vehicle requests (stale).
 
 Replays of recorded VCU_Request frames (each close request right behind the real open request,
-with the next counter) and CRC guessing (the next counter, a guessed CRC) are the vehicle-request
-authentication's to stop (#13 item 3, AUTOSAR SecOC style); against the CRC-only request the
-replay closes the contactors (the issue's finding: this suite reports "pos closed without a
-vehicle close request"), so they run only with CELLGUARD_FUZZ_VCU_ATTACKS=1 until the request is
-authenticated.
+with the next counter) and forgeries (the next counter, a guessed CRC, no valid MAC) run too: the
+request is authenticated (SecOC style, docs/security.md), so they close nothing. Against the
+CRC-only request of before, the replay closed the contactors (issue #13; this suite reported
+"pos closed without a vehicle close request"). CELLGUARD_FUZZ_VCU_ATTACKS=0 leaves them out.
 
 After every cycle:
 (a) no exception: InternalError never reported, the process alive, a BMS_CycleDiag for every
@@ -98,7 +97,7 @@ BMS_IDS = (
     codec.BMS_CYCLE_DIAG_ID,
     codec.UDS_RESPONSE_ID,
 )
-VCU_ATTACKS = os.environ.get("CELLGUARD_FUZZ_VCU_ATTACKS") == "1"
+VCU_ATTACKS = os.environ.get("CELLGUARD_FUZZ_VCU_ATTACKS", "1") == "1"
 STATS: Counter[str] = Counter()
 
 
@@ -259,7 +258,8 @@ class FuzzBench(RuleBasedStateMachine):
         self.close = False
         alive = (self.bench.vcu_alive + 1) & 15  # the next counter the firmware expects
         frame = bytearray(8)
-        codec.encode_vcu_request(frame, 1, 0, 0, alive, crc)
+        fresh = (self.bench.vcu.freshness + 1) & 0xFFFF  # the next freshness, no MAC behind it
+        codec.encode_vcu_request(frame, 1, 0, 0, alive, fresh, 0, 0, crc)
         self.hooks.ahead = [(codec.VCU_REQUEST_ID, bytes(frame))]
         STATS["frames_crc_guess"] += 1
         self.cycle()
@@ -286,7 +286,8 @@ class FuzzBench(RuleBasedStateMachine):
         how = draw(st.sampled_from(["crc", "repeat", "jump"]))
         buf = bytearray(8)
         counter = {"crc": (alive + 1) & 15, "repeat": alive, "jump": (alive + 5) & 15}[how]
-        codec.encode_vcu_request(buf, 1, draw(st.integers(0, 1)), 0, counter, 0)
+        fresh = (bench.vcu.freshness + 1) & 0xFFFF
+        codec.encode_vcu_request(buf, 1, draw(st.integers(0, 1)), 0, counter, fresh, 0, 0, 0)
         good = vcu_crc(buf)
         buf[7] = (good + draw(st.integers(1, 255))) & 255 if how == "crc" else good
         return [(codec.VCU_REQUEST_ID, bytes(buf))]

@@ -31,7 +31,7 @@ ON_S = 90
 
 def _bench(dut: ProcessDut, pack: Pack, seed: int) -> Bench:
     bench = Bench(SlcanSocketTransport("127.0.0.1", dut.port), pack, SensorModel(seed=seed))
-    bench.dut = dut
+    bench.attach_dut(dut)
     return bench
 
 

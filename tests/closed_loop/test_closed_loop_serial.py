@@ -76,6 +76,8 @@ def test_bench_reaches_a_board_over_serial_ports(
         f"board:stm32f4@{bridge.console_path}",
         "--can",
         f"slcan:{bridge.can_path}@500000",
+        "--vcu-key",
+        str(dut.vcu_key_file),  # the vehicle's key: the board's copy (docs/security.md)
     )
     reprec.assertoutcome(passed=2, skipped=1)
     (skipped,) = [r for r in reprec.getreports("pytest_runtest_logreport") if r.skipped]

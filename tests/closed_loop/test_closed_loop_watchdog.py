@@ -30,7 +30,7 @@ def _bench(dut: ProcessDut) -> Bench:
     bench = Bench(
         SlcanSocketTransport("127.0.0.1", dut.port), Pack(PackConfig(n_cells=CELLS)), SensorModel()
     )
-    bench.dut = dut
+    bench.attach_dut(dut)
     return bench
 
 
@@ -87,7 +87,7 @@ def test_a_cycle_stalled_in_real_time_is_reset_at_the_timeout() -> None:
             SensorModel(),
             lockstep=False,
         )
-        bench.dut = dut
+        bench.attach_dut(dut)
         try:
             bench.step_until(lambda s: s.closed, 100)
             assert bench.status.closed

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from vcu_signer import key_record, request
+
 from firmware import app, can_codec
 from firmware import charging as fwc
-from firmware.comm import crc8_j1850
 from sim.charger import DcCharger
 from sim.j1939tp import Frame
 from sim.pack import Pack, PackConfig
@@ -24,11 +25,9 @@ OVERRIDES = {"cell_count": CELLS, "temp_count": CELLS}
 
 
 def vcu_request(alive: int, close: int = 0, charge: int = 1) -> bytes:
-    """VCU_Request: the vehicle asks for nothing but charging (bits as dbc/cellguard.dbc)."""
-    buf = bytearray(8)
-    buf[0] = close | charge << 2 | (alive & 15) << 4
-    buf[7] = crc8_j1850(bytes((0, 3)) + bytes(buf), 9)
-    return bytes(buf)
+    """VCU_Request: the vehicle asks for nothing but charging, signed by the test VCU
+    (tests/firmware/vcu_signer.py; its freshness grows with `alive`, counted up from 0)."""
+    return request(close, alive, alive + 1, charge=charge)
 
 
 class ChargerBoard:
@@ -41,7 +40,7 @@ class ChargerBoard:
         self.rx: list[tuple[int, bytes]] = []
         self.rx_dlc = 8
         self.contactors = (0, 0, 0)
-        self.storage: dict[str, bytes] = {}
+        self.storage: dict[str, bytes] = {"vcu_key": key_record()}
         self.charger_rx: list[Frame] = []
         self.charger_tx: list[Frame] = []
         self.charger_dlc = 8

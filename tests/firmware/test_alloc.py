@@ -3,9 +3,10 @@
 import gc
 
 from fw_support import estimator, fresh
-from test_app import FakeBoard, inject
+from test_app import FakeBoard, inject, vcu_request
 
-from firmware import app, can_codec
+from firmware import app, can_codec, gcpolicy
+from firmware import can_codec_peer as peer
 from firmware.balancing import Balancer
 from firmware.compat import IS_MICROPYTHON
 from firmware.contactors import Contactors
@@ -187,6 +188,7 @@ def test_no_collection_inside_a_control_cycle():
     # the heap in use shrinking across the cycle.
     board = _LoopBoard(40)
     bms = app.build(board)
+    bms.gc.probe = True  # the heap before each collection: every cycle is measured
     cycle = bms.guarded_cycle
     rec = [0, 0, 0, 0]  # cycles, cycles that shrank the heap, bytes allocated, failed cycles
 
@@ -214,3 +216,119 @@ def test_no_collection_inside_a_control_cycle():
     assert rec[2] > heap  # the cycles' garbage did need collections
     assert rec[1] == 0, f"{rec[1]} of {rec[0]} cycles ran a collection"
     assert bms.gc.collections > 0 and gc.isenabled()
+    # Where the free heap does not hold two cycles' garbage (`tight`), the schedule collects
+    # after every cycle: that, not the headroom, is what keeps collections out of the cycles.
+    assert bms.gc.tight == 1 or bms.gc.every == 1
+
+
+# Per steady-state cycle, in heap blocks (gcpolicy.BLOCK_BYTES each): 16 = 256 B on a 32-bit
+# board. The float filters (the estimator's pack EKF and the power prediction, SocEstimator.update
+# and Sop.update, box every float: about 870 blocks on the Cortex-M image) are counted apart: they
+# are not within the 256 B yet. Both together stay within gcpolicy.CYCLE_BLOCKS, what the
+# collection schedule assumes a cycle may leave.
+_BLOCK = gcpolicy.BLOCK_BYTES
+_CYCLE_BLOCKS = 16
+_FLOAT_FILTER_BLOCKS = gcpolicy.CYCLE_BLOCKS - _CYCLE_BLOCKS
+
+
+def _discharge_frames(board, cells, alive, current_ma):
+    buf = bytearray(8)
+    for g in range((cells + 3) // 4):
+        can_codec.encode_bms_cell_voltages(buf, g, 3700, 3701, 3702, 3703 - g % 3)
+        board.rx.append((can_codec.SIM_CELL_VOLTAGES_ID, bytes(buf)))
+        can_codec.encode_bms_cell_temps(buf, g, 250, 251, 252, 253)
+        board.rx.append((can_codec.SIM_CELL_TEMPS_ID, bytes(buf)))
+    pack = cells * 3701 // 100
+    peer.encode_sim_pack_measurements(buf, current_ma, pack, pack, alive)
+    board.rx.append((can_codec.SIM_PACK_MEASUREMENTS_ID, bytes(buf)))
+    neg, pre, pos = board.contactors
+    peer.encode_sim_aux(buf, neg, pre, pos, current_ma)
+    board.rx.append((can_codec.SIM_AUX_ID, bytes(buf)))
+    board.rx.append((can_codec.VCU_REQUEST_ID, vcu_request(1, alive)))
+
+
+def test_a_steady_state_cycle_allocates_within_its_budget():
+    # 16 cells closed and discharging at 10 A, after 60 cycles: each of 20 cycles allocates at
+    # most _CYCLE_BLOCKS besides the float filters, and those at most _FLOAT_FILTER_BLOCKS
+    # (gc.mem_alloc around each part, outside the cycle's own collection).
+    cells = 16
+    board = FakeBoard({"cell_count": cells})
+    board.can_send = lambda can_id, buf, dlc: None  # keep nothing per frame sent
+    bms = app.build(board)
+    floats = [0]
+    update = bms.estimator.update
+    sop = bms.sop.update
+
+    def counted_update(meas, dt_ms, now_ms):
+        a0 = gc.mem_alloc()
+        update(meas, dt_ms, now_ms)
+        floats[0] += gc.mem_alloc() - a0
+
+    def counted_sop(meas, valid, dt_ms):
+        a0 = gc.mem_alloc()
+        sop(meas, valid, dt_ms)
+        floats[0] += gc.mem_alloc() - a0
+
+    bms.estimator.update = counted_update  # the estimator: its counting allocates nothing
+    bms.sop.update = counted_sop
+    worst = [0, 0]
+    now = 0
+    for k in range(80):
+        _discharge_frames(board, cells, k, 10000)
+        bms.comm.poll(now)
+        now += 100
+        floats[0] = 0
+        if k == 60:
+            # The measured cycles: the test collects before each, the policy's collection (and
+            # the frames it measures the heap inside of) stays out of the figure.
+            bms.gc.between = lambda failed=False: False
+        if k >= 60:
+            gc.collect()
+        a0 = gc.mem_alloc()
+        assert bms.guarded_cycle(now)
+        a1 = gc.mem_alloc()
+        if k >= 60:
+            worst[0] = max(worst[0], a1 - a0 - floats[0])
+            worst[1] = max(worst[1], floats[0])
+    assert board.contactors == (1, 0, 1) and bms.data.faults.active == 0
+    assert worst[1] > 0  # the filters ran
+    assert worst[0] <= _CYCLE_BLOCKS * _BLOCK, f"{worst[0]} B per cycle beside the float filters"
+    assert worst[1] <= _FLOAT_FILTER_BLOCKS * _BLOCK, f"float filters: {worst[1]} B per cycle"
+
+
+def test_collection_stays_on_and_a_heap_without_room_is_counted():
+    # Law: automatic collection is never switched off (it is the backstop for a burst the
+    # schedule did not foresee); a cycle whose garbage the free heap after a collection cannot
+    # hold twice is counted in `tight`.
+    c = gcpolicy.Collector()
+    c.cycle_begin()
+    assert gc.isenabled() and c.tight == 1  # before any measurement
+    assert c.between()  # the first collection measures the heap
+    assert c.room
+    c.cycle_begin()
+    assert gc.isenabled() and c.tight == 1
+    c._growth = gc.mem_free() + gc.mem_alloc()  # a cycle that would leave the whole heap
+    c.every = 1
+    c.probe = True
+    assert c.between() and not c.room and c.every == 1
+    c.cycle_begin()
+    assert gc.isenabled() and c.tight == 2
+
+
+def test_a_burst_beyond_the_schedule_costs_a_collection_not_the_cycle():
+    # A cycle that allocates more than the whole free heap after the schedule's collection (a
+    # burst it could not foresee) completes: the backstop collects inside it.
+    board = FakeBoard({"cell_count": 8})
+    bms = app.build(board)
+    assert bms.guarded_cycle(100)
+    assert bms.gc.between(True)  # collected and measured: the schedule has room for a cycle
+    burst = gc.mem_free() // 64 + 1024  # more 64-byte blocks than the heap holds at once
+    run = bms.cycle
+
+    def bursting(now_ms):
+        for _ in range(burst):
+            bytearray(48)
+        run(now_ms)
+
+    bms.cycle = bursting
+    assert bms.guarded_cycle(200) and bms.errors == 0

@@ -7,8 +7,9 @@
 
 import gc
 
+from vcu_signer import key_record, request
+
 from firmware import app, can_codec
-from firmware.comm import crc8_j1850
 from firmware.protection import (
     FAULT_BITS,
     FAULT_INTERNAL_ERROR,
@@ -31,7 +32,7 @@ class FakeBoard:
         self.contactors = (0, 0, 0)
         self.fail_balancing_at = fail_balancing_at
         self.balancing_calls = 0
-        self.storage = {}  # name -> bytes, the board's flash files
+        self.storage = {"vcu_key": key_record()}  # name -> bytes, the board's flash files
 
     def config_overrides(self):
         return self.overrides
@@ -83,12 +84,9 @@ class FakeBoard:
 
 
 def vcu_request(close, alive, reset=0, charge=0):
-    """VCU_Request: request bits 0..2, alive counter bits 4..7, E2E CRC in byte 7 (over the data
-    ID 0x00 0x03, then bytes 0..6)."""
-    buf = bytearray(8)
-    buf[0] = close | reset << 1 | charge << 2 | (alive & 15) << 4
-    buf[7] = crc8_j1850(bytes((0, 3)) + bytes(buf), 9)
-    return bytes(buf)
+    """VCU_Request from the test VCU (tests/firmware/vcu_signer.py): counter `alive`, and a
+    freshness value that grows with it (the callers count `alive` up from 0)."""
+    return request(close, alive, alive + 1, reset, charge)
 
 
 def inject(board, mv=3700, link_mv=None, alive=1):
@@ -247,7 +245,8 @@ def test_soc_and_fault_memory_survive_a_reset_and_damage_is_a_warning():
     now = run_cycles(bms, board, 30)
     bms.fault_memory.update(1, bms.meas, bms.data.soc.soc, 100)  # a CellOverVoltage record
     bms.persist.flush(now)
-    assert set(board.storage) == {"est.a", "faults.a", "records"}
+    # The key record was there from the start; the last vehicle-request freshness is kept too.
+    assert set(board.storage) == {"vcu_key", "est.a", "faults.a", "secoc.a", "records"}
     soc = bms.data.soc.soc
     del bms  # one BMS at a time on a board-sized heap, as after a real reset
     gc.collect()

@@ -326,3 +326,26 @@ def test_charging_stores_the_charge_times_the_coulombic_efficiency():
     assert est.out.discharged_mas == -3600000 + 3600
     _run(est, m, 1000, 1000, 3600)
     assert est.out.discharged_mas == 3600
+
+
+def test_the_end_of_cv_sets_full():
+    """Charging at the taper current with the cells at the charge voltage for est_full_ms: the
+    SOC goes to 100 % (at the rate limit, no jump; within 1 % as the filter goes on) from a
+    restored 80 %, and the bound then
+    shrinks to that of a known full cell."""
+    cfg, m = fresh({"cell_count": 4}, mv=cfg_mv(), current_ma=-200)
+    est = estimator(cfg)
+    assert est.restore_state(_restored(est, 8000, 500))
+    t = 0
+    for _ in range(cfg.est_full_ms // 1000 - 2):
+        est.update(m, 1000, t)
+        t += 1000
+    assert est.out.soc < 9900  # not yet: the taper has not lasted est_full_ms
+    for _ in range(250):
+        est.update(m, 1000, t)
+        t += 1000
+    assert est.out.soc >= 9900 and est.out.soc_bound <= 300
+
+
+def cfg_mv():
+    return config.load({"cell_count": 4}).cell_charge_max_mv - 5

@@ -1,6 +1,6 @@
 from fw_support import feed, fresh, raises_naming
 
-from firmware import config
+from firmware import can_codec, config
 from firmware.compat import ticks_add
 from firmware.measurement import Measurements
 
@@ -262,3 +262,51 @@ def test_compensation_is_idempotent_and_undone_when_bleeding_stops():
     m.compensate(_mask(8, []))
     assert list(m.cell_mv) == raw
     assert list(m.cell_raw_mv) == raw
+
+
+def _frame(group, v):
+    # SIM_CellVoltages / SIM_CellTemps share the BMS_ layouts the firmware encodes.
+    buf = bytearray(8)
+    can_codec.encode_bms_cell_voltages(buf, group, *v)
+    return buf
+
+
+def test_frames_decoded_in_place_match_the_setters():
+    # The receive path (comm.py) decodes straight into cell_raw_mv / temp_dc; cells_in and
+    # temps_in then check the group, bring cell_mv along and mark it fresh, as set_cells does.
+    for sense in (0, 50):
+        cfg = config.load({"cell_count": 6, "temp_count": 5, "balance_sense_mohm": sense})
+        m = Measurements(cfg)
+        m.cells_in(
+            can_codec.decode_sim_cell_voltages_into(_frame(0, (1, 2, 3, 4)), m.cell_raw_mv), 0
+        )
+        m.cells_in(
+            can_codec.decode_sim_cell_voltages_into(_frame(1, (5, 6, 7, 8)), m.cell_raw_mv), 0
+        )
+        m.cells_in(
+            can_codec.decode_sim_cell_voltages_into(_frame(2, (9, 9, 9, 9)), m.cell_raw_mv), 0
+        )
+        assert list(m.cell_mv) == list(m.cell_raw_mv) == [1, 2, 3, 4, 5, 6]
+        assert m.rx_errors == 1  # group 2 does not exist: nothing written
+        buf = bytearray(8)
+        can_codec.encode_bms_cell_temps(buf, 1, -400, 1200, 7, 8)
+        m.temps_in(can_codec.decode_sim_cell_temps_into(buf, m.temp_dc), 0)
+        can_codec.encode_bms_cell_temps(buf, 0, 1, 2, 3, 4)
+        m.temps_in(can_codec.decode_sim_cell_temps_into(buf, m.temp_dc), 0)
+        assert list(m.temp_dc) == [1, 2, 3, 4, -400]
+        assert m.stale  # the pack value is missing
+        m.set_pack(0, 21, 21, 0)
+        m.set_aux(0, 0, 0)
+        assert not m.evaluate(0)
+        assert (m.cell_mv is m.cell_raw_mv) == (sense == 0)  # one array without compensation
+
+
+def test_plausible_from_the_statistics_agrees_with_the_scan():
+    # Protection asks right after evaluate, where the statistics' extremes are the values'.
+    cfg, m = fresh({"cell_count": 9, "temp_count": 9})
+    for cell, mv, dc in ((0, 3700, 250), (8, 5600, 250), (4, 3700, -600), (2, 400, 250)):
+        feed(m, cfg)
+        m.cell_mv[cell] = mv
+        m.temp_dc[cell] = dc
+        m.update_stats()
+        assert m.plausible(True) == m.plausible() == (mv == 3700 and dc == 250)

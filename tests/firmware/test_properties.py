@@ -4,6 +4,7 @@ import numpy as np
 from fw_support import estimator, fresh
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from vcu_signer import key_record
 
 from firmware import can_codec, config
 from firmware.balancing import ACTIVE, STRATEGY_SOC, Balancer
@@ -81,6 +82,9 @@ class _Board:
     def can_send(self, can_id, buf, dlc):
         pass
 
+    def storage_read(self, name):
+        return key_record() if name == "vcu_key" else None
+
 
 @SLOW
 @given(st.lists(vcu_payloads, min_size=1, max_size=30))
@@ -93,8 +97,22 @@ def test_a_frame_with_a_wrong_crc_never_closes(frames):
         data.append(payload + bytes((crc if crc != good else (crc + 1) & 0xFF,)))
     comm = Comm(_Board(data), NMC, Data(NMC))
     comm.poll(0)
-    assert comm.vcu_close == 0 and comm.vcu_stale(0)
+    assert comm.vcu_close == 0 and not comm.vcu_e2e.seen
+    assert comm.vcu_stale(comm.cfg.vcu_stale_ms + 1)
     assert comm.vcu_errors == len(frames)
+
+
+@SLOW
+@given(st.lists(st.binary(min_size=7, max_size=7), min_size=1, max_size=40))
+def test_a_frame_with_the_right_crc_but_no_key_behind_it_never_closes(payloads):
+    """Law: a VCU_Request with a correct E2E CRC (anyone can compute one) whose MAC was not made
+    with the vehicle's key is never taken, whatever its counter and freshness bits say."""
+    data = [p + bytes((crc8_j1850(bytes((0, 3)) + p, 9),)) for p in payloads]
+    comm = Comm(_Board(data), NMC, Data(NMC))
+    comm.poll(0)
+    assert comm.vcu_close == 0 and not comm.vcu_e2e.seen
+    assert comm.vcu_stale(comm.cfg.vcu_stale_ms + 1)
+    assert comm.vcu_errors == len(payloads)
 
 
 cell_mv = st.integers(2500, 4400)
@@ -281,3 +299,73 @@ def test_sense_line_compensation_recovers_plant_voltages(n, data, chem, sense_mo
     true_mv = pack.cell_voltage_v * 1000
     err = np.abs(np.array(list(m.cell_mv)) - true_mv)
     assert err.max() <= 3.0, (err.max(), list(m.cell_mv), true_mv)
+
+
+_PERIOD = 1 << 30  # the tick counters' wrap
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    now=st.one_of(st.integers(0, 1000), st.integers(_PERIOD - 1000, _PERIOD - 1)),
+    ages=st.lists(st.integers(-800, 800), min_size=8, max_size=8),
+    unseen=st.integers(-1, 7),
+)
+def test_stale_verdict_matches_the_age_of_every_slot(now, ages, unseen):
+    # The fast path (oldest and newest stamp) agrees with judging each slot, across the wrap.
+    cfg = config.load({"cell_count": 8, "temp_count": 8, "meas_stale_ms": 500})
+    m = Measurements(cfg)
+    slots = len(m._rx_ms)
+    for s in range(slots):
+        m._rx_ms[s] = (now - ages[s % len(ages)]) % _PERIOD
+        m._seen[s] = 1
+    if unseen >= 0:
+        m._seen[unseen % slots] = 0
+    want = unseen >= 0 or any(not -500 <= ages[s % len(ages)] <= 500 for s in range(slots))
+    assert m._stale(now) == want
+    if want and unseen < 0:  # the stale slots are the ones found stale, and stay so
+        assert [m._seen[s] for s in range(slots)] == [
+            1 if -500 <= ages[s % len(ages)] <= 500 else 0 for s in range(slots)
+        ]
+
+
+@given(st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=40))
+def test_stats_take_the_first_index_of_min_and_max(values):
+    from array import array
+
+    from firmware.measurement import _scan
+
+    r = array("i", [0] * 6)
+    _scan(array("H", values), r)
+    n = len(values)
+    assert list(r) == [
+        min(values),
+        values.index(min(values)),
+        max(values),
+        values.index(max(values)),
+        sum(values),
+        (sum(values) + n // 2) // n,
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    bits=st.integers(0, (1 << 29) - 1),
+    conds=st.integers(0, (1 << 29) - 1),
+    pending=st.integers(0, (1 << 29) - 1),
+    latched=st.integers(0, (1 << 29) - 1),
+    now=st.integers(0, 5000),
+)
+def test_rules_at_once_equal_one_rule_per_bit(bits, conds, pending, latched, now):
+    cfg = config.load()
+    a = Protection(cfg)
+    b = Protection(cfg)
+    for p in (a, b):
+        p._pending = pending
+        p._latched = latched
+        for k in range(29):
+            p._since[k] = 37 * k
+    a._rules(bits, conds, now)
+    for k in range(29):
+        if bits >> k & 1:
+            b._rule(k, bool(conds >> k & 1), now)
+    assert (a._pending, a._latched, list(a._since)) == (b._pending, b._latched, list(b._since))

@@ -333,7 +333,7 @@ def test_communication_control_silences_the_bms(rig, diag):
 def test_segmented_responses_honour_the_testers_flow_control(rig, blocksize, stmin):
     diag = rig.tester(isotp_params={"blocksize": blocksize, "stmin": stmin})
     rig.cycles(2)
-    sup = diag.supported_dtcs()  # 3 + 30 * 4 bytes: 17 consecutive frames
+    sup = diag.supported_dtcs()  # 3 + 4 bytes per DTC: 17 consecutive frames and more
     assert len(sup) == FAULT_BITS
 
 

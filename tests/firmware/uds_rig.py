@@ -24,11 +24,16 @@ import can
 from fw_support import feed
 
 from firmware import app, uds_prog
-from firmware import can_codec_peer as peer
 from firmware.can_codec import UDS_RESPONSE_ID, VCU_REQUEST_ID
-from firmware.comm import crc8_j1850
 from hil.bench.diag import DiagClient
-from hil.bench.provision import new_record, parse_record
+from hil.bench.provision import (
+    VCU_KEY_FILE,
+    new_record,
+    new_vcu_key_record,
+    parse_record,
+    parse_vcu_key,
+)
+from sim.vehicle import VcuRequests
 
 _CHANNELS = itertools.count()
 
@@ -147,12 +152,16 @@ class Rig:
             rec = new_record("RIG-0001")
             (storage / "provision").write_bytes(rec)
             self.secret = parse_record(rec)[1]
+        key_file = storage / VCU_KEY_FILE
+        if not key_file.exists():
+            key_file.write_bytes(new_vcu_key_record())
+        # The vehicle's requests, signed; the freshness file lets a restarted rig go on.
+        self.vcu = VcuRequests(parse_vcu_key(key_file.read_bytes()), storage / "vcu_freshness")
         self.board = CanBoard(self.bms_bus, storage, overrides, lockstep)
         self.lock = threading.Lock()
         self.bms = app.build(self.board)
         self.prog = None  # the programming server while one runs (uds_prog)
         self._resets = 0
-        self._vcu_alive = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._pump, daemon=True)
         self._thread.start()
@@ -209,10 +218,7 @@ class Rig:
                 self.board.offset_ms += 100
                 now = self.board.now()
                 if vcu is not None:
-                    self._vcu_alive = (self._vcu_alive + 1) & 15
-                    buf = bytearray(8)
-                    peer.encode_vcu_request(buf, vcu, 0, 0, self._vcu_alive, 0)
-                    buf[7] = crc8_j1850(bytes((0x00, 0x03)) + bytes(buf), 9)
+                    buf = self.vcu.frame(vcu)
                     self.tester_bus.send(
                         can.Message(arbitration_id=VCU_REQUEST_ID, data=buf, is_extended_id=False)
                     )

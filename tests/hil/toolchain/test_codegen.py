@@ -177,6 +177,25 @@ def check_against_cantools(case: Case, codec: ModuleType, data: st.DataObject) -
         if 1 <= k <= lay.group_size:
             name = name.format(case.mux * lay.group_size + k - 1 + lay.name_base)
         assert name == signal.name
+    into = getattr(codec, f"decode_{stem}_into", None)
+    if into is not None:
+        check_into(into, frame, case.mux, lay.group_size, values)
+
+
+def check_into(
+    into: Callable[..., int], frame: bytes, mux: int, size: int, values: list[int]
+) -> None:
+    """decode_<name>_into: group `mux` lands at mux * size in `dst`, only below len(dst) (a last
+    group cut short, a group beyond the end), nothing else written."""
+    start = mux * size
+    for length in range(start, start + size + 2):
+        dst = [None] * length
+        assert into(frame, dst) == mux
+        want = [None] * length
+        for k in range(size):
+            if start + k < length:
+                want[start + k] = values[1 + k]
+        assert dst == want, f"len(dst)={length}"
 
 
 @pytest.mark.parametrize("case", cases(), ids=str)
