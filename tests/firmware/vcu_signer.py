@@ -8,18 +8,14 @@ import os
 
 from firmware.e2e import crc8_j1850
 
-
-def _test_key(n):
-    # A test key per run, as the bench's DUT makes one: none is written down. The Cortex-M
-    # image's os has no urandom; a test key need not be secret, so random's bits do there.
-    if hasattr(os, "urandom"):
-        return os.urandom(n)
+# A test key per run, as the bench's DUT makes one: none is written down. The Cortex-M image's
+# os has no urandom; a test key need not be secret, so random's bits do there.
+try:
+    KEY = os.urandom(16)
+except AttributeError:
     import random
 
-    return bytes(random.getrandbits(8) for _ in range(n))
-
-
-KEY = _test_key(16)
+    KEY = bytes(random.getrandbits(8) for _ in range(16))
 DATA_ID = b"\x00\x03"
 
 
