@@ -18,6 +18,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import struct
 from pathlib import Path
@@ -108,3 +109,40 @@ def build_image(files: dict[str, bytes], secret: bytes) -> bytes:
 def default_key_dir() -> Path:
     """Where `cellguard flash --provision` keeps the key files of the boards it provisioned."""
     return Path(os.environ.get("CELLGUARD_KEY_DIR", Path.home() / ".cellguard" / "keys"))
+
+
+PROVISION_FILE = "provision"
+"""The storage record of a board's serial and secret (format in firmware/security.py)."""
+
+
+def keys_folder(serial: str, key_dir: Path | None = None) -> Path:
+    """The folder of the key files of the board `serial` (`board_keys`); ValueError for a serial
+    that is not 1-16 letters, digits, '-', '_' or '.' (not starting with '.')."""
+    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,15}", serial):
+        raise ValueError(f"serial {serial!r}: 1-16 letters, digits, '-', '_' or '.'")
+    return (key_dir or default_key_dir()) / serial
+
+
+def board_keys(serial: str, key_dir: Path | None = None) -> tuple[Path, bool]:
+    """The folder holding the key files of the board `serial` (`provision`, `vcu_key`) and
+    whether they were made now: a board provisioned before keeps its records, so flashing it
+    again never changes the keys its tester and vehicle hold. New folders and files are readable
+    by their owner only; ValueError when a file there is not a valid record."""
+    folder = keys_folder(serial, key_dir)
+    prov, vcu = folder / PROVISION_FILE, folder / VCU_KEY_FILE
+    if prov.exists() or vcu.exists():
+        for path, parse in ((prov, parse_record), (vcu, parse_vcu_key)):
+            try:
+                got = parse(path.read_bytes())
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{path}: {getattr(e, 'strerror', None) or e}") from None
+            if path == prov and got[0] != serial:
+                raise ValueError(f"{path}: the record of serial {got[0]!r}, not {serial!r}")
+        return folder, False
+    record = new_record(serial)  # checks the serial before anything is written
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for path, data in ((prov, record), (vcu, new_vcu_key_record())):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    return folder, True

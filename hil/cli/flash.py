@@ -9,7 +9,15 @@ touching a device):
      deleting stale `.py` sources that would shadow the `.mpy` bytecode;
   4. reset the board (`mpremote reset`): main.py starts the BMS;
   5. check over the REPL that the device imports this firmware version and board, and accepts
-     config.json; then reset again so the BMS runs.
+     config.json (and, provisioned, reads both key records); then reset again so the BMS runs.
+
+`--provision SERIAL` also gives the board its keys: the provisioning record (serial and the
+secret of UDS security access and image signing, firmware/security.py) and the VCU key record
+(VCU_Request's MAC, firmware/secoc.py), as the storage files cg_provision and cg_vcu_key, copied
+in step 3. The desktop keeps them in `--key-dir` (default ~/.cellguard/keys, or $CELLGUARD_KEY_DIR)
+under SERIAL/, readable by its owner only: the tester's `--key-file` and the bench's `--vcu-key`.
+A serial provisioned before keeps its keys; a board that holds other keys than the folder's is
+refused (erase its cg_provision and cg_vcu_key first). Keys are never printed, only their paths.
 
 MicroPython itself must already be on the board (README, "Hardware"). Flash with the pack
 disconnected: step 5 interrupts the running BMS.
@@ -29,6 +37,7 @@ from typing import Any
 
 import firmware
 from firmware import config as fw_config
+from hil.bench.provision import PROVISION_FILE, VCU_KEY_FILE, board_keys, keys_folder
 from hil.cli.errors import Failure
 from hil.cli.options import check_firmware_config, config_file
 from hil.toolchain.build import BUILD_DIR, bundle_files, profiled_boards, stage_flash_bundle
@@ -38,6 +47,7 @@ HELP = "compile the firmware for a board and copy it there with mpremote (change
 
 Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
 HASH_MARK = "cellguard-hash"
+STORAGE_PREFIX = "cg_"  # a board's storage record NAME is the file cg_NAME (boards/hw.py)
 CHECK_MARK = "cellguard-check"
 
 
@@ -100,8 +110,17 @@ def prepare_script(folders: Sequence[str], shadows: Sequence[str]) -> str:
     )
 
 
-def check_script(board: str) -> str:
-    """MicroPython code printing the firmware version, board and config verdict as JSON."""
+def check_script(board: str, provisioned: bool = False) -> str:
+    """MicroPython code printing the firmware version, board and config verdict as JSON (and,
+    `provisioned`, the serial the board reads from its key records, both parsed by the firmware)."""
+    keys = (
+        "    from firmware.security import parse_provision\n"
+        "    from firmware.secoc import parse_key\n"
+        f"    p = parse_provision(open('{STORAGE_PREFIX}{PROVISION_FILE}', 'rb').read())\n"
+        f"    k = parse_key(open('{STORAGE_PREFIX}{VCU_KEY_FILE}', 'rb').read())\n"
+        "    r['serial'] = p[0].rstrip(b'\\0').decode() if p else None\n"
+        "    r['vcu_key'] = k is not None\n"
+    )
     return (
         "import json, gc\n"
         "r = {}\n"
@@ -112,8 +131,7 @@ def check_script(board: str) -> str:
         f"    __import__('boards.{board}')\n"
         "    from firmware import config\n"
         "    config.load(json.load(open('config.json')))\n"
-        "    r['config'] = 'ok'\n"
-        "except Exception as e:\n"
+        "    r['config'] = 'ok'\n" + (keys if provisioned else "") + "except Exception as e:\n"
         "    r['error'] = repr(e)\n"
         "gc.collect()\n"
         "r['mem_free'] = gc.mem_free()\n"
@@ -183,8 +201,11 @@ class Flasher:
         config: dict[str, Any] | None = None,
         measurement: str | None = None,
         stage_dir: Path | None = None,
+        provision: str | None = None,
+        key_dir: Path | None = None,
     ) -> dict[str, Any]:
-        """Flash; returns what the device reported (empty in a dry run)."""
+        """Flash (with `provision` a serial: and give the board its keys, module docstring);
+        returns what the device reported (empty in a dry run)."""
         mode = " (dry run: no device is touched)" if self.dry_run else ""
         self.out(f"cellguard flash: board {self.board} on {self.port}{mode}")
         stage = stage_dir or BUILD_DIR / f"flash-{self.board}"
@@ -197,8 +218,35 @@ class Flasher:
         hashes = local_hashes(stage)
         for path, digest in hashes.items():
             self.out(f"     {digest[:12]}  {path}")
+        sources = {p: stage / p for p in hashes}
+        keys: list[str] = []
+        try:
+            unmade = provision is not None and not keys_folder(provision, key_dir).exists()
+        except ValueError as e:
+            raise FlashError(f"--provision: {e}") from None
+        if unmade and self.dry_run:
+            self.out(f"   keys of {provision}: would be made in {keys_folder(provision, key_dir)}")
+        elif provision is not None:
+            try:
+                folder, made = board_keys(provision, key_dir)
+            except ValueError as e:
+                raise FlashError(f"--provision {provision}: {e}") from None
+            what = "made now" if made else "kept from before"
+            self.out(
+                f"   keys of {provision} ({what}): {folder}/{{{PROVISION_FILE},{VCU_KEY_FILE}}}"
+            )
+            for name in (PROVISION_FILE, VCU_KEY_FILE):
+                keys.append(STORAGE_PREFIX + name)
+                sources[keys[-1]] = folder / name
+                hashes[keys[-1]] = hashlib.sha256(sources[keys[-1]].read_bytes()).hexdigest()
         self.out(f"2. hash the {len(hashes)} files on the device (sha256)")
         device = parse_device_hashes(self._exec(hash_script(list(hashes)), "sha256 of each file"))
+        for k in keys:  # a board's keys are replaced by no one but whoever erases them
+            if device.get(k, "-") not in ("-", hashes[k]):
+                raise FlashError(
+                    f"--provision {provision}: the board holds other keys ({k}); erase its "
+                    f"{' and '.join(keys)} to provision it again"
+                )
         changed = [p for p in hashes if device.get(p) != hashes[p]]
         if self.dry_run:
             self.out("3. copy the files whose hash differs (all of them on a fresh board)")
@@ -212,13 +260,15 @@ class Flasher:
             args: list[str] = []
             for p in changed:
                 args += ["+"] if args else []
-                args += ["fs", "cp", str(stage / p), ":" + p]
+                args += ["fs", "cp", str(sources[p]), ":" + p]
             self._mpremote(*args)
         self.out("   config.json (the firmware configuration the board reads) is one of them")
         self.out("4. reset the board: main.py starts the BMS")
         self._mpremote("reset")
         self.out(f"5. check firmware {firmware.__version__} and board {self.board} over the REPL")
-        stdout = self._exec(check_script(self.board), "import firmware, board, config")
+        stdout = self._exec(
+            check_script(self.board, provision is not None), "import firmware, board, config"
+        )
         self._mpremote("reset")
         if self.dry_run:
             self.out("dry run done: nothing was sent to a device")
@@ -226,6 +276,12 @@ class Flasher:
         report = parse_check(stdout)
         if "error" in report:
             raise FlashError(f"the device rejected the firmware: {report['error']}")
+        if provision is not None and (report.get("serial") != provision or not report["vcu_key"]):
+            raise FlashError(
+                f"the device reads serial {report.get('serial')!r} and "
+                f"{'a' if report.get('vcu_key') else 'no'} VCU key from its key records, "
+                f"expected {provision!r} and one"
+            )
         if report.get("version") != firmware.__version__ or report.get("board") != self.board:
             raise FlashError(
                 f"the device reports firmware {report.get('version')} on board "
@@ -235,6 +291,11 @@ class Flasher:
             f"flashed: firmware {report['version']} on {report['board']}, config {report['config']}"
             f", {report['mem_free']} bytes of heap free before the BMS starts"
         )
+        if provision is not None:
+            self.out(
+                f"provisioned {provision}: cellguard diag --key-file {sources[keys[0]]}, "
+                f"pytest --vcu-key {sources[keys[1]]}"
+            )
         return report
 
 
@@ -252,6 +313,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override the profile's measurement source (bench: values from the HIL bench)",
     )
     parser.add_argument("--stage-dir", type=Path, help="stage the files here (default build/)")
+    parser.add_argument(
+        "--provision",
+        metavar="SERIAL",
+        help="also give the board its keys (security access, VCU_Request MAC) under this serial "
+        "(at most 16 ASCII characters); a serial provisioned before keeps its keys",
+    )
+    parser.add_argument(
+        "--key-dir",
+        type=Path,
+        help="where the boards' key files are kept (default ~/.cellguard/keys, $CELLGUARD_KEY_DIR)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -262,7 +334,13 @@ def run(args: argparse.Namespace) -> int:
         check_firmware_config(config, f"--config {args.config}")
     flasher = Flasher(args.board, args.port, dry_run=args.dry_run)
     try:
-        flasher.run(config=config, measurement=args.measurement, stage_dir=args.stage_dir)
+        flasher.run(
+            config=config,
+            measurement=args.measurement,
+            stage_dir=args.stage_dir,
+            provision=args.provision,
+            key_dir=args.key_dir,
+        )
     except FlashError as e:
         raise Failure(str(e).splitlines()[0]) from None
     return 0

@@ -192,3 +192,103 @@ def test_version_matches_the_package() -> None:
     from importlib.metadata import version
 
     assert firmware.__version__ == version("cellguard")
+
+
+def _provision(root: Path, stage: Path, keys: Path, serial: str = "CG-0001") -> list[str]:
+    lines: list[str] = []
+    flasher = flash.Flasher("stm32f4", PORT, runner=FakeMpremote(root), out=lines.append)
+    flasher.run(stage_dir=stage, provision=serial, key_dir=keys)
+    return lines
+
+
+def test_provision_gives_a_fresh_board_its_keys_and_keeps_them_on_a_reflash(tmp_path: Path) -> None:
+    """The board gets a provisioning record and a VCU key record that its own firmware parses
+    (the check script runs on the MicroPython port), the desktop keeps identical copies readable
+    by its owner only, no secret is printed, and flashing again copies and changes no key."""
+    from hil.bench.provision import parse_record, parse_vcu_key
+
+    root = tmp_path / "device"
+    root.mkdir()
+    keys = tmp_path / "keys"
+    lines = _provision(root, tmp_path / "stage", keys)
+    folder = keys / "CG-0001"
+    record, vcu = (folder / "provision").read_bytes(), (folder / "vcu_key").read_bytes()
+    assert (root / "cg_provision").read_bytes() == record
+    assert (root / "cg_vcu_key").read_bytes() == vcu
+    serial, secret = parse_record(record)
+    assert serial == "CG-0001"
+    for f in (folder / "provision", folder / "vcu_key"):
+        assert f.stat().st_mode & 0o077 == 0
+    assert folder.stat().st_mode & 0o077 == 0
+    out = "\n".join(lines)
+    for secret_bytes in (secret, parse_vcu_key(vcu)):
+        assert secret_bytes.hex() not in out and secret_bytes.hex().upper() not in out
+    assert f"--vcu-key {folder / 'vcu_key'}" in out
+
+    device = FakeMpremote(root)
+    report = flash.Flasher("stm32f4", PORT, runner=device, out=lambda s: None).run(
+        stage_dir=tmp_path / "stage", provision="CG-0001", key_dir=keys
+    )
+    assert device.copied == []
+    assert report["serial"] == "CG-0001" and report["vcu_key"] is True
+    assert (folder / "provision").read_bytes() == record
+
+
+def test_provision_refuses_a_board_holding_other_keys(tmp_path: Path) -> None:
+    root = tmp_path / "device"
+    root.mkdir()
+    _provision(root, tmp_path / "stage", tmp_path / "keys-a")
+    before = (root / "cg_provision").read_bytes()
+    device = FakeMpremote(root)
+    with pytest.raises(flash.FlashError, match="holds other keys"):
+        flash.Flasher("stm32f4", PORT, runner=device, out=lambda s: None).run(
+            stage_dir=tmp_path / "stage", provision="CG-0001", key_dir=tmp_path / "keys-b"
+        )
+    assert device.copied == [] and (root / "cg_provision").read_bytes() == before
+
+
+def test_a_damaged_record_on_the_device_fails_the_check(tmp_path: Path) -> None:
+    """The check reads the records back with the firmware's own parsers: one bit flipped after
+    the copy is reported, not taken for a provisioned board."""
+    root = tmp_path / "device"
+    root.mkdir()
+    keys = tmp_path / "keys"
+    _provision(root, tmp_path / "stage", keys)
+
+    class Flipping(FakeMpremote):
+        def __call__(self, cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
+            if "exec" in cmd and "parse_provision" in cmd[-1]:
+                rec = bytearray((self.root / "cg_vcu_key").read_bytes())
+                rec[5] ^= 1
+                (self.root / "cg_vcu_key").write_bytes(bytes(rec))
+            return super().__call__(cmd)
+
+    (root / "cg_vcu_key").unlink()  # copied again, then damaged before the check
+    with pytest.raises(flash.FlashError, match="no VCU key"):
+        flash.Flasher("stm32f4", PORT, runner=Flipping(root), out=lambda s: None).run(
+            stage_dir=tmp_path / "stage", provision="CG-0001", key_dir=keys
+        )
+
+
+@pytest.mark.parametrize("serial", ["../evil", "", "x" * 17, ".hidden", "a b"])
+def test_a_bad_serial_is_one_line_before_the_device_is_touched(
+    serial: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(flash, "run_command", _no_device)
+    argv = ["flash", "--board", "stm32f4", "--port", PORT, "--stage-dir", str(tmp_path / "s")]
+    argv += ["--provision", serial, "--key-dir", str(tmp_path / "keys")]
+    assert cli_main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--provision" in err and "serial" in err
+    assert not (tmp_path / "keys").exists()
+
+
+def test_dry_run_with_provision_makes_no_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(flash, "run_command", _no_device)
+    argv = ["flash", "--board", "stm32f4", "--port", PORT, "--dry-run"]
+    argv += ["--stage-dir", str(tmp_path / "s"), "--provision", "CG-7", "--key-dir", str(tmp_path)]
+    assert cli_main(argv) == 0
+    assert "would be made" in capsys.readouterr().out
+    assert not (tmp_path / "CG-7").exists()
