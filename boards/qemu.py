@@ -125,6 +125,11 @@ class Board(LockstepBoard):
             if ticks_diff(ticks_ms(), t0) >= timeout_ms:
                 return
 
+    def urandom(self, n):
+        """The seeds of security access (firmware/security.py): the MPS2 has no random number
+        generator and the port no os.urandom, so the bytes come from the host."""
+        return semihost.host_random(n)
+
     def _send(self, data):
         _uart_write(data, len(data))
 

@@ -179,6 +179,19 @@ class HostFs:
         return (0,) * 10
 
 
+def host_random(n):
+    """`n` bytes of the host's /dev/urandom (the emulated MPS2 has no random number generator);
+    OSError when the host gives fewer."""
+    fd = _open("/dev/urandom", "rb")
+    if fd < 0:
+        raise OSError(_ENOENT)
+    with HostFile(fd, False) as f:
+        buf = bytearray(n)
+        if f.readinto(buf) != n:
+            raise OSError(_EIO)
+        return bytes(buf)
+
+
 def mount():
     """Mount the host folder at "/" (once)."""
     import vfs

@@ -15,7 +15,8 @@ The tester holds a copy of that record. Without one (or with a damaged one) secu
 refused (NRC 0x22) and no image is ever accepted.
 
 Key of a seed (level 1): the first 8 bytes of HMAC-SHA-256(secret, 0x01 || seed); the seed is
-8 bytes from the board's random source, fresh for every request, zero when already unlocked (ISO
+8 bytes from the board's random source (`board.urandom` where the board has one, else
+`os.urandom`; neither: NRC 0x22), fresh for every request, zero when already unlocked (ISO
 14229-1). MAC of an image: HMAC-SHA-256(secret, 0x02 || SHA-256 of the image). The prefixes keep
 the two uses apart, so a key answered to a seed is never a valid image MAC.
 
@@ -66,6 +67,9 @@ class Security:
         p = parse_provision(board.storage_read("provision"))
         self.serial = p[0] if p else b"\x00" * 16
         self._secret = p[1] if p else None
+        # The board's own entropy source where it has one, else the port's (the stm32 RNG, the
+        # esp32 TRNG, the host's on the unix port); without either, access is refused.
+        self._random = getattr(board, "urandom", None) or getattr(os, "urandom", None)
         self.seed = bytearray(SEED_LEN)
         self._seeded = False
         self.unlocked = False
@@ -109,7 +113,10 @@ class Security:
             for i in range(SEED_LEN):
                 s[i] = 0
             return 0
-        r = os.urandom(SEED_LEN)
+        rand = self._random
+        if rand is None:
+            return 0x22  # no random source: a predictable seed would unlock for anyone
+        r = rand(SEED_LEN)
         for i in range(SEED_LEN):
             s[i] = r[i]
         self._seeded = True
