@@ -10,37 +10,22 @@ the board calls before it flushes the vehicle bus, so the bench finds them once 
 acknowledged. Nothing is allocated per frame after start-up (the socket reads fill one buffer).
 """
 
-import select
-import socket
-
-from boards.lockstep import _HEX, SlcanPort, _hexdigit
+from boards.lockstep import _HEX, _hexdigit, command_reply
+from boards.slcan_tcp import SlcanServer
 from firmware.compat import const
 
 _MAX_CLIENTS = const(2)
 _RX_BUF = const(1024)
 _TX_BUF = const(1024)
 _CR = const(13)
-
-
-class _Client(SlcanPort):
-    def __init__(self, sock):
-        super().__init__(_RX_BUF)
-        self.sock = sock
+_SERIAL = b"NCGCH\r"  # the adapter serial number the endpoint answers 'N' with
 
 
 class ChargerBus:
     """SLCAN-over-TCP server for 29-bit frames; see the module docstring."""
 
     def __init__(self, port):
-        self._clients = []
-        self._poll = select.poll()
-        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        srv.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
-        srv.listen(_MAX_CLIENTS)
-        srv.setblocking(False)
-        self._srv = srv
-        self._poll.register(srv, select.POLLIN)
+        self._bus = SlcanServer(port, _MAX_CLIENTS, _RX_BUF)
         self._tx = bytearray(_TX_BUF)
         self._txview = memoryview(self._tx)
         self._fill = 0
@@ -75,92 +60,30 @@ class ChargerBus:
 
     def recv(self, out):
         """The next frame from a client into `out`; its id, or -1."""
-        for c in self._clients:
+        clients = self._bus.clients
+        for c in clients:
             cid = self._next(c, out)
             if cid >= 0:
                 return cid
-        self.pump(0)
-        for c in self._clients:
+        self._bus.pump(0)
+        for c in clients:
             cid = self._next(c, out)
             if cid >= 0:
                 return cid
         return -1
 
     def has_line(self):
-        for c in self._clients:
-            if c.has_line():
-                return True
-        return False
+        return self._bus.has_line()
+
+    def pump(self, timeout_ms):
+        """Accept and read the clients for up to `timeout_ms`."""
+        self._bus.pump(timeout_ms)
 
     def flush(self):
         """Write the queued frames to every open client."""
         if self._fill:
-            self._broadcast(self._txview[: self._fill], None)
+            self._bus.broadcast(self._txview[: self._fill], None)
             self._fill = 0
-
-    # ---- sockets ---------------------------------------------------------------------------
-    def pump(self, timeout_ms):
-        for obj, ev in self._poll.ipoll(timeout_ms):
-            if obj is self._srv:
-                self._accept()
-                continue
-            c = None
-            for k in self._clients:
-                if k.sock is obj:
-                    c = k
-            if c is None:
-                continue
-            if ev & (select.POLLHUP | select.POLLERR):
-                self._drop(c)
-                continue
-            c.compact()
-            try:
-                n = c.sock.readinto(c.view[c.fill :])
-            except OSError:
-                n = None
-            if n == 0:
-                self._drop(c)
-            elif n:
-                c.fill += n
-
-    def _accept(self):
-        try:
-            sock, _ = self._srv.accept()
-        except OSError:
-            return
-        if len(self._clients) >= _MAX_CLIENTS:
-            sock.close()
-            return
-        sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY
-        sock.setblocking(False)
-        self._clients.append(_Client(sock))
-        self._poll.register(sock, select.POLLIN)
-
-    def _drop(self, c):
-        try:
-            self._poll.unregister(c.sock)
-        except (OSError, ValueError):
-            pass
-        c.sock.close()
-        if c in self._clients:
-            self._clients.remove(c)
-
-    def _broadcast(self, data, origin):
-        for c in self._clients:
-            if c is origin or not c.open:
-                continue
-            sent = 0
-            tries = 0
-            while sent < len(data) and tries < 1000:
-                try:
-                    n = c.sock.write(data[sent:] if sent else data)
-                except OSError:
-                    self._drop(c)
-                    break
-                if not n:
-                    tries += 1
-                    continue
-                sent += n
 
     def _next(self, c, out):
         buf = c.buf
@@ -190,28 +113,9 @@ class ChargerBus:
                 p += 2
             self.dlc = dlc
             self.rx_frames += 1
-            if len(self._clients) > 1:
-                self._broadcast(c.view[start : end + 1], c)
+            if len(self._bus.clients) > 1:
+                self._bus.broadcast(c.view[start : end + 1], c)
             return cid & 0x1FFFFFFF
 
     def _command(self, c, cmd):
-        if cmd == 79 or cmd == 76:  # 'O' open, 'L' listen-only
-            c.open = True
-        elif cmd == 67:  # 'C' close
-            c.open = False
-        elif cmd == 86:  # 'V' version
-            self._reply(c, b"V1013\r")
-            return
-        elif cmd == 78:  # 'N' serial number
-            self._reply(c, b"NCGCH\r")
-            return
-        elif cmd == 70:  # 'F' status flags
-            self._reply(c, b"F00\r")
-            return
-        self._reply(c, b"\r")  # bit rate (S5 = 250 kbit/s), timestamps, filters: accepted
-
-    def _reply(self, c, data):
-        try:
-            c.sock.write(data)
-        except OSError:
-            self._drop(c)
+        self._bus.write(c, command_reply(c, cmd, _SERIAL))

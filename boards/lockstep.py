@@ -276,23 +276,26 @@ class LockstepBoard:
             self._stall[1] = out[2] | out[3] << 8  # StallDuration, ms
 
     def _command(self, c, cmd):
-        if cmd == 79 or cmd == 76:  # 'O' open, 'L' listen-only
-            c.open = True
-        elif cmd == 67:  # 'C' close
-            c.open = False
-        elif cmd == 86:  # 'V' version
-            self._reply(c, b"V1013\r")
-            return
-        elif cmd == 78:  # 'N' serial number
-            self._reply(c, b"NCGSM\r")
-            return
-        elif cmd == 70:  # 'F' status flags
-            self._reply(c, b"F00\r")
-            return
-        elif cmd not in b"SsZMmX":  # bit rate, timestamps, filters: accepted, meaningless here
-            self._reply(c, b"\x07")
-            return
-        self._reply(c, b"\r")
+        self._reply(c, command_reply(c, cmd, b"NCGSM\r"))
+
+
+def command_reply(c, cmd, serial):
+    """Apply the SLCAN command `cmd` (its first byte) to port `c` and return the reply: `serial`
+    (b"N....\\r") answers 'N'; bit rate, timestamps and filters are accepted and meaningless on a
+    virtual bus; anything else is refused with BEL."""
+    if cmd == 79 or cmd == 76:  # 'O' open, 'L' listen-only
+        c.open = True
+    elif cmd == 67:  # 'C' close
+        c.open = False
+    elif cmd == 86:  # 'V' version
+        return b"V1013\r"
+    elif cmd == 78:  # 'N' serial number
+        return serial
+    elif cmd == 70:  # 'F' status flags
+        return b"F00\r"
+    elif cmd not in b"SsZMmX":
+        return b"\x07"
+    return b"\r"
 
 
 def _hexdigit(v):
