@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from hil import REPO_ROOT
+from hil.bench.children import die_with_parent
 from hil.bench.provision import VCU_KEY_FILE, new_record, new_vcu_key_record, parse_vcu_key
 from hil.toolchain.build import (
     board_profile,
@@ -236,6 +237,7 @@ class ProcessDut:
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
 
     def _wait_ready(self, deadline: float) -> bool:

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from hil.bench.children import die_with_parent
 from hil.bench.dut import DutError, ProcessDut, firmware_message
 from hil.toolchain.image import DEFAULT_VARIANT, ImageError, build_image, variant
 
@@ -107,6 +108,7 @@ class QemuDut(ProcessDut):
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
         assert proc.stdin is not None
         args = ["main.py", "qemu", "--config", "/config.json", "--storage", "/storage"]
@@ -172,6 +174,7 @@ def run_on_image(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=cwd,
+        preexec_fn=die_with_parent(),
     )
     assert proc.stdin is not None and proc.stdout is not None
     # The console takes a byte at a time while the script runs: feed it from a thread so that

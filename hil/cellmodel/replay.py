@@ -28,6 +28,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from hil.bench.children import die_with_parent
 from hil.bench.dut import DEFAULT_HEAP, micropython_binary
 from hil.cellmodel.traces import PackTrace as Trace
 from hil.cellmodel.traces import TraceError, read_truth
@@ -158,6 +159,7 @@ def replay(
             stderr=subprocess.PIPE,
             text=True,
             bufsize=1 << 16,
+            preexec_fn=die_with_parent(),
         )
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         feeder = threading.Thread(target=_stream, args=(trace, proc.stdin), daemon=True)
