@@ -231,6 +231,9 @@ class Flasher:
                 folder, made = board_keys(provision, key_dir)
             except ValueError as e:
                 raise FlashError(f"--provision {provision}: {e}") from None
+            except OSError as e:
+                where = f"--key-dir {key_dir}" if key_dir else f"the key folder {e.filename}"
+                raise FlashError(f"{where}: {e.strerror}") from None
             what = "made now" if made else "kept from before"
             self.out(
                 f"   keys of {provision} ({what}): {folder}/{{{PROVISION_FILE},{VCU_KEY_FILE}}}"

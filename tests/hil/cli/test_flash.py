@@ -292,3 +292,16 @@ def test_dry_run_with_provision_makes_no_keys(
     assert cli_main(argv) == 0
     assert "would be made" in capsys.readouterr().out
     assert not (tmp_path / "CG-7").exists()
+
+
+def test_an_unusable_key_dir_is_one_line_naming_the_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(flash, "run_command", _no_device)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    argv = ["flash", "--board", "stm32f4", "--port", PORT, "--stage-dir", str(tmp_path / "s")]
+    argv += ["--provision", "CG-1", "--key-dir", str(blocker)]
+    assert cli_main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [f"cellguard flash: --key-dir {blocker}: Not a directory"]
