@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 BOARD ?=
 PORT ?=
-MCU_TESTS := tests/closed_loop tests/firmware/test_micropython.py tests/hil/cellmodel/test_replay.py
+MCU_TESTS := tests/closed_loop tests/firmware/test_micropython.py tests/hil/cellmodel/test_replay.py \
+	tests/hil/cellmodel/test_real_cell.py
 
 .PHONY: sim test lint serve codegen busload bench mcu-bench image flash clean
 
