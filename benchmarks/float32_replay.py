@@ -15,7 +15,9 @@ mixed drive cycles, from the full charge down to 2.5 V, 10 983 samples at 1 Hz),
 concatenation (every drive file starts full, so joining them would jump in SOC). As in
 benchmarks/soc_real.py: the cell profile fitted by `characterize` on the folder's lab files, the
 trace at 1 Hz (`per_second`), the current read 0.3 % of 1C high, the firmware started at 100 %
-with the bound of a recognised full charge. The same trace and configuration run on every target
+with the bound of a recognised full charge (`--start ocv`: from the first sample's voltage, no
+memory; `--start PCT`: restored at PCT with a 30 % bound, a wrong restore that the filter must
+correct). The same trace and configuration run on every target
 (`cellguard replay --dut ...`): `unix` is the reference (MicroPython's floats are doubles there),
 `qemu:an500` the Cortex-M7 image with float32 on its FPU, `qemu:an385` the Cortex-M3 image with
 float32 in software. The firmware's arrays are float32 (array "f") on every target; what differs
@@ -66,12 +68,18 @@ def difference(image: Estimates, unix: Estimates) -> dict[str, float | int]:
     return {
         "max_pct": float(d[k]),
         "rms_pct": float(np.sqrt(np.mean(d**2))),
+        "samples_differing": int(np.count_nonzero(d > 1e-9)),
         "samples_over_law": int(np.count_nonzero(d > LAW_PCT + 1e-9)),
         "max_at_sample": k,
         "max_at_s": float(unix.time_s[k] - unix.time_s[0]),
         "max_unix_soc_pct": float(unix.soc[k]),
         "max_image_soc_pct": float(image.soc[k]),
     }
+
+
+def _initial(start: str) -> float | None:
+    """The replay's initial SOC for `--start` (full, ocv or a percentage)."""
+    return 100.0 if start == "full" else None if start == "ocv" else float(start)
 
 
 def _progress(name: str, total: int) -> Any:
@@ -88,9 +96,10 @@ def _progress(name: str, total: int) -> Any:
 
 
 def run(
-    trace: PackTrace, profile: CellProfile, targets: list[str], heap: str | None
+    trace: PackTrace, profile: CellProfile, targets: list[str], heap: str | None, start: str
 ) -> tuple[dict[str, Estimates], dict[str, float]]:
-    """Replay `trace` on every target (wall seconds per target alongside)."""
+    """Replay `trace` on every target (wall seconds per target alongside) from `start` (module
+    docstring)."""
     config = firmware_config(profile.to_dict(), trace, REPLAY_TIMING)
     out: dict[str, Estimates] = {}
     wall: dict[str, float] = {}
@@ -100,8 +109,8 @@ def run(
         out[target] = replay(
             trace,
             config,
-            initial_soc_pct=100.0,
-            initial_bound_pct=FULL_BOUND_PCT,
+            initial_soc_pct=_initial(start),
+            initial_bound_pct=FULL_BOUND_PCT if start == "full" else None,
             heap=heap if target == "unix" else None,
             progress=_progress(target, len(trace.time_s)),
             target=target,
@@ -125,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         default="unix,qemu:an500",
         help="comma-separated --dut targets; the first is the reference (default %(default)s)",
     )
+    parser.add_argument(
+        "--start", default="full", help="full (default), ocv, or PCT: a restore at PCT %%"
+    )
     parser.add_argument("--heap", default=None, help="unix port heap (default DEFAULT_HEAP)")
     parser.add_argument("--work", type=Path, default=REPO_ROOT / "build" / "float32_replay")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
@@ -136,11 +148,18 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        _initial(args.start)
+    except ValueError:
+        parser.error(f"--start {args.start!r}: full, ocv or a percentage")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if len(targets) < 2:
         parser.error("--targets: a reference and at least one target to compare")
     trace_path = args.data / f"{args.trace}.csv.gz"
     truth_path = args.data / f"{args.trace}_truth.csv.gz"
+    if not (trace_path.exists() and truth_path.exists()):
+        print(f"{trace_path} or its _truth file: not in {args.data} (--trace)", file=sys.stderr)
+        return 2
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"characterize {args.data} ...", file=sys.stderr)
     profile = fit_profile(args.data, args.work / "profile.json")
@@ -149,13 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     t_truth, truth = read_truth(truth_path, 1)
     ref = np.interp(trace.time_s, t_truth, truth[:, 0])
     hours = (trace.time_s[-1] - trace.time_s[0]) / 3600.0
-    est, wall = run(trace, profile, targets, args.heap)
+    est, wall = run(trace, profile, targets, args.heap, args.start)
     reference = targets[0]
     figures: dict[str, Any] = {
         "trace": trace_path.name,
         "samples": len(trace.time_s),
         "hours": hours,
         "reference": reference,
+        "start": args.start,
         "wall_s": wall,
         "vs_truth": {
             t: {
@@ -169,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Data: {CITATION}; {trace_path}")
     print(
         f"{len(trace.time_s)} samples at 1 Hz ({hours:.2f} h), current +{OFFSET_PCT:g} % of 1C, "
-        f"start 100 % (bound {FULL_BOUND_PCT:g} %); reference {reference}"
+        + {
+            "full": f"start 100 % (bound {FULL_BOUND_PCT:g} %)",
+            "ocv": "cold start (OCV of the first sample)",
+        }.get(args.start, f"restored at {args.start} % (bound 30 %)")
+        + f"; reference {reference}"
     )
     print()
     print(
