@@ -7,7 +7,7 @@ ARGS ?=
 BOARD ?=
 PORT ?=
 MCU_TESTS := tests/closed_loop tests/firmware/test_micropython.py tests/hil/cellmodel/test_replay.py \
-	tests/boards/test_board_qemu.py
+	tests/hil/cellmodel/test_real_cell.py tests/boards/test_board_qemu.py
 
 .PHONY: sim test lint serve codegen busload bench mcu-bench image flash clean
 

@@ -138,7 +138,9 @@ def replay(
     port (`heap` a -X heapsize, default DEFAULT_HEAP); "qemu" or "qemu:IMAGE" the Cortex-M image
     (`heap` its MICROPY_HEAP_SIZE, default the smallest full-firmware budget)."""
     if target.startswith("qemu"):
-        return _replay_on_image(trace, config, initial_soc_pct, heap, progress, target)
+        return _replay_on_image(
+            trace, config, initial_soc_pct, heap, progress, target, initial_bound_pct
+        )
     if target != "unix":
         raise TraceError(f"unknown target {target!r}: unix or qemu[:IMAGE]")
     heap = heap or DEFAULT_HEAP
@@ -196,12 +198,13 @@ def _replay_on_image(
     heap: str | None,
     progress: Callable[[int], None] | None,
     target: str,
+    initial_bound_pct: float | None = None,
 ) -> Estimates:
     """`replay` on the Cortex-M image: the trace on the console, an empty line ends it."""
     from hil.bench.qemu import parse_target, run_on_image
     from hil.toolchain.build import heap_bytes
 
-    args = ["/config.json", *_initial_arg(initial_soc_pct)]
+    args = ["/config.json", *_initial_arg(initial_soc_pct, initial_bound_pct)]
     code = f"print()\nimport boards.replay as r\nr.main({args!r})\n"  # a line of its own after OK
     lines = (text.encode() for text in [*_chunks(trace), "\n"])
     got = _Collector(len(trace.time_s), trace.cells, progress)
