@@ -14,11 +14,17 @@ at least (labs measure OCV once, at 25 degC). A file's test temperature is the o
 2. HPPC: SOC by coulomb counting from 100 %. The current splits into events and rests; an event
    longer than `PULSE_MAX_S` (a SOC step) opens a group that holds it, its rest and the pulses
    (discharge-only sets or both directions) and rests that follow. If the group has a rest of
-   `LONG_REST_S` or more, the relaxation of all its rests is fitted with two RC pairs: on a grid
-   of time constants, a linear least-squares fit of one rest voltage per rest plus R1 and R2
-   times the RC pairs' unit responses to the whole current history. R0 is the instantaneous
-   voltage step over the current steps of the group's pulses, minus what the fitted RC pairs
-   moved in that sample. The group's values belong to its SOC at the first pulse.
+   `LONG_REST_S` or more, R0 and two RC pairs are fitted to every logged sample of the group,
+   loaded or at rest (`_fit_window`): on a grid of time constants, a weighted linear least-squares
+   fit of a local OCV (a parabola in SOC, plus the hysteresis state where pulses in both
+   directions move it), R0 times the current and R1 and R2 times the RC pairs' unit responses to
+   the whole current history. The SOC step's own samples enter if it spans `STEP_SPAN_PCT` or
+   less (the HPPC's one sustained load). Each pulse and its rest weigh alike whatever the
+   current (weights 1 / I^2), and voltages a converter held between sparse log points
+   (`_logged`) are left out. Fitting rests alone would let a 10 s pulse's slow diffusion tail
+   fit a slow pair of 0.1-1.3 ohm (NCR18650PF), several times what a sustained load shows. A
+   group without a long rest keeps the previous group's RC pairs and fits R0 from its current
+   steps. The group's values belong to its SOC at the first pulse.
 3. OCV: each C/20 branch corrected for its overpotential (the fitted R0 and RC pairs re-simulated
    along it), then the increasing table values whose linear interpolation fits it best
    (`_spline_fit`). Above the SOC a CC charge reaches, the charge branch runs straight to the
@@ -401,49 +407,6 @@ def _fit_window(
     return best[1]
 
 
-def _fit_group(
-    trace: Trace,
-    pulses: list[tuple[int, int]],
-    relax: list[tuple[int, int]],
-    unit1: dict[float, NDArray[np.float64]],
-    unit2: dict[float, NDArray[np.float64]],
-) -> PulseFit:
-    """RC pairs from the group's rests (v = rest voltage - R1 u1 - R2 u2), then R0.
-
-    Subtracting each rest's mean removes its unknown rest voltage, which leaves two unknowns per
-    pair of time constants: all pairs are solved at once from 2x2 normal equations.
-    """
-
-    def centred(values: NDArray[np.float64]) -> NDArray[np.float64]:
-        return np.concatenate([values[a:b] - values[a:b].mean(axis=0) for a, b in relax])
-
-    taus1, taus2 = list(unit1), list(unit2)
-    u1 = centred(np.column_stack([unit1[t] for t in taus1]))
-    u2 = centred(np.column_stack([unit2[t] for t in taus2]))
-    v = centred(trace.voltage_v)
-    a11 = np.sum(u1 * u1, axis=0)[:, None]
-    a22 = np.sum(u2 * u2, axis=0)[None, :]
-    a12 = u1.T @ u2
-    b1 = (u1.T @ v)[:, None]
-    b2 = (u2.T @ v)[None, :]
-    det = a11 * a22 - a12**2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r1 = -(a22 * b1 - a12 * b2) / det
-        r2 = -(a11 * b2 - a12 * b1) / det
-    sse = float(v @ v) + r1 * b1 + r2 * b2
-    usable = (r1 > 0.0) & (r2 > 0.0) & (det > 0.0)
-    usable &= np.array(taus2)[None, :] >= 2.0 * np.array(taus1)[:, None]
-    if not usable.any():
-        raise CharacterizeError(
-            f"{trace.path}: no positive RC pairs fit the rests of the HPPC group starting at "
-            f"{trace.time_s[pulses[0][0]]:g} s"
-        )
-    k1, k2 = np.unravel_index(np.argmin(np.where(usable, sse, np.inf)), sse.shape)
-    tau1, tau2 = taus1[k1], taus2[k2]
-    rc = PulseFit(0.0, 0.0, float(r1[k1, k2]), tau1, float(r2[k1, k2]), tau2)
-    return _fit_r0(trace, pulses, rc, unit1[tau1], unit2[tau2])
-
-
 def _fit_r0(
     trace: Trace,
     pulses: list[tuple[int, int]],
@@ -451,7 +414,8 @@ def _fit_r0(
     u1: NDArray[np.float64],
     u2: NDArray[np.float64],
 ) -> PulseFit:
-    """R0 from the group's pulse current steps, given its RC pairs (least squares)."""
+    """R0 from the group's pulse current steps, given its RC pairs: the mean of -dv/di over the
+    steps, each weighing alike whatever its current (as in `_fit_window`)."""
     t = trace.time_s
     edges = [k for a, b in pulses for k in (a, b)]
     k = np.array([k for k in edges if 0 < k < len(t)])
@@ -462,7 +426,6 @@ def _fit_r0(
         + rc.r1_ohm * (u1[k] - u1[k - 1])
         + rc.r2_ohm * (u2[k] - u2[k - 1])
     )
-    # Every step weighs the same (the mean of -dv/di), as in the RC fit.
     r0 = float(-np.mean(d_v / d_i))
     if r0 <= 0.0:
         raise CharacterizeError(
