@@ -44,6 +44,7 @@ import numpy as np
 from benchmarks.soc_accuracy import REPLAY_TIMING, baseline_soc
 from hil import REPO_ROOT
 from hil.cellmodel.characterize import characterize, read_lab
+from hil.cellmodel.ecm import hysteresis_state, overpotential
 from hil.cellmodel.profiles import CellProfile
 from hil.cellmodel.replay import firmware_config, replay
 from hil.cellmodel.traces import PackTrace, read, read_truth
@@ -151,16 +152,50 @@ def _figures(soc: np.ndarray, truth: np.ndarray, bound: np.ndarray | None) -> di
     return out
 
 
+MODEL_SOC_PCT = (10.0, 90.0)
+"""SOC range of the model's voltage error (the tables' 5 % steps cannot follow the knees)."""
+
+
+def model_error_mv(
+    trace: PackTrace, truth_pct: np.ndarray, profile: CellProfile
+) -> dict[str, float]:
+    """How well the profile alone reproduces a drive cycle: its voltage simulated along the true
+    SOC with the measured current and temperature (hysteresis from the charge branch, where the
+    cycler's charge left it), minus the measured voltage, RMS and mean in mV between
+    `MODEL_SOC_PCT`. What the estimator's voltage correction can at best rely on."""
+    t, i = trace.time_s, trace.current_a
+    temp = trace.temperature_c[:, 0]
+    soc = np.asarray(truth_pct, dtype=float)
+    model = profile.table("ocv_v", soc, temp) - overpotential(profile, t, i, temp, soc)
+    h = hysteresis_state(t, i, profile.hysteresis_rate_per_ah, 1.0)
+    model = model + profile.table("hysteresis_v", soc, temp) * h
+    err = 1000.0 * (model - trace.voltage_v[:, 0])
+    inside = (soc >= MODEL_SOC_PCT[0]) & (soc <= MODEL_SOC_PCT[1])
+    return {
+        "rms_mv": float(np.sqrt(np.mean(err[inside] ** 2))),
+        "mean_mv": float(np.mean(err[inside])),
+    }
+
+
 def evaluate(
-    trace_path: Path, truth_path: Path, profile: CellProfile, offset_pct: float, mid: float
+    trace_path: Path,
+    truth_path: Path,
+    profile: CellProfile,
+    offset_pct: float,
+    mid: float,
+    model_only: bool = False,
 ) -> dict[str, Any]:
-    """Estimator and baseline on one drive cycle, after the full charge and from mid-drive."""
+    """The profile's voltage error on one drive cycle (`model_error_mv`), then (unless
+    `model_only`) estimator and baseline after the full charge and from mid-drive."""
     trace = per_second(read(trace_path))
     t_truth, truth = read_truth(truth_path, 1)
     truth_at = np.interp(trace.time_s, t_truth, truth[:, 0])
     offset_a = offset_pct / 100.0 * profile.capacity_ah
     config = firmware_config(profile.to_dict(), trace, REPLAY_TIMING)
     out: dict[str, Any] = {"file": trace_path.name, "temperature_c": file_temperature(trace_path)}
+    out["model"] = model_error_mv(trace, truth_at, profile)
+    if model_only:
+        return out
     span = trace.time_s[-1] - trace.time_s[0]
     cut = int(np.searchsorted(trace.time_s, trace.time_s[0] + mid * span))
     for name, start in (("rested", 0), ("mid", cut)):
@@ -235,6 +270,24 @@ def tables(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def model_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: the profile's voltage error per drive cycle (`model_error_mv`), by temperature."""
+    lines = [
+        "| ambient | model voltage error, RMS (mean) mV, per cycle | worst RMS |",
+        "|---|---|---|",
+    ]
+    for temp in sorted({r["temperature_c"] for r in rows}, reverse=True):
+        group = sorted((r for r in rows if r["temperature_c"] == temp), key=lambda r: r["file"])
+        cells = ", ".join(
+            f"{_TEMP.split(r['file'])[-1].split('.')[0]} {r['model']['rms_mv']:.0f} "
+            f"({r['model']['mean_mv']:+.0f})"
+            for r in group
+        )
+        worst = max(r["model"]["rms_mv"] for r in group)
+        lines.append(f"| {temp:g} degC | {cells} | {worst:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Characterize, replay every cycle, print the tables, write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -244,23 +297,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="regex: run only the cycles it finds")
     parser.add_argument("--jobs", type=int, default=1, help="replays run at once")
     parser.add_argument("--work", type=Path, default=REPO_ROOT / "build" / "soc_real")
+    parser.add_argument("--profile", type=Path, help="use this profile, not characterize's")
+    parser.add_argument(
+        "--model-only", action="store_true", help="only the profile's voltage error per cycle"
+    )
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         print(f"{args.data}: no such folder (--data DIR: the dataset, see the docstring)")
         return 2
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    profile = fit_profile(args.data, args.work / "profile.json")
+    if args.profile:
+        profile = CellProfile.from_json(args.profile)
+    else:
+        profile = fit_profile(args.data, args.work / "profile.json")
     fitted = time.perf_counter() - started
     cycles = [c for c in drive_cycles(args.data) if re.search(args.only, c[0].name)]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         jobs = [
-            pool.submit(evaluate, t, u, profile, args.offset_pct, args.mid_start) for t, u in cycles
+            pool.submit(evaluate, t, u, profile, args.offset_pct, args.mid_start, args.model_only)
+            for t, u in cycles
         ]
         rows = []
         for job in jobs:
             rows.append(job.result())
             r = rows[-1]
+            if args.model_only:
+                continue
             print(
                 f"{r['file']}: rested {r['rested']['rmse_pct']:.2f} % (baseline "
                 f"{r['baseline_rested']['rmse_pct']:.2f}), mid {r['mid']['rmse_pct']:.2f} %",
@@ -272,7 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         f"characterize {fitted:.0f} s, total {time.perf_counter() - started:.0f} s"
     )
     print()
-    print(tables(rows))
+    print(model_table(rows))
+    if not args.model_only:
+        print()
+        print(tables(rows))
     (args.work / "soc_real.json").write_text(json.dumps(rows, indent=1))
     return 0
 

@@ -14,11 +14,17 @@ at least (labs measure OCV once, at 25 degC). A file's test temperature is the o
 2. HPPC: SOC by coulomb counting from 100 %. The current splits into events and rests; an event
    longer than `PULSE_MAX_S` (a SOC step) opens a group that holds it, its rest and the pulses
    (discharge-only sets or both directions) and rests that follow. If the group has a rest of
-   `LONG_REST_S` or more, the relaxation of all its rests is fitted with two RC pairs: on a grid
-   of time constants, a linear least-squares fit of one rest voltage per rest plus R1 and R2
-   times the RC pairs' unit responses to the whole current history. R0 is the instantaneous
-   voltage step over the current steps of the group's pulses, minus what the fitted RC pairs
-   moved in that sample. The group's values belong to its SOC at the first pulse.
+   `LONG_REST_S` or more, R0 and two RC pairs are fitted to every logged sample of the group,
+   loaded or at rest (`_fit_window`): on a grid of time constants, a weighted linear least-squares
+   fit of a local OCV (a parabola in SOC, plus the hysteresis state where pulses in both
+   directions move it), R0 times the current and R1 and R2 times the RC pairs' unit responses to
+   the whole current history. The SOC step's own samples enter if it spans `STEP_SPAN_PCT` or
+   less (the HPPC's one sustained load). Each pulse and its rest weigh alike whatever the
+   current (weights 1 / I^2), and voltages a converter held between sparse log points
+   (`_logged`) are left out. Fitting rests alone would let a 10 s pulse's slow diffusion tail
+   fit a slow pair of 0.1-1.3 ohm (NCR18650PF), several times what a sustained load shows. A
+   group without a long rest keeps the previous group's RC pairs and fits R0 from its current
+   steps. The group's values belong to its SOC at the first pulse.
 3. OCV: each C/20 branch corrected for its overpotential (the fitted R0 and RC pairs re-simulated
    along it), then the increasing table values whose linear interpolation fits it best
    (`_spline_fit`). Above the SOC a CC charge reaches, the charge branch runs straight to the
@@ -54,7 +60,7 @@ from hil.cellmodel.ecm import (
     hysteresis_free,
     hysteresis_state,
     overpotential,
-    rc_unit_response,
+    rc_unit_responses,
     rms_mv,
     soc_trajectory,
 )
@@ -268,8 +274,14 @@ def fit_hppc(trace: Trace, capacity_ah: float, efficiency: float) -> list[PulseF
         if not groups or not is_pulse(event):
             groups.append([])
         groups[-1].append((event, rest))
-    unit1 = {tau: rc_unit_response(t, i, tau) for tau in TAU1_GRID_S}
-    unit2 = {tau: rc_unit_response(t, i, tau) for tau in TAU2_GRID_S}
+    unit1 = dict(zip(TAU1_GRID_S.tolist(), rc_unit_responses(t, i, TAU1_GRID_S).T, strict=True))
+    unit2 = dict(zip(TAU2_GRID_S.tolist(), rc_unit_responses(t, i, TAU2_GRID_S).T, strict=True))
+    logged = _logged(trace)
+    hyst = hysteresis_state(t, i, WINDOW_HYSTERESIS_RATE, 1.0)
+    # Current of the latest event at every sample: a pulse's own samples and its rest's.
+    level = np.zeros(len(t))
+    for a, b in events:
+        level[a:] = np.abs(i[a:b]).mean()
     fits: list[PulseFit] = []
     for group in groups:
         pulses = [e for e, _ in group if is_pulse(e)]
@@ -277,7 +289,15 @@ def fit_hppc(trace: Trace, capacity_ah: float, efficiency: float) -> list[PulseF
         if not pulses or not relax:
             continue
         if any(t[r[1] - 1] - t[r[0]] >= LONG_REST_S for r in relax):
-            fit = _fit_group(trace, pulses, relax, unit1, unit2)
+            # The SOC step itself enters (the one sustained load of an HPPC, and the drive
+            # resistance beyond a 10 s pulse) if the OCV along it is nearly a parabola: a few
+            # %-points of SOC.
+            first = group[0][0]
+            span = abs(soc[first[1]] - soc[first[0]])
+            start = first[1] if not is_pulse(first) and span > STEP_SPAN_PCT else first[0]
+            window = (start, max(r[1] for r in relax))
+            usable = logged & (level > 0)
+            fit = _fit_window(trace, soc, window, usable, level, hyst, unit1, unit2)
         elif fits:
             # No long rest in this group (a test that starts with pulses, or ends at the voltage
             # limit): the short rests cannot separate the slow pair, so the previous group's RC
@@ -295,47 +315,96 @@ def fit_hppc(trace: Trace, capacity_ah: float, efficiency: float) -> list[PulseF
     return fits
 
 
-def _fit_group(
+HELD_JUMP_V = 0.003
+"""A voltage held unchanged for `HELD_MIN_S` that then jumps by more than this (with the current
+unchanged) was not logged there: a converter filled a sparse log by holding its last value."""
+HELD_MIN_S = 5.0
+STEP_SPAN_PCT = 3.0
+"""Widest SOC step (%-points) whose loaded samples enter the RC fit (the OCV a parabola there)."""
+WINDOW_HYSTERESIS_RATE = 30.0
+"""Hysteresis rate (1/Ah) of the state the RC fit regresses on: the middle of `HYSTERESIS_RATES`
+(the rate itself is chosen later, by re-simulating the files with the finished tables)."""
+WINDOW_HYSTERESIS_MOVE = 0.05
+"""Least swing of that state within a group for its size to be fitted there."""
+
+
+def _logged(trace: Trace) -> NDArray[np.bool_]:
+    """Samples that carry a measured voltage: not part of a held run (`HELD_JUMP_V`)."""
+    v, i, t = trace.voltage_v, trace.current_a, trace.time_s
+    out = np.ones(len(v), dtype=bool)
+    same = np.concatenate([[False], np.diff(v) == 0.0])
+    for a, b in _runs(same):
+        start, end = a - 1, b  # the run holds v[start] over [start, end)
+        if end >= len(v) or t[end - 1] - t[start] < HELD_MIN_S:
+            continue
+        steady = abs(i[end] - i[end - 1]) < 1e-3 + 0.01 * abs(i[end])
+        if steady and abs(v[end] - v[start]) > HELD_JUMP_V:
+            # The run's first sample is the last one logged; the rest only hold it.
+            out[start + 1 : end] = False
+    return out
+
+
+def _fit_window(
     trace: Trace,
-    pulses: list[tuple[int, int]],
-    relax: list[tuple[int, int]],
+    soc: NDArray[np.float64],
+    window: tuple[int, int],
+    logged: NDArray[np.bool_],
+    level: NDArray[np.float64],
+    hyst: NDArray[np.float64],
     unit1: dict[float, NDArray[np.float64]],
     unit2: dict[float, NDArray[np.float64]],
 ) -> PulseFit:
-    """RC pairs from the group's rests (v = rest voltage - R1 u1 - R2 u2), then R0.
-
-    Subtracting each rest's mean removes its unknown rest voltage, which leaves two unknowns per
-    pair of time constants: all pairs are solved at once from 2x2 normal equations.
-    """
-
-    def centred(values: NDArray[np.float64]) -> NDArray[np.float64]:
-        return np.concatenate([values[a:b] - values[a:b].mean(axis=0) for a, b in relax])
-
+    """R0 and both RC pairs fitted to every logged sample of a group, loaded or at rest:
+    v = c0 + c1 (soc - mean) - R0 i - R1 u1 - R2 u2, the OCV a line over the group's few
+    %-points of SOC. Linear in the unknowns for a pair of time constants: every pair of the grids
+    is solved from one Gram matrix, and the smallest residual with R0, R1, R2 > 0 wins."""
+    a, b = window
+    keep = np.flatnonzero(logged[a:b]) + a
     taus1, taus2 = list(unit1), list(unit2)
-    u1 = centred(np.column_stack([unit1[t] for t in taus1]))
-    u2 = centred(np.column_stack([unit2[t] for t in taus2]))
-    v = centred(trace.voltage_v)
-    a11 = np.sum(u1 * u1, axis=0)[:, None]
-    a22 = np.sum(u2 * u2, axis=0)[None, :]
-    a12 = u1.T @ u2
-    b1 = (u1.T @ v)[:, None]
-    b2 = (u2.T @ v)[None, :]
-    det = a11 * a22 - a12**2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r1 = -(a22 * b1 - a12 * b2) / det
-        r2 = -(a11 * b2 - a12 * b1) / det
-    sse = float(v @ v) + r1 * b1 + r2 * b2
-    usable = (r1 > 0.0) & (r2 > 0.0) & (det > 0.0)
-    usable &= np.array(taus2)[None, :] >= 2.0 * np.array(taus1)[:, None]
-    if not usable.any():
+    # Pulses in both directions move the hysteresis state: its (unknown) size is one more
+    # unknown, where it moves at all (discharge-only pulse sets leave it at the discharge branch).
+    h = hyst[keep] if np.ptp(hyst[keep]) > WINDOW_HYSTERESIS_MOVE else np.zeros(len(keep))
+    x = np.column_stack(
+        [
+            np.ones(len(keep)),
+            soc[keep] - soc[keep].mean(),
+            (soc[keep] - soc[keep].mean()) ** 2,
+            h,
+            -trace.current_a[keep],
+            *(-unit1[tau][keep] for tau in taus1),
+            *(-unit2[tau][keep] for tau in taus2),
+        ]
+    )
+    v = trace.voltage_v[keep]
+    # Every pulse weighs the same, whatever its current: unweighted, the 6C pulses' tenfold
+    # voltages would fit the resistance of 6C alone (lower: Butler-Volmer), while a drive spends
+    # most of its time far below.
+    w = 1.0 / level[keep] ** 2
+    gram, rhs, vv = x.T @ (x * w[:, None]), x.T @ (v * w), float(v @ (v * w))
+    lead = [0, 1, 2, 3, 4] if h.any() else [0, 1, 2, 4]
+    best: tuple[float, PulseFit] | None = None
+    for k1, tau1 in enumerate(taus1):
+        for k2, tau2 in enumerate(taus2):
+            if tau2 < 2.0 * tau1:
+                continue
+            idx = [*lead, 5 + k1, 5 + len(taus1) + k2]
+            g = gram[np.ix_(idx, idx)]
+            try:
+                beta = np.linalg.solve(g, rhs[idx])
+            except np.linalg.LinAlgError:
+                continue
+            r0, r1, r2 = beta[-3:]
+            if min(r0, r1, r2) <= 0.0:
+                continue
+            sse = vv - float(beta @ rhs[idx])
+            if best is None or sse < best[0]:
+                best = (sse, PulseFit(0.0, float(r0), float(r1), tau1, float(r2), tau2))
+    if best is None:
         raise CharacterizeError(
-            f"{trace.path}: no positive RC pairs fit the rests of the HPPC group starting at "
-            f"{trace.time_s[pulses[0][0]]:g} s"
+            f"{trace.path}: no positive R0 and RC pairs fit the HPPC group starting at "
+            f"{trace.time_s[a]:g} s"
         )
-    k1, k2 = np.unravel_index(np.argmin(np.where(usable, sse, np.inf)), sse.shape)
-    tau1, tau2 = taus1[k1], taus2[k2]
-    rc = PulseFit(0.0, 0.0, float(r1[k1, k2]), tau1, float(r2[k1, k2]), tau2)
-    return _fit_r0(trace, pulses, rc, unit1[tau1], unit2[tau2])
+    return best[1]
 
 
 def _fit_r0(
@@ -345,7 +414,8 @@ def _fit_r0(
     u1: NDArray[np.float64],
     u2: NDArray[np.float64],
 ) -> PulseFit:
-    """R0 from the group's pulse current steps, given its RC pairs (least squares)."""
+    """R0 from the group's pulse current steps, given its RC pairs: the mean of -dv/di over the
+    steps, each weighing alike whatever its current (as in `_fit_window`)."""
     t = trace.time_s
     edges = [k for a, b in pulses for k in (a, b)]
     k = np.array([k for k in edges if 0 < k < len(t)])
@@ -356,7 +426,7 @@ def _fit_r0(
         + rc.r1_ohm * (u1[k] - u1[k - 1])
         + rc.r2_ohm * (u2[k] - u2[k - 1])
     )
-    r0 = float(-np.sum(d_v * d_i) / np.sum(d_i**2))
+    r0 = float(-np.mean(d_v / d_i))
     if r0 <= 0.0:
         raise CharacterizeError(
             f"{trace.path}: the current steps of the HPPC group starting at "

@@ -26,13 +26,22 @@ SECONDS_PER_HOUR = 3600.0
 
 def rc_unit_response(time_s: ArrayLike, current_a: ArrayLike, tau_s: float) -> NDArray[np.float64]:
     """Voltage over an RC pair of 1 ohm and time constant `tau_s` driven by the current (ZOH)."""
+    return rc_unit_responses(time_s, current_a, [tau_s])[:, 0]
+
+
+def rc_unit_responses(
+    time_s: ArrayLike, current_a: ArrayLike, taus_s: ArrayLike
+) -> NDArray[np.float64]:
+    """`rc_unit_response` for every time constant of `taus_s` at once: (samples, taus)."""
     t = np.asarray(time_s, dtype=float)
     i = np.asarray(current_a, dtype=float)
-    a = np.exp(-np.diff(t) / tau_s)
-    drive = (1.0 - a) * i[:-1]
-    out = np.empty(len(t))
-    v = 0.0
-    out[0] = 0.0
+    taus = np.asarray(taus_s, dtype=float)
+    a = np.exp(-np.diff(t)[:, None] / taus[None, :])
+    drive = (1.0 - a) * i[:-1, None]
+    out = np.empty((len(t), len(taus)))
+    v = np.zeros(len(taus))
+    out[0] = v
+    # One pass over the samples for all time constants: the recursion is sequential in time.
     for k in range(len(a)):
         v = a[k] * v + drive[k]
         out[k + 1] = v

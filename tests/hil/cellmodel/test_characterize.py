@@ -11,6 +11,7 @@ import pytest
 from hil.cellmodel.characterize import (
     CharacterizeError,
     LabFile,
+    _logged,
     characterize,
     fit_hppc,
     group_tests,
@@ -346,3 +347,17 @@ def test_ocv_at_full_is_the_rested_full_voltage(
         rested = read_trace(lab["dis"][j]).voltage_v[0]
         top = fitted.ocv_v[j][-1] + fitted.hysteresis_v[j][-1]
         assert abs(top - rested) < 0.005
+
+
+def test_held_voltages_are_not_fitted() -> None:
+    """A converter that filled a sparse log by holding the last value (a 60 s log at 0.5 s): the
+    held samples are marked unlogged, the logged one that starts the run and a rest that merely
+    stays within one quantization step (the same value, no jump after it) are kept."""
+    t = np.arange(0.0, 200.0, 0.5)
+    v = 4.0 + 1e-4 * np.arange(len(t))  # logged: changes every sample
+    v[100:220] = 4.05  # held for 60 s, then a 10 mV jump at constant (zero) current
+    v[220:] = 4.06  # one value to the end: a quiet rest, nothing jumps after it
+    trace = Trace(Path("held.csv"), t, np.zeros(len(t)), v, np.full(len(t), 25.0))
+    logged = _logged(trace)
+    assert logged[100] and not logged[101:220].any()
+    assert logged[:100].all() and logged[220:].all()

@@ -25,7 +25,7 @@ SLICE = Path(__file__).resolve().parents[2] / "data" / "panasonic-18650pf"
 OFFSET_PCT = 0.3
 """Current-sensor offset, % of 1C (a BMS-grade sensor, issue #12)."""
 RMSE_PCT, MAX_PCT = 2.0, 3.0
-"""Stated bounds of the replay from full (measured 1.53 % and 2.32 %, 2026-12-03)."""
+"""Stated bounds of the replay from full (measured 1.28 % and 2.14 %, 2026-12-03)."""
 FLOAT32_SAMPLES = 1500
 """The image's replay: the first 25 min of the US06 drive at 1 Hz (its runtime on QEMU)."""
 
@@ -72,7 +72,7 @@ def test_us06_replay_from_full_stays_within_its_bounds(profile: CellProfile) -> 
     """From the full charge (100 %, the bound of a recognised full charge), the current read
     0.3 %-of-1C high: SOC RMSE <= 2 % and max <= 3 % against the truth, the firmware's bound
     holding >= 95 % of the time, and no more than 1.5 %-points RMSE worse than counting from the
-    same start (measured 1.25 worse: the 2RC model misses this cell's drive by tens of mV and the
+    same start (measured 1.01 worse: the 2RC model misses this cell's drive by tens of mV and the
     model confidence keeps the filter near counting, not at it; issue #12's 0.3 is not met)."""
     run, config = _from_full(profile)
     t_truth, truth = read_truth(SLICE / "dyn_25degC_US06_truth.csv.gz", 1)
