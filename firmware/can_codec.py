@@ -17,7 +17,8 @@ k = 0..<NAME>_GROUP_SIZE-1 (pattern in the comment; with a peer module the metad
 Messages with the same layout share functions. A multiplexed message without other signals also
 gets decode_<name>_into(data, dst): group g's signals straight into dst[g * <NAME>_GROUP_SIZE + k]
 (those below len(dst); dst must hold their range, e.g. an array("H") for unsigned signals of at
-most 16 bits), returning g.
+most 16 bits), returning g. A message whose first eight or more signals are one-bit flags at bits
+0, 1, 2, ... also gets encode_<name>_mask(buf, mask, *rest): flag i from bit i of `mask`.
 """
 
 from .compat import const
@@ -199,6 +200,15 @@ def encode_bms_faults(buf, v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12
         | (v29 & 0x01) << 5
     )
     buf[7] = v30 & 0xFF
+
+
+def encode_bms_faults_mask(buf, mask, v0):
+    buf[4] = buf[5] = buf[6] = 0
+    buf[0] = mask & 0xFF
+    buf[1] = (mask >> 8) & 0xFF
+    buf[2] = (mask >> 16) & 0xFF
+    buf[3] = (mask >> 24) & 0x3F
+    buf[7] = v0 & 0xFF
 
 
 # BMS_Balancing: 0x106 (11-bit id), 8 bytes, from BMS, every 1000 ms

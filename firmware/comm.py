@@ -372,41 +372,7 @@ class Comm:
             lim.discharge_voltage_mv // 100,
         )
         self._send(c.BMS_LIMITS_ID, c.BMS_LIMITS_DLC)
-        a = prot.active
-        c.encode_bms_faults(
-            tx,
-            a & 1,
-            (a >> 1) & 1,
-            (a >> 2) & 1,
-            (a >> 3) & 1,
-            (a >> 4) & 1,
-            (a >> 5) & 1,
-            (a >> 6) & 1,
-            (a >> 7) & 1,
-            (a >> 8) & 1,
-            (a >> 9) & 1,
-            (a >> 10) & 1,
-            (a >> 11) & 1,
-            (a >> 12) & 1,
-            (a >> 13) & 1,
-            (a >> 14) & 1,
-            (a >> 15) & 1,
-            (a >> 16) & 1,
-            (a >> 17) & 1,
-            (a >> 18) & 1,
-            (a >> 19) & 1,
-            (a >> 20) & 1,
-            (a >> 21) & 1,
-            (a >> 22) & 1,
-            (a >> 23) & 1,
-            (a >> 24) & 1,
-            (a >> 25) & 1,
-            (a >> 26) & 1,
-            (a >> 27) & 1,
-            (a >> 28) & 1,
-            (a >> 29) & 1,
-            prot.count,
-        )
+        c.encode_bms_faults_mask(tx, prot.active, prot.count)
         self._send(c.BMS_FAULTS_ID, c.BMS_FAULTS_DLC)
         th = d.thermal
         c.encode_bms_thermal(tx, th.cooling, th.heating, th.reason)

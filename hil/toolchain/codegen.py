@@ -351,6 +351,41 @@ def _codec_lines(lay: Layout, stem: str) -> list[str]:
     return lines
 
 
+def _flag_run(lay: Layout) -> int:
+    """How many leading arguments are one-bit unsigned little-endian signals at start bits 0, 1,
+    2, ... (a bit field such as BMS_Faults); 0 when fewer than 8."""
+    k = 0
+    for field in lay.fields:
+        s = field.signal
+        if s.length != 1 or s.is_signed or s.byte_order != "little_endian" or s.start != k:
+            break
+        k += 1
+    return k if k >= 8 and lay.mux_count is None else 0
+
+
+def _mask_lines(lay: Layout, stem: str, k: int) -> list[str]:
+    """`encode_<stem>_mask(buf, mask, ...)`: the message's first `k` one-bit signals from bit i
+    of `mask`, then the other signals as encode_<stem> takes them (one argument per flag is
+    Python work the transmit path does every period)."""
+    by_byte: list[list[tuple[int, str]]] = [[] for _ in range(lay.message.length)]
+    for j in range(0, k, 8):
+        piece = Piece(byte=j // 8, shift=0, width=min(8, k - j), value_shift=j)
+        by_byte[piece.byte].append((0, _encode_term("mask", piece)))
+    rest = lay.fields[k:]
+    for i, field in enumerate(rest):
+        for piece in field.pieces:
+            by_byte[piece.byte].append((piece.shift, _encode_term(f"v{i}", piece)))
+    head = f"def encode_{stem}_mask"
+    lines = _wrap_def(head, ["buf", "mask"] + [f"v{i}" for i in range(len(rest))])
+    unused = [i for i, terms in enumerate(by_byte) if not terms]
+    if unused:
+        lines.append("    " + "".join(f"buf[{i}] = " for i in unused) + "0")
+    for i, terms in enumerate(by_byte):
+        if terms:
+            lines.append(f"    buf[{i}] = {' | '.join(t for _, t in sorted(terms))}")
+    return lines
+
+
 def _decode_value(field: Field) -> str:
     value = " | ".join(_decode_term(p) for p in field.pieces)
     if field.signal.is_signed:
@@ -442,6 +477,9 @@ def _emit_message(
         else:
             emitted[key] = low
             lines += ["", "", *body]
+    flags = _flag_run(lay)
+    if encode and flags:
+        lines += ["", "", *_mask_lines(lay, low, flags)]
     if decode and lay.mux_count is not None and len(lay.fields) == 1 + lay.group_size:
         body = _into_lines(lay, low)
         key = "\n".join(body).replace(f"decode_{low}_into(", "decode_into_(")
@@ -470,7 +508,8 @@ k = 0..<NAME>_GROUP_SIZE-1 (pattern in the comment; with a peer module the metad
 Messages with the same layout share functions. A multiplexed message without other signals also
 gets decode_<name>_into(data, dst): group g's signals straight into dst[g * <NAME>_GROUP_SIZE + k]
 (those below len(dst); dst must hold their range, e.g. an array("H") for unsigned signals of at
-most 16 bits), returning g.
+most 16 bits), returning g. A message whose first eight or more signals are one-bit flags at bits
+0, 1, 2, ... also gets encode_<name>_mask(buf, mask, *rest): flag i from bit i of `mask`.
 """'''
 
 _PEER_DOCSTRING = '''"""CAN codec: the directions the {node} does not use (generated).

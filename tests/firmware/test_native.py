@@ -1,0 +1,67 @@
+"""The machine-code loops (firmware/native.py) compute what their bytecode fallbacks compute.
+
+MicroPython only: CPython has no native emitter (measurement falls back to bytecode there, which
+test_properties.py checks). Runs on the unix port (the sim bundle, compiled for this machine) and
+on the Cortex-M image (frozen) through tests/firmware/test_micropython.py."""
+
+from array import array
+
+from firmware import measurement
+from firmware.compat import IS_MICROPYTHON
+
+if not IS_MICROPYTHON:
+    import pytest
+
+    pytestmark = pytest.mark.skip(
+        reason="native code runs on MicroPython only (test_micropython.py runs this module)"
+    )
+
+
+def _values(seed, n, typecode, lo, hi):
+    # A small LCG: the same values on every port, nothing from a random module the image lacks.
+    out = array(typecode, [0] * n)
+    x = seed
+    for i in range(n):
+        x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+        out[i] = lo + x % (hi - lo + 1)
+    return out
+
+
+def _reference(values):
+    vmin = min(values)
+    vmax = max(values)
+    return [vmin, list(values).index(vmin), vmax, list(values).index(vmax), sum(values)]
+
+
+def test_the_firmware_uses_the_native_scan():
+    assert measurement._native_scan is not None
+
+
+def test_native_scan_matches_the_reference():
+    from firmware.native import scan16
+
+    r = array("i", [0] * 6)
+    cases = 0
+    for seed in range(40):
+        n = 1 + seed * 5
+        for typecode, lo, hi in (
+            ("H", 0, 0xFFFF),
+            ("H", 3600, 3604),  # many ties: the first index must win
+            ("h", -0x8000, 0x7FFF),
+            ("h", -3, 3),
+        ):
+            a = _values(seed, n, typecode, lo, hi)
+            scan16(a, n, 1 if typecode == "h" else 0, r)
+            assert list(r[:5]) == _reference(a), (typecode, list(a), list(r))
+            cases += 1
+    assert cases == 160
+
+
+def test_scan_gives_the_rounded_mean_and_uses_every_value():
+    r = array("i", [0] * 6)
+    a = array("h", [-5, -6, -7, 40])
+    measurement._scan(a, r, 1)
+    assert list(r) == [-7, 2, 40, 3, 22, (22 + 2) // 4]
+    b = array("H", [65535] * 192)
+    measurement._scan(b, r, 0)
+    assert list(r) == [65535, 0, 65535, 0, 65535 * 192, 65535]
