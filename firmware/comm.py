@@ -90,6 +90,9 @@ class Comm:
         # int however long the BMS runs (no big-int allocation after 2**30 cycles).
         self._wrap = self._status_every * self._cells_every * self._bal_every
         self._dispatch = self._build_dispatch(getattr(board, "sources", None))
+        # The decoders of most received frames, looked up once instead of per frame.
+        self._cells_into = c.decode_sim_cell_voltages_into
+        self._temps_into = c.decode_sim_cell_temps_into
 
     def _build_dispatch(self, sources):
         """id -> handler(now_ms) from the board's measurement sources (module docstring)."""
@@ -122,8 +125,9 @@ class Comm:
         if self._start_ms is None:
             self._start_ms = now_ms
         board = self.board
+        recv = board.can_recv
         rx = self.rx
-        meas = self.meas
+        get = self._dispatch.get
         budget = self._rx_budget
         t0 = ticks_us()
         n = 0
@@ -132,22 +136,23 @@ class Comm:
             if n >= budget or ((n & 15) == 15 and ticks_diff(ticks_us(), t0) >= self._rx_us):
                 self.rx_deferred += 1
                 return True
-            cid = board.can_recv(rx)
+            cid = recv(rx)
             if cid < 0:
                 self.rx_drained = True
                 return False
             n += 1
-            if cid == c.UDS_PHYSICAL_REQUEST_ID or cid == c.UDS_FUNCTIONAL_REQUEST_ID:
-                if self.diag is not None:  # ISO-TP frames may be shorter than 8 bytes
-                    self.diag.on_frame(cid, rx, board.rx_dlc, now_ms)
+            # The registered ids first (most frames): the request ids are not among them.
+            handler = get(cid)
+            if handler is None:
+                if cid == c.UDS_PHYSICAL_REQUEST_ID or cid == c.UDS_FUNCTIONAL_REQUEST_ID:
+                    if self.diag is not None:  # ISO-TP frames may be shorter than 8 bytes
+                        self.diag.on_frame(cid, rx, board.rx_dlc, now_ms)
+                elif board.rx_dlc != 8:
+                    self.meas.rx_errors += 1
                 continue
             if board.rx_dlc != 8:
-                meas.rx_errors += 1
-                continue
-            if not self.rx_enabled and cid != c.SIM_TICK_ID:
-                continue
-            handler = self._dispatch.get(cid)
-            if handler is not None and handler(now_ms):
+                self.meas.rx_errors += 1
+            elif (self.rx_enabled or cid == c.SIM_TICK_ID) and handler(now_ms):
                 return False  # a SIM_Tick: the caller runs the cycle first
 
     # Handlers: True stops poll() (a SIM_Tick: the caller runs the cycle first).
@@ -155,11 +160,11 @@ class Comm:
     # arrays (the group's values, no tuple); the measurement checks the group and marks it fresh.
     def _sim_cells(self, now_ms):
         m = self.meas
-        m.cells_in(c.decode_sim_cell_voltages_into(self.rx, m.cell_raw_mv), now_ms)
+        m.cells_in(self._cells_into(self.rx, m.cell_raw_mv), now_ms)
 
     def _sim_temps(self, now_ms):
         m = self.meas
-        m.temps_in(c.decode_sim_cell_temps_into(self.rx, m.temp_dc), now_ms)
+        m.temps_in(self._temps_into(self.rx, m.temp_dc), now_ms)
 
     def _sim_pack(self, now_ms):
         out = c.decode_sim_pack_measurements(self.rx, self.out)
@@ -409,14 +414,24 @@ class Comm:
         for _ in range(due):
             g = self._s_next
             i = g * _GROUP_CELLS
-            c.encode_bms_cell_soc(
-                tx,
-                g,
-                cell_soc(est, i),
-                cell_soc(est, i + 1) if i + 1 < n else 0,
-                cell_soc(est, i + 2) if i + 2 < n else 0,
-                cell_soc(est, i + 3) if i + 3 < n else 0,
-            )
+            if i + _GROUP_CELLS <= n:
+                c.encode_bms_cell_soc(
+                    tx,
+                    g,
+                    cell_soc(est, i),
+                    cell_soc(est, i + 1),
+                    cell_soc(est, i + 2),
+                    cell_soc(est, i + 3),
+                )
+            else:
+                c.encode_bms_cell_soc(
+                    tx,
+                    g,
+                    cell_soc(est, i),
+                    cell_soc(est, i + 1) if i + 1 < n else 0,
+                    cell_soc(est, i + 2) if i + 2 < n else 0,
+                    0,
+                )
             self._send(c.BMS_CELL_SOC_ID, c.BMS_CELL_SOC_DLC)
             self._s_next = (g + 1) % self._v_groups
 
