@@ -17,11 +17,19 @@ k = 0..<NAME>_GROUP_SIZE-1 (pattern in the comment; with a peer module the metad
 Messages with the same layout share functions. A multiplexed message without other signals also
 gets decode_<name>_into(data, dst): group g's signals straight into dst[g * <NAME>_GROUP_SIZE + k]
 (those below len(dst); dst must hold their range, e.g. an array("H") for unsigned signals of at
-most 16 bits), returning g. A message whose first eight or more signals are one-bit flags at bits
-0, 1, 2, ... also gets encode_<name>_mask(buf, mask, *rest): flag i from bit i of `mask`.
+most 16 bits), returning g; where a group's signals are equal little-endian fields of at most 16
+bits, a whole group is one machine-code call (firmware/native.py, where it runs), and dst must
+then be an array of 16-bit integers ("H" or "h"). A message whose first eight or more signals
+are one-bit flags at bits 0, 1, 2, ... also gets encode_<name>_mask(buf, mask, *rest): flag i
+from bit i of `mask`.
 """
 
 from .compat import const
+
+try:
+    from .native import unpack_le as _unpack_le
+except (ImportError, ValueError):  # no native code for this machine: the bytecode below
+    _unpack_le = None
 
 
 # BMS_State: 0x100 (11-bit id), 8 bytes, from BMS, every 100 ms
@@ -393,10 +401,13 @@ def decode_sim_cell_voltages_into(data, dst):
     i = g * 4
     n = len(dst)
     if i + 4 <= n:
-        dst[i] = data[1] | (data[2] & 0x1F) << 8
-        dst[i + 1] = data[2] >> 5 | data[3] << 3 | (data[4] & 0x03) << 11
-        dst[i + 2] = data[4] >> 2 | (data[5] & 0x7F) << 6
-        dst[i + 3] = data[5] >> 7 | data[6] << 1 | (data[7] & 0x0F) << 9
+        if _unpack_le is not None:
+            _unpack_le(data, dst, i, 4, 8, 13, 0)
+        else:
+            dst[i] = data[1] | (data[2] & 0x1F) << 8
+            dst[i + 1] = data[2] >> 5 | data[3] << 3 | (data[4] & 0x03) << 11
+            dst[i + 2] = data[4] >> 2 | (data[5] & 0x7F) << 6
+            dst[i + 3] = data[5] >> 7 | data[6] << 1 | (data[7] & 0x0F) << 9
     elif i < n:  # the last group, partly beyond the count
         dst[i] = data[1] | (data[2] & 0x1F) << 8
         if i + 1 < n:
@@ -432,10 +443,13 @@ def decode_sim_cell_temps_into(data, dst):
     i = g * 4
     n = len(dst)
     if i + 4 <= n:
-        dst[i] = ((data[1] | (data[2] & 0x0F) << 8) ^ 0x800) - 0x800
-        dst[i + 1] = ((data[2] >> 4 | data[3] << 4) ^ 0x800) - 0x800
-        dst[i + 2] = ((data[4] | (data[5] & 0x0F) << 8) ^ 0x800) - 0x800
-        dst[i + 3] = ((data[5] >> 4 | data[6] << 4) ^ 0x800) - 0x800
+        if _unpack_le is not None:
+            _unpack_le(data, dst, i, 4, 8, 12, 1)
+        else:
+            dst[i] = ((data[1] | (data[2] & 0x0F) << 8) ^ 0x800) - 0x800
+            dst[i + 1] = ((data[2] >> 4 | data[3] << 4) ^ 0x800) - 0x800
+            dst[i + 2] = ((data[4] | (data[5] & 0x0F) << 8) ^ 0x800) - 0x800
+            dst[i + 3] = ((data[5] >> 4 | data[6] << 4) ^ 0x800) - 0x800
     elif i < n:  # the last group, partly beyond the count
         dst[i] = ((data[1] | (data[2] & 0x0F) << 8) ^ 0x800) - 0x800
         if i + 1 < n:

@@ -45,3 +45,31 @@ def scan16(values, n: int, signed: int, r):
     q[2] = hi
     q[3] = ihi
     q[4] = total
+
+
+@micropython.viper
+def unpack_le(data, dst, i: int, count: int, bit: int, width: int, signed: int):
+    """dst[i + k] = the `width`-bit little-endian field at bit `bit + k * width` of `data` (a
+    CAN payload: bytes or bytearray), for k < count; sign-extended if `signed` (dst an array
+    of 16-bit integers, "h" or "H", width <= 16). The caller keeps every field inside data and
+    i + count <= len(dst)."""
+    d = ptr8(data)  # noqa: F821 - viper built-in
+    q = ptr16(dst)  # noqa: F821
+    mask = (1 << width) - 1
+    top = 1 << (width - 1)
+    k = 0
+    while k < count:
+        b = bit + k * width
+        j = b >> 3
+        s = b & 7
+        v = int(d[j])
+        if s + width > 8:
+            v |= int(d[j + 1]) << 8
+            if s + width > 16:
+                v |= int(d[j + 2]) << 16
+        v = (v >> s) & mask
+        if signed:
+            if v & top:
+                v -= mask + 1
+        q[i + k] = v
+        k += 1

@@ -394,6 +394,33 @@ def _decode_value(field: Field) -> str:
     return value
 
 
+_NATIVE_UNPACK = "_unpack_le"
+_NATIVE_IMPORT = [
+    "",
+    "try:",
+    f"    from .native import unpack_le as {_NATIVE_UNPACK}",
+    "except (ImportError, ValueError):  # no native code for this machine: the bytecode below",
+    f"    {_NATIVE_UNPACK} = None",
+]
+
+
+def _packed_run(group: list[Field]) -> str:
+    """`bit, width, signed` for native.unpack_le when the group's signals are equal-width (at
+    most 16 bits) little-endian fields one after another, else ""."""
+    first = group[0].signal
+    for k, field in enumerate(group):
+        s = field.signal
+        if (
+            s.byte_order != "little_endian"
+            or s.length != first.length
+            or s.length > 16
+            or s.is_signed != first.is_signed
+            or s.start != first.start + k * first.length
+        ):
+            return ""
+    return f"{first.start}, {first.length}, {1 if first.is_signed else 0}"
+
+
 def _into_lines(lay: Layout, stem: str) -> list[str]:
     """`decode_<stem>_into(data, dst)` of a multiplexed message without other signals: group g's
     signals straight into dst[g * size + k] (those below len(dst)), straight-line for a whole
@@ -409,8 +436,16 @@ def _into_lines(lay: Layout, stem: str) -> list[str]:
     # A signed multiplexer could index from the end of `dst`.
     cond = "0 <= i and " if lay.fields[0].signal.is_signed else ""
     lines.append(f"    if {cond}i + {size} <= n:")
+    run = _packed_run(group)
+    indent = "        "
+    if run:
+        # A whole group of equal little-endian fields in one machine-code call (firmware/native.py)
+        lines.append(f"        if {_NATIVE_UNPACK} is not None:")
+        lines.append(f"            {_NATIVE_UNPACK}(data, dst, i, {size}, {run})")
+        lines.append("        else:")
+        indent = "            "
     for k, field in enumerate(group):
-        lines.append(f"        dst[i{f' + {k}' if k else ''}] = {_decode_value(field)}")
+        lines.append(f"{indent}dst[i{f' + {k}' if k else ''}] = {_decode_value(field)}")
     if size > 1:
         lines.append(f"    elif {cond}i < n:  # the last group, partly beyond the count")
         lines.append(f"        dst[i] = {_decode_value(group[0])}")
@@ -508,8 +543,11 @@ k = 0..<NAME>_GROUP_SIZE-1 (pattern in the comment; with a peer module the metad
 Messages with the same layout share functions. A multiplexed message without other signals also
 gets decode_<name>_into(data, dst): group g's signals straight into dst[g * <NAME>_GROUP_SIZE + k]
 (those below len(dst); dst must hold their range, e.g. an array("H") for unsigned signals of at
-most 16 bits), returning g. A message whose first eight or more signals are one-bit flags at bits
-0, 1, 2, ... also gets encode_<name>_mask(buf, mask, *rest): flag i from bit i of `mask`.
+most 16 bits), returning g; where a group's signals are equal little-endian fields of at most 16
+bits, a whole group is one machine-code call (firmware/native.py, where it runs), and dst must
+then be an array of 16-bit integers ("H" or "h"). A message whose first eight or more signals
+are one-bit flags at bits 0, 1, 2, ... also gets encode_<name>_mask(buf, mask, *rest): flag i
+from bit i of `mask`.
 """'''
 
 _PEER_DOCSTRING = '''"""CAN codec: the directions the {node} does not use (generated).
@@ -557,13 +595,17 @@ def generate(
         "from .compat import const",
     ]
     emitted: dict[str, str] = {}
+    body: list[str] = []
     for lay in layouts:
         sends = node is None or node in lay.message.senders
         receives = node is None or node not in lay.message.senders
         if peer:
             sends, receives = not sends, not receives
         consts = "all" if node is None else "peer" if peer else "firmware"
-        lines += _emit_message(lay, emitted, sends, receives, consts)
+        body += _emit_message(lay, emitted, sends, receives, consts)
+    if any(f"{_NATIVE_UNPACK}(" in line for line in body):
+        lines += _NATIVE_IMPORT
+    lines += body
     if node is not None and not peer:
         lines += [
             "",

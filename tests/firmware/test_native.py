@@ -65,3 +65,38 @@ def test_scan_gives_the_rounded_mean_and_uses_every_value():
     b = array("H", [65535] * 192)
     measurement._scan(b, r, 0)
     assert list(r) == [65535, 0, 65535, 0, 65535 * 192, 65535]
+
+
+def test_the_codec_decodes_measurement_groups_natively_as_in_bytecode():
+    # decode_sim_cell_voltages_into / _temps_into: the machine-code call and the generated
+    # bytecode it stands in for write the same values, every group of a 192-cell pack.
+    from firmware import can_codec as c
+    from firmware import can_codec_peer as peer
+
+    assert c._unpack_le is not None
+    buf = bytearray(8)
+    native_v = array("H", [0] * 192)
+    native_t = array("h", [0] * 192)
+    byte_v = array("H", [0] * 192)
+    byte_t = array("h", [0] * 192)
+    volts = _values(7, 192, "H", 0, 0x1FFF)
+    temps = _values(9, 192, "h", -0x800, 0x7FF)
+    for pass_native, dv, dt in ((True, native_v, native_t), (False, byte_v, byte_t)):
+        saved = c._unpack_le
+        if not pass_native:
+            c._unpack_le = None
+        try:
+            for g in range(48):
+                i = 4 * g
+                peer.encode_sim_cell_voltages(
+                    buf, g, volts[i], volts[i + 1], volts[i + 2], volts[i + 3]
+                )
+                assert c.decode_sim_cell_voltages_into(buf, dv) == g
+                peer.encode_sim_cell_temps(
+                    buf, g, temps[i], temps[i + 1], temps[i + 2], temps[i + 3]
+                )
+                assert c.decode_sim_cell_temps_into(buf, dt) == g
+        finally:
+            c._unpack_le = saved
+    assert list(native_v) == list(volts) == list(byte_v)
+    assert list(native_t) == list(temps) == list(byte_t)
