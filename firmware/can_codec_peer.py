@@ -11,9 +11,9 @@ re-exports it, on MicroPython tests import it. Ids and lengths: can_codec.
 from .compat import const
 
 try:
-    from .native import unpack_le as _unpack_le
+    from .native import unpack_group as _unpack_group
 except (ImportError, ValueError):  # no native code for this machine: the bytecode below
-    _unpack_le = None
+    _unpack_group = None
 
 
 # BMS_State: 0x100 (11-bit id), 8 bytes, from BMS, every 100 ms
@@ -263,17 +263,16 @@ def decode_bms_cell_voltages(data, out):
 
 
 def decode_bms_cell_voltages_into(data, dst):
+    if _unpack_group is not None:
+        return _unpack_group(data, dst, 4, 8, 13, 0)
     g = data[0]
     i = g * 4
     n = len(dst)
     if i + 4 <= n:
-        if _unpack_le is not None:
-            _unpack_le(data, dst, i, 4, 8, 13, 0)
-        else:
-            dst[i] = data[1] | (data[2] & 0x1F) << 8
-            dst[i + 1] = data[2] >> 5 | data[3] << 3 | (data[4] & 0x03) << 11
-            dst[i + 2] = data[4] >> 2 | (data[5] & 0x7F) << 6
-            dst[i + 3] = data[5] >> 7 | data[6] << 1 | (data[7] & 0x0F) << 9
+        dst[i] = data[1] | (data[2] & 0x1F) << 8
+        dst[i + 1] = data[2] >> 5 | data[3] << 3 | (data[4] & 0x03) << 11
+        dst[i + 2] = data[4] >> 2 | (data[5] & 0x7F) << 6
+        dst[i + 3] = data[5] >> 7 | data[6] << 1 | (data[7] & 0x0F) << 9
     elif i < n:  # the last group, partly beyond the count
         dst[i] = data[1] | (data[2] & 0x1F) << 8
         if i + 1 < n:
@@ -306,17 +305,16 @@ def decode_bms_cell_temps(data, out):
 
 
 def decode_bms_cell_temps_into(data, dst):
+    if _unpack_group is not None:
+        return _unpack_group(data, dst, 4, 8, 12, 1)
     g = data[0]
     i = g * 4
     n = len(dst)
     if i + 4 <= n:
-        if _unpack_le is not None:
-            _unpack_le(data, dst, i, 4, 8, 12, 1)
-        else:
-            dst[i] = ((data[1] | (data[2] & 0x0F) << 8) ^ 0x800) - 0x800
-            dst[i + 1] = ((data[2] >> 4 | data[3] << 4) ^ 0x800) - 0x800
-            dst[i + 2] = ((data[4] | (data[5] & 0x0F) << 8) ^ 0x800) - 0x800
-            dst[i + 3] = ((data[5] >> 4 | data[6] << 4) ^ 0x800) - 0x800
+        dst[i] = ((data[1] | (data[2] & 0x0F) << 8) ^ 0x800) - 0x800
+        dst[i + 1] = ((data[2] >> 4 | data[3] << 4) ^ 0x800) - 0x800
+        dst[i + 2] = ((data[4] | (data[5] & 0x0F) << 8) ^ 0x800) - 0x800
+        dst[i + 3] = ((data[5] >> 4 | data[6] << 4) ^ 0x800) - 0x800
     elif i < n:  # the last group, partly beyond the count
         dst[i] = ((data[1] | (data[2] & 0x0F) << 8) ^ 0x800) - 0x800
         if i + 1 < n:
@@ -349,17 +347,16 @@ def decode_bms_cell_soc(data, out):
 
 
 def decode_bms_cell_soc_into(data, dst):
+    if _unpack_group is not None:
+        return _unpack_group(data, dst, 4, 8, 14, 0)
     g = data[0]
     i = g * 4
     n = len(dst)
     if i + 4 <= n:
-        if _unpack_le is not None:
-            _unpack_le(data, dst, i, 4, 8, 14, 0)
-        else:
-            dst[i] = data[1] | (data[2] & 0x3F) << 8
-            dst[i + 1] = data[2] >> 6 | data[3] << 2 | (data[4] & 0x0F) << 10
-            dst[i + 2] = data[4] >> 4 | data[5] << 4 | (data[6] & 0x03) << 12
-            dst[i + 3] = data[6] >> 2 | data[7] << 6
+        dst[i] = data[1] | (data[2] & 0x3F) << 8
+        dst[i + 1] = data[2] >> 6 | data[3] << 2 | (data[4] & 0x0F) << 10
+        dst[i + 2] = data[4] >> 4 | data[5] << 4 | (data[6] & 0x03) << 12
+        dst[i + 3] = data[6] >> 2 | data[7] << 6
     elif i < n:  # the last group, partly beyond the count
         dst[i] = data[1] | (data[2] & 0x3F) << 8
         if i + 1 < n:

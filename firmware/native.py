@@ -48,13 +48,18 @@ def scan16(values, n: int, signed: int, r):
 
 
 @micropython.viper
-def unpack_le(data, dst, i: int, count: int, bit: int, width: int, signed: int):
-    """dst[i + k] = the `width`-bit little-endian field at bit `bit + k * width` of `data` (a
-    CAN payload: bytes or bytearray), for k < count; sign-extended if `signed` (dst an array
-    of 16-bit integers, "h" or "H", width <= 16). The caller keeps every field inside data and
-    i + count <= len(dst)."""
+def unpack_group(data, dst, size: int, bit: int, width: int, signed: int) -> int:
+    """A multiplexed CAN payload (bytes or bytearray; the group number g in byte 0) into dst:
+    dst[g * size + k] = the `width`-bit little-endian field at bit `bit + k * width`, for the
+    k < size with g * size + k < len(dst), sign-extended if `signed` (dst an array of 16-bit
+    integers, "h" or "H", width <= 16; every field inside the payload). Returns g."""
     d = ptr8(data)  # noqa: F821 - viper built-in
     q = ptr16(dst)  # noqa: F821
+    g = int(d[0])
+    i = g * size
+    count = int(len(dst)) - i
+    if count > size:
+        count = size
     mask = (1 << width) - 1
     top = 1 << (width - 1)
     k = 0
@@ -73,3 +78,4 @@ def unpack_le(data, dst, i: int, count: int, bit: int, width: int, signed: int):
                 v -= mask + 1
         q[i + k] = v
         k += 1
+    return g

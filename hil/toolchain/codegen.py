@@ -394,19 +394,23 @@ def _decode_value(field: Field) -> str:
     return value
 
 
-_NATIVE_UNPACK = "_unpack_le"
+_NATIVE_UNPACK = "_unpack_group"
 _NATIVE_IMPORT = [
     "",
     "try:",
-    f"    from .native import unpack_le as {_NATIVE_UNPACK}",
+    f"    from .native import unpack_group as {_NATIVE_UNPACK}",
     "except (ImportError, ValueError):  # no native code for this machine: the bytecode below",
     f"    {_NATIVE_UNPACK} = None",
 ]
 
 
-def _packed_run(group: list[Field]) -> str:
-    """`bit, width, signed` for native.unpack_le when the group's signals are equal-width (at
-    most 16 bits) little-endian fields one after another, else ""."""
+def _packed_run(mux: Field, group: list[Field]) -> str:
+    """`bit, width, signed` for native.unpack_group when the multiplexer is byte 0 and the
+    group's signals are equal-width (at most 16 bits) little-endian fields one after another,
+    else ""."""
+    m = mux.signal
+    if m.start != 0 or m.length != 8 or m.is_signed or m.byte_order != "little_endian":
+        return ""
     first = group[0].signal
     for k, field in enumerate(group):
         s = field.signal
@@ -427,8 +431,13 @@ def _into_lines(lay: Layout, stem: str) -> list[str]:
     group; returns g. No list, no call per value: the receive path of every measurement frame."""
     size = lay.group_size
     group = lay.fields[1 : 1 + size]
-    lines = [
-        f"def decode_{stem}_into(data, dst):",
+    lines = [f"def decode_{stem}_into(data, dst):"]
+    run = _packed_run(lay.fields[0], group)
+    if run:
+        # The whole frame in one machine-code call (firmware/native.py) where it runs
+        lines.append(f"    if {_NATIVE_UNPACK} is not None:")
+        lines.append(f"        return {_NATIVE_UNPACK}(data, dst, {size}, {run})")
+    lines += [
         f"    g = {_decode_value(lay.fields[0])}",
         f"    i = g * {size}",
         "    n = len(dst)",
@@ -436,16 +445,8 @@ def _into_lines(lay: Layout, stem: str) -> list[str]:
     # A signed multiplexer could index from the end of `dst`.
     cond = "0 <= i and " if lay.fields[0].signal.is_signed else ""
     lines.append(f"    if {cond}i + {size} <= n:")
-    run = _packed_run(group)
-    indent = "        "
-    if run:
-        # A whole group of equal little-endian fields in one machine-code call (firmware/native.py)
-        lines.append(f"        if {_NATIVE_UNPACK} is not None:")
-        lines.append(f"            {_NATIVE_UNPACK}(data, dst, i, {size}, {run})")
-        lines.append("        else:")
-        indent = "            "
     for k, field in enumerate(group):
-        lines.append(f"{indent}dst[i{f' + {k}' if k else ''}] = {_decode_value(field)}")
+        lines.append(f"        dst[i{f' + {k}' if k else ''}] = {_decode_value(field)}")
     if size > 1:
         lines.append(f"    elif {cond}i < n:  # the last group, partly beyond the count")
         lines.append(f"        dst[i] = {_decode_value(group[0])}")

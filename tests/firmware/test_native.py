@@ -73,7 +73,7 @@ def test_the_codec_decodes_measurement_groups_natively_as_in_bytecode():
     from firmware import can_codec as c
     from firmware import can_codec_peer as peer
 
-    assert c._unpack_le is not None
+    assert c._unpack_group is not None
     buf = bytearray(8)
     native_v = array("H", [0] * 192)
     native_t = array("h", [0] * 192)
@@ -82,9 +82,9 @@ def test_the_codec_decodes_measurement_groups_natively_as_in_bytecode():
     volts = _values(7, 192, "H", 0, 0x1FFF)
     temps = _values(9, 192, "h", -0x800, 0x7FF)
     for pass_native, dv, dt in ((True, native_v, native_t), (False, byte_v, byte_t)):
-        saved = c._unpack_le
+        saved = c._unpack_group
         if not pass_native:
-            c._unpack_le = None
+            c._unpack_group = None
         try:
             for g in range(48):
                 i = 4 * g
@@ -97,6 +97,6 @@ def test_the_codec_decodes_measurement_groups_natively_as_in_bytecode():
                 )
                 assert c.decode_sim_cell_temps_into(buf, dt) == g
         finally:
-            c._unpack_le = saved
+            c._unpack_group = saved
     assert list(native_v) == list(volts) == list(byte_v)
     assert list(native_t) == list(temps) == list(byte_t)
