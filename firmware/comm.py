@@ -98,17 +98,27 @@ class Comm:
         """id -> handler(now_ms) from the board's measurement sources (module docstring)."""
         src = sources or {}
         d = {c.VCU_REQUEST_ID: self._vcu}
+        # Cell voltages and temperatures (no handler here) are most of the frames: poll() takes
+        # them itself when they come from the bench (_fast_cells/_fast_temps, else -1).
         bench_frames = (
-            ("cells", c.SIM_CELL_VOLTAGES_ID, self._sim_cells),
-            ("temps", c.SIM_CELL_TEMPS_ID, self._sim_temps),
+            ("cells", c.SIM_CELL_VOLTAGES_ID, None),
+            ("temps", c.SIM_CELL_TEMPS_ID, None),
             ("pack", c.SIM_PACK_MEASUREMENTS_ID, self._sim_pack),
             ("aux", c.SIM_AUX_ID, self._sim_aux),
         )
         any_bench = False
+        self._fast_cells = self._fast_temps = -1
         for kind, cid, handler in bench_frames:
             bench = src.get(kind, _BENCH) == _BENCH
             any_bench = any_bench or bench
-            d[cid] = handler if bench else self._refuse
+            if not bench:
+                d[cid] = self._refuse
+            elif handler is not None:
+                d[cid] = handler
+            elif kind == "cells":
+                self._fast_cells = cid
+            else:
+                self._fast_temps = cid
         # The lock-step clock belongs to bench boards (a hardware board ignores it anyway).
         d[c.SIM_TICK_ID] = self._tick if any_bench else self._refuse
         if src.get("pack") == "can-sensor":
@@ -128,6 +138,11 @@ class Comm:
         recv = board.can_recv
         rx = self.rx
         get = self._dispatch.get
+        meas = self.meas
+        cells = self._fast_cells
+        temps = self._fast_temps
+        cells_into = self._cells_into
+        temps_into = self._temps_into
         budget = self._rx_budget
         t0 = ticks_us()
         n = 0
@@ -141,30 +156,32 @@ class Comm:
                 self.rx_drained = True
                 return False
             n += 1
-            # The registered ids first (most frames): the request ids are not among them.
+            if cid == cells or cid == temps:
+                # A measurement group decodes straight into the measurement arrays (the
+                # group's values, no tuple); the measurement checks the group and marks it fresh.
+                if board.rx_dlc != 8:
+                    meas.rx_errors += 1
+                elif self.rx_enabled:
+                    if cid == cells:
+                        meas.cells_in(cells_into(rx, meas.cell_raw_mv), now_ms)
+                    else:
+                        meas.temps_in(temps_into(rx, meas.temp_dc), now_ms)
+                continue
+            # Then the other registered ids: the request ids are not among them.
             handler = get(cid)
             if handler is None:
                 if cid == c.UDS_PHYSICAL_REQUEST_ID or cid == c.UDS_FUNCTIONAL_REQUEST_ID:
                     if self.diag is not None:  # ISO-TP frames may be shorter than 8 bytes
                         self.diag.on_frame(cid, rx, board.rx_dlc, now_ms)
                 elif board.rx_dlc != 8:
-                    self.meas.rx_errors += 1
+                    meas.rx_errors += 1
                 continue
             if board.rx_dlc != 8:
-                self.meas.rx_errors += 1
+                meas.rx_errors += 1
             elif (self.rx_enabled or cid == c.SIM_TICK_ID) and handler(now_ms):
                 return False  # a SIM_Tick: the caller runs the cycle first
 
     # Handlers: True stops poll() (a SIM_Tick: the caller runs the cycle first).
-    # Cell voltages and temperatures, most of the frames, decode straight into the measurement
-    # arrays (the group's values, no tuple); the measurement checks the group and marks it fresh.
-    def _sim_cells(self, now_ms):
-        m = self.meas
-        m.cells_in(self._cells_into(self.rx, m.cell_raw_mv), now_ms)
-
-    def _sim_temps(self, now_ms):
-        m = self.meas
-        m.temps_in(self._temps_into(self.rx, m.temp_dc), now_ms)
 
     def _sim_pack(self, now_ms):
         out = c.decode_sim_pack_measurements(self.rx, self.out)
