@@ -11,7 +11,8 @@ Per control cycle, for 16, 96 and 192 cells, on both images:
 - control cycle: `Bms.guarded_cycle` as the firmware times it (the `cycle_us` it reports), minus
   the SLCAN text encoding of its transmitted frames, which only the emulated UART needs;
 - frame decode: `Comm.poll` over the cycle's received frames (dispatch, codec decode, measurement
-  store) minus the SLCAN text parsing;
+  store) minus the SLCAN text parsing, summed over the receive passes since the previous cycle
+  (their count is printed under each row: a burst the UART hands over in parts takes several);
 - SLCAN text: the qemu board's `io_us` (parsing received lines, encoding transmitted frames),
   reported beside: a board's CAN controller hands over binary frames;
 - median and p90 over `--cycles` cycles after `WARMUP` cycles, as instructions, and as a share of
@@ -82,8 +83,8 @@ from array import array
 from firmware import app, comm
 _SKIP = {skip}
 _N = {n}
-_rec = array("i", [0] * (8 * _N))
-_acc = array("i", [0, 0, 0])
+_rec = array("i", [0] * (9 * _N))
+_acc = array("i", [0, 0, 0, 0])
 _k = array("i", [0])
 _gcs = array("i", [0])
 _poll = comm.Comm.poll
@@ -97,6 +98,7 @@ def _timed_poll(self, now_ms):
     _acc[1] += time.ticks_diff(self.board.io_us, io0)
     if gc.mem_alloc() < a0:
         _acc[2] += 1
+    _acc[3] += 1
     return more
 def _measured_cycle(self, now_ms, late=False):
     io0 = self.board.io_us
@@ -109,7 +111,7 @@ def _measured_cycle(self, now_ms, late=False):
     _gcs[0] += self.gc.collections - c0
     k = _k[0] - _SKIP
     if 0 <= k < _N:
-        r = 8 * k
+        r = 9 * k
         _rec[r] = self.cycle_us
         _rec[r + 1] = time.ticks_diff(self.board.io_us, io0)
         _rec[r + 2] = _acc[0]
@@ -121,15 +123,17 @@ def _measured_cycle(self, now_ms, late=False):
         _rec[r + 6] = _acc[2]
         # the collection after the cycle (and the guard's bookkeeping), when one ran
         _rec[r + 7] = time.ticks_diff(t1, t0) - self.cycle_us if self.gc.collections != c0 else -1
+        _rec[r + 8] = _acc[3]  # receive passes since the last cycle
         if k == _N - 1:
             for i in range(_N):
-                print("MCU", i, *_rec[8 * i : 8 * i + 8])
+                print("MCU", i, *_rec[9 * i : 9 * i + 9])
             print("MCU collections", _gcs[0], "every", self.gc.every, "live", self.gc.live)
             print("MCU end")
     _k[0] += 1
     _acc[0] = 0
     _acc[1] = 0
     _acc[2] = 0
+    _acc[3] = 0
     return ok
 comm.Comm.poll = _timed_poll
 app.Bms.guarded_cycle = _measured_cycle
@@ -156,15 +160,15 @@ PARTS = (
     ("balancing", "balancing", "Balancer", "update", 3),
     ("fault memory", "fault_memory", "FaultMemory", "update", 5),
     ("transmit (net of SLCAN text)", "comm", "Comm", "transmit", 1),
-    ("decode: cell voltage frames", "comm", "Comm", "_sim_cells", 1),
-    ("decode: temperature frames", "comm", "Comm", "_sim_temps", 1),
+    ("decode: cell voltage, temperature groups", "measurement", "Measurements", "cells_in", 2),
+    ("decode: cell voltage, temperature groups", "measurement", "Measurements", "temps_in", 2),
     ("decode: pack, aux, tick frames", "comm", "Comm", "_sim_pack", 1),
     ("decode: pack, aux, tick frames", "comm", "Comm", "_sim_aux", 1),
     ("decode: pack, aux, tick frames", "comm", "Comm", "_tick", 1),
     ("decode: VCU_Request (CRC, MAC, counter)", "comm", "Comm", "_vcu", 1),
 )
 
-WRAPPERS = "the timing wrappers themselves"
+WRAPPERS = ("the timing wrappers, in the cycle", "decode: the timing wrappers, in the polls")
 
 PARTS_INSTRUMENT = """
 import firmware.@MODS@
@@ -173,10 +177,10 @@ _slots = {slots!r}
 _NP = len(_labels)
 _pacc = array("i", [0] * _NP)
 _pcalls = array("i", [0] * _NP)
-_NW = _NP + 1
+_NW = _NP + 2
 _prec = array("i", [0] * (_NW * _N))
 _pk = array("i", [0])
-_over = array("i", [0])
+_over = array("i", [0, 0])
 def _mk(f, k, n):
     tu = time.ticks_us
     td = time.ticks_diff
@@ -242,6 +246,14 @@ _o = _Nop()
 for _i in range(64):
     _nw(_o, 0)
 _over[0] = _pacc[0]  # per 64 calls: one call is about one tick
+# The whole cost of a wrapped call over a direct one (per 64 calls), seen from outside
+_t0 = time.ticks_us()
+for _i in range(64):
+    _nw(_o, 0)
+_t1 = time.ticks_us()
+for _i in range(64):
+    _o.nop(0)
+_over[1] = time.ticks_diff(_t1, _t0) - time.ticks_diff(time.ticks_us(), _t1)
 _pacc[0] = 0
 _pcalls[0] = 0
 for _mod, _cls, _meth, _ar, _slot in _slots:
@@ -254,13 +266,18 @@ def _parts_cycle(self, now_ms, late=False):
     k = _pk[0] - _SKIP
     if 0 <= k < _N:
         calls = 0
+        dcalls = 0
         for i in range(_NP):
             _prec[k * _NW + i] = _pacc[i] - _pcalls[i] * _over[0] // 64
-            calls += _pcalls[i]
-        # the wrappers' own cost, which the cycle and the polls include
-        _prec[k * _NW + _NP] = calls * _over[0] // 64
+            if _labels[i].startswith("decode"):
+                dcalls += _pcalls[i]
+            else:
+                calls += _pcalls[i]
+        # the wrappers' whole cost, which the cycle and the polls include
+        _prec[k * _NW + _NP] = calls * _over[1] // 64
+        _prec[k * _NW + _NP + 1] = dcalls * _over[1] // 64
         if k == _N - 1:
-            print("PART overhead", _over[0], "per 64 calls")
+            print("PART overhead", _over[0], _over[1], "per 64 calls")
             for i in range(_NW):
                 print("PART", i, *[_prec[j * _NW + i] for j in range(_N)])
     for i in range(_NP):
@@ -303,7 +320,7 @@ def measure(image: str, cells: int, cycles: int, parts: bool = False) -> dict[st
     policy = [r for r in rows if r[0] == "collections"]
     if len(rec) != cycles:
         raise BenchError(f"{image}, {cells} cells: {len(rec)} of {cycles} cycles recorded")
-    cycle_us, tx_us, poll_us, rx_us, alloc, gc, gc_poll, collect_us = rec.T
+    cycle_us, tx_us, poll_us, rx_us, alloc, gc, gc_poll, collect_us, polls = rec.T
     part_k: dict[str, float] = {}
     if parts:
         labels = list(dict.fromkeys(p[0] for p in PARTS))
@@ -312,9 +329,9 @@ def measure(image: str, cells: int, cycles: int, parts: bool = False) -> dict[st
             if len(f) > 2 and f[0] == "PART" and f[1] != "overhead":
                 values = np.array([int(x) for x in f[2:]])
                 i = int(f[1])
-                label = labels[i] if i < len(labels) else WRAPPERS
+                label = labels[i] if i < len(labels) else WRAPPERS[i - len(labels)]
                 part_k[label] = float(np.median(values)) * INSTR_PER_US / 1000
-        if WRAPPERS not in part_k:
+        if WRAPPERS[1] not in part_k:
             raise BenchError(f"{image}, {cells} cells: no per-part record: {console[-2000:]}")
     return {
         "parts": part_k,
@@ -328,7 +345,12 @@ def measure(image: str, cells: int, cycles: int, parts: bool = False) -> dict[st
         # the policy's collections after the cycles (firmware/gcpolicy.py), over the whole run
         "collections": " ".join(policy[0]) if policy else "?",
         "collect": collect_us[collect_us >= 0] * INSTR_PER_US / 1000,
+        "polls": polls,
     }
+
+
+def _mp_int(values: np.ndarray) -> str:
+    return f"{np.median(values):.0f} / {values.max()}"
 
 
 def _mp(values: np.ndarray) -> str:
@@ -369,6 +391,7 @@ def cycle_tables(
             col = r["collect"]
             cost = f", {_mp(col)} k instructions each" if len(col) else ""
             print(f"  (the firmware's collections after cycles: {r['collections']}{cost})")
+            print(f"  (receive passes per cycle, median / max: {_mp_int(r['polls'])})")
             if r["faults"]:
                 print(f"  (faults at the end: {', '.join(r['faults'])})")
     print("\nControl cycle + frame decode as a share of the 100 ms period (median / p90):\n")
@@ -391,13 +414,13 @@ def parts_table(results: dict[tuple[str, int], dict[str, Any]]) -> None:
     of the control cycle and of the frame decode (the cycle's glue, the receive loop)."""
     keys = list(results)
     print("\nPer layer, k instructions per cycle (median of the recorded cycles; the timing")
-    print("wrappers' own cost subtracted; medians do not add up exactly):\n")
+    print("wrappers' cost inside their window subtracted from each part, their whole cost from")
+    print("the rests; medians do not add up exactly):\n")
     print("| part | " + " | ".join(f"{im}, {n} cells" for im, n in keys) + " |")
     print("|---|" + "---|" * len(keys))
     labels = list(dict.fromkeys(p[0] for p in PARTS))
-    # The wrappers' cost is in the cycle's and the polls' figures: all of it is taken off the
-    # cycle's rest below (the receive loop's rest is then slightly high).
-    for label in [*labels, WRAPPERS]:
+    # The wrappers' cost is in the cycle's and the polls' figures: taken off the rests below.
+    for label in [*labels, *WRAPPERS]:
         row = [f"{results[k]['parts'].get(label, 0.0):.0f}" for k in keys]
         print(f"| {label} | " + " | ".join(row) + " |")
     cyc = [float(np.median(results[k]["cycle"])) for k in keys]
