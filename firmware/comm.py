@@ -315,7 +315,7 @@ class Comm:
                 m.cell_mv,
                 self._v_next,
                 self._v_groups,
-                c.encode_bms_cell_voltages,
+                c.encode_bms_cell_voltages_from,
                 c.BMS_CELL_VOLTAGES_ID,
                 c.BMS_CELL_VOLTAGES_DLC,
             )
@@ -324,7 +324,7 @@ class Comm:
                 m.temp_dc,
                 self._t_next,
                 self._t_groups,
-                c.encode_bms_cell_temps,
+                c.encode_bms_cell_temps_from,
                 c.BMS_CELL_TEMPS_ID,
                 c.BMS_CELL_TEMPS_DLC,
             )
@@ -452,18 +452,9 @@ class Comm:
             self._send(c.BMS_CELL_SOC_ID, c.BMS_CELL_SOC_DLC)
             self._s_next = (g + 1) % self._v_groups
 
-    def _send_group(self, values, g, groups, encode, can_id, dlc):
+    def _send_group(self, values, g, groups, encode_from, can_id, dlc):
         """Send multiplexed group `g` of 4 values (zero-padded); returns the next group."""
-        n = len(values)
-        i = g * _GROUP_CELLS
-        encode(
-            self.tx,
-            g,
-            values[i],
-            values[i + 1] if i + 1 < n else 0,
-            values[i + 2] if i + 2 < n else 0,
-            values[i + 3] if i + 3 < n else 0,
-        )
+        encode_from(self.tx, values, g)
         self._send(can_id, dlc)
         return (g + 1) % groups
 

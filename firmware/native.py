@@ -79,3 +79,36 @@ def unpack_group(data, dst, size: int, bit: int, width: int, signed: int) -> int
         q[i + k] = v
         k += 1
     return g
+
+
+@micropython.viper
+def pack_group(buf, src, g: int, size: int, bit: int, width: int, length: int):
+    """The inverse of unpack_group: buf[0:length] <- group g (byte 0) and the `width`-bit
+    little-endian fields at bit `bit + k * width` from src[g * size + k] (0 past len(src)),
+    each masked to its width, every other bit cleared (src an array of 16-bit integers,
+    width <= 16; every field inside buf[0:length])."""
+    d = ptr8(buf)  # noqa: F821 - viper built-in
+    q = ptr16(src)  # noqa: F821
+    j = 0
+    while j < length:
+        d[j] = 0
+        j += 1
+    d[0] = g & 0xFF
+    n = int(len(src))
+    i = g * size
+    mask = (1 << width) - 1
+    k = 0
+    while k < size:
+        v = 0
+        if i + k < n:
+            v = int(q[i + k]) & mask
+        b = bit + k * width
+        j = b >> 3
+        s = b & 7
+        v = v << s
+        d[j] = int(d[j]) | (v & 0xFF)
+        if s + width > 8:
+            d[j + 1] = int(d[j + 1]) | ((v >> 8) & 0xFF)
+            if s + width > 16:
+                d[j + 2] = int(d[j + 2]) | ((v >> 16) & 0xFF)
+        k += 1

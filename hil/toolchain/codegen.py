@@ -395,13 +395,39 @@ def _decode_value(field: Field) -> str:
 
 
 _NATIVE_UNPACK = "_unpack_group"
-_NATIVE_IMPORT = [
-    "",
-    "try:",
-    f"    from .native import unpack_group as {_NATIVE_UNPACK}",
-    "except (ImportError, ValueError):  # no native code for this machine: the bytecode below",
-    f"    {_NATIVE_UNPACK} = None",
-]
+_NATIVE_PACK = "_pack_group"
+
+
+def _native_import(names: list[str]) -> list[str]:
+    """The guarded import of firmware/native.py's `names` (native name, local alias)."""
+    lines = ["", "try:"]
+    lines += [f"    from .native import {name[1:]} as {name}" for name in names]
+    lines.append("except (ImportError, ValueError):  # no native code for this machine: bytecode")
+    lines.append("    " + " = ".join(names) + " = None")
+    return lines
+
+
+def _from_lines(lay: Layout, stem: str, run: str) -> list[str]:
+    """`encode_<stem>_from(buf, src, g)`: group g from src[g * size + k] (0 past its end), the
+    mirror of decode_<stem>_into, for a group of equal little-endian fields: one machine-code
+    call where it runs, else encode_<stem> with the values."""
+    size = lay.group_size
+    bit, width, _ = run.split(", ")
+    values = [
+        f"src[i + {k}] if i + {k} < n else 0" if k else "src[i] if i < n else 0"
+        for k in range(size)
+    ]
+    lines = [
+        f"def encode_{stem}_from(buf, src, g):",
+        f"    if {_NATIVE_PACK} is not None:",
+        f"        {_NATIVE_PACK}(buf, src, g, {size}, {bit}, {width}, {lay.message.length})",
+        "        return",
+        f"    i = g * {size}",
+        "    n = len(src)",
+    ]
+    lines += _wrap_def(f"    encode_{stem}", ["buf", "g", *values])
+    lines[-1] = lines[-1][:-1]  # a call, not a definition
+    return lines
 
 
 def _packed_run(mux: Field, group: list[Field]) -> str:
@@ -516,6 +542,16 @@ def _emit_message(
     flags = _flag_run(lay)
     if encode and flags:
         lines += ["", "", *_mask_lines(lay, low, flags)]
+    grouped = lay.mux_count is not None and len(lay.fields) == 1 + lay.group_size
+    run = _packed_run(lay.fields[0], lay.fields[1:]) if grouped else ""
+    if encode and run:
+        body = _from_lines(lay, low, run)
+        key = "\n".join(body).replace(f"encode_{low}", "encode_")
+        if key in emitted:
+            lines.append(f"encode_{low}_from = encode_{emitted[key]}_from")
+        else:
+            emitted[key] = low
+            lines += ["", "", *body]
     if decode and lay.mux_count is not None and len(lay.fields) == 1 + lay.group_size:
         body = _into_lines(lay, low)
         key = "\n".join(body).replace(f"decode_{low}_into(", "decode_into_(")
@@ -604,8 +640,9 @@ def generate(
             sends, receives = not sends, not receives
         consts = "all" if node is None else "peer" if peer else "firmware"
         body += _emit_message(lay, emitted, sends, receives, consts)
-    if any(f"{_NATIVE_UNPACK}(" in line for line in body):
-        lines += _NATIVE_IMPORT
+    native = [n for n in (_NATIVE_UNPACK, _NATIVE_PACK) if any(f"{n}(" in ln for ln in body)]
+    if native:
+        lines += _native_import(native)
     lines += body
     if node is not None and not peer:
         lines += [

@@ -100,3 +100,37 @@ def test_the_codec_decodes_measurement_groups_natively_as_in_bytecode():
             c._unpack_group = saved
     assert list(native_v) == list(volts) == list(byte_v)
     assert list(native_t) == list(temps) == list(byte_t)
+
+
+def test_the_codec_encodes_measurement_groups_natively_as_in_bytecode():
+    # encode_bms_cell_voltages_from / _temps_from: the machine-code call writes the frame the
+    # generated encoder writes from the same values (masked, unused bits cleared, zero past
+    # the end), whatever the buffer held before.
+    from firmware import can_codec as c
+
+    assert c._pack_group is not None
+    volts = _values(3, 192, "H", 0, 0xFFFF)  # wider than 13 bits: masked to the field
+    temps = _values(5, 192, "h", -0x8000, 0x7FFF)
+    native = bytearray(8)
+    byte = bytearray(8)
+    frames = 0
+    for n in (189, 192):
+        v = volts[:n]
+        t = temps[:n]
+        for g in range(49):
+            for encode, src in (
+                (c.encode_bms_cell_voltages_from, v),
+                (c.encode_bms_cell_temps_from, t),
+            ):
+                native[:] = b"\xff" * 8
+                encode(native, src, g)
+                saved = c._pack_group
+                c._pack_group = None
+                try:
+                    byte[:] = b"\xa5" * 8
+                    encode(byte, src, g)
+                finally:
+                    c._pack_group = saved
+                assert native == byte, (g, n, bytes(native), bytes(byte))
+                frames += 1
+    assert frames == 2 * 49 * 2
