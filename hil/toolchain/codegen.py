@@ -483,6 +483,20 @@ def _into_lines(lay: Layout, stem: str) -> list[str]:
     return lines
 
 
+def _emit_once(
+    lines: list[str], emitted: dict[str, str], low: str, body: list[str], name: str
+) -> None:
+    """Append function `name.format(low)` with `body`, or, when a message emitted before has
+    the same code (`emitted`: code with the message's name taken out -> that message), an
+    alias of its function."""
+    key = "\n".join(body).replace(f"_{low}", "_")
+    if key in emitted:
+        lines.append(f"{name.format(low)} = {name.format(emitted[key])}")
+    else:
+        emitted[key] = low
+        lines += ["", "", *body]
+
+
 def _emit_message(
     lay: Layout, emitted: dict[str, str], encode: bool, decode: bool, consts: str
 ) -> list[str]:
@@ -531,35 +545,17 @@ def _emit_message(
     pair = _codec_lines(lay, low)
     cut = pair.index(f"def decode_{low}(data, out):")
     for kind, want, body in (("encode", encode, pair[: cut - 2]), ("decode", decode, pair[cut:])):
-        if not want:
-            continue
-        key = "\n".join(body).replace(f"{kind}_{low}(", f"{kind}_(")
-        if key in emitted:
-            lines.append(f"{kind}_{low} = {kind}_{emitted[key]}")
-        else:
-            emitted[key] = low
-            lines += ["", "", *body]
+        if want:
+            _emit_once(lines, emitted, low, body, f"{kind}_{{}}")
     flags = _flag_run(lay)
     if encode and flags:
         lines += ["", "", *_mask_lines(lay, low, flags)]
     grouped = lay.mux_count is not None and len(lay.fields) == 1 + lay.group_size
     run = _packed_run(lay.fields[0], lay.fields[1:]) if grouped else ""
     if encode and run:
-        body = _from_lines(lay, low, run)
-        key = "\n".join(body).replace(f"encode_{low}", "encode_")
-        if key in emitted:
-            lines.append(f"encode_{low}_from = encode_{emitted[key]}_from")
-        else:
-            emitted[key] = low
-            lines += ["", "", *body]
-    if decode and lay.mux_count is not None and len(lay.fields) == 1 + lay.group_size:
-        body = _into_lines(lay, low)
-        key = "\n".join(body).replace(f"decode_{low}_into(", "decode_into_(")
-        if key in emitted:
-            lines.append(f"decode_{low}_into = decode_{emitted[key]}_into")
-        else:
-            emitted[key] = low
-            lines += ["", "", *body]
+        _emit_once(lines, emitted, low, _from_lines(lay, low, run), "encode_{}_from")
+    if decode and grouped:
+        _emit_once(lines, emitted, low, _into_lines(lay, low), "decode_{}_into")
     return lines
 
 
