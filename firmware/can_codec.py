@@ -17,10 +17,20 @@ k = 0..<NAME>_GROUP_SIZE-1 (pattern in the comment; with a peer module the metad
 Messages with the same layout share functions. A multiplexed message without other signals also
 gets decode_<name>_into(data, dst): group g's signals straight into dst[g * <NAME>_GROUP_SIZE + k]
 (those below len(dst); dst must hold their range, e.g. an array("H") for unsigned signals of at
-most 16 bits), returning g.
+most 16 bits), returning g; where a group's signals are equal little-endian fields of at most 16
+bits, a whole group is one machine-code call (firmware/native.py, where it runs), and dst must
+then be an array of 16-bit integers ("H" or "h"). A message whose first eight or more signals
+are one-bit flags at bits 0, 1, 2, ... also gets encode_<name>_mask(buf, mask, *rest): flag i
+from bit i of `mask`.
 """
 
 from .compat import const
+
+try:
+    from .native import unpack_group as _unpack_group
+    from .native import pack_group as _pack_group
+except (ImportError, ValueError):  # no native code for this machine: bytecode
+    _unpack_group = _pack_group = None
 
 
 # BMS_State: 0x100 (11-bit id), 8 bytes, from BMS, every 100 ms
@@ -201,6 +211,15 @@ def encode_bms_faults(buf, v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12
     buf[7] = v30 & 0xFF
 
 
+def encode_bms_faults_mask(buf, mask, v0):
+    buf[4] = buf[5] = buf[6] = 0
+    buf[0] = mask & 0xFF
+    buf[1] = (mask >> 8) & 0xFF
+    buf[2] = (mask >> 16) & 0xFF
+    buf[3] = (mask >> 24) & 0x3F
+    buf[7] = v0 & 0xFF
+
+
 # BMS_Balancing: 0x106 (11-bit id), 8 bytes, from BMS, every 1000 ms
 #   v0  balancing_group          0|8@1+ (1,0)
 #   v1  balancing_mask_g         8|24@1+ (1,0)
@@ -292,6 +311,16 @@ def encode_bms_cell_voltages(buf, v0, v1, v2, v3, v4):
     buf[7] = (v4 >> 9) & 0x0F
 
 
+def encode_bms_cell_voltages_from(buf, src, g):
+    if _pack_group is not None:
+        _pack_group(buf, src, g, 4, 8, 13, 8)
+        return
+    i = g * 4
+    n = len(src)
+    encode_bms_cell_voltages(buf, g, src[i] if i < n else 0, src[i + 1] if i + 1 < n else 0,
+        src[i + 2] if i + 2 < n else 0, src[i + 3] if i + 3 < n else 0)
+
+
 # BMS_CellTemps: 0x111 (11-bit id), 8 bytes, from BMS, every 1000 ms
 #   v0  temp_group               0|8@1+ (1,0)
 #   v1  temp_0                   8|12@1- (0.1,0) degC
@@ -315,6 +344,16 @@ def encode_bms_cell_temps(buf, v0, v1, v2, v3, v4):
     buf[6] = (v4 >> 4) & 0xFF
 
 
+def encode_bms_cell_temps_from(buf, src, g):
+    if _pack_group is not None:
+        _pack_group(buf, src, g, 4, 8, 12, 8)
+        return
+    i = g * 4
+    n = len(src)
+    encode_bms_cell_temps(buf, g, src[i] if i < n else 0, src[i + 1] if i + 1 < n else 0,
+        src[i + 2] if i + 2 < n else 0, src[i + 3] if i + 3 < n else 0)
+
+
 # BMS_CellSoc: 0x112 (11-bit id), 8 bytes, from BMS, every 1000 ms
 #   v0  cell_soc_group           0|8@1+ (1,0)
 #   v1  cell_soc_0               8|14@1+ (0.01,0) %
@@ -336,6 +375,16 @@ def encode_bms_cell_soc(buf, v0, v1, v2, v3, v4):
     buf[5] = (v3 >> 4) & 0xFF
     buf[6] = (v3 >> 12) & 0x03 | (v4 & 0x3F) << 2
     buf[7] = (v4 >> 6) & 0xFF
+
+
+def encode_bms_cell_soc_from(buf, src, g):
+    if _pack_group is not None:
+        _pack_group(buf, src, g, 4, 8, 14, 8)
+        return
+    i = g * 4
+    n = len(src)
+    encode_bms_cell_soc(buf, g, src[i] if i < n else 0, src[i + 1] if i + 1 < n else 0,
+        src[i + 2] if i + 2 < n else 0, src[i + 3] if i + 3 < n else 0)
 
 
 # BMS_CycleDiag: 0x1FF (11-bit id), 8 bytes, from BMS, every 100 ms
@@ -379,6 +428,8 @@ def decode_sim_cell_voltages(data, out):
 
 
 def decode_sim_cell_voltages_into(data, dst):
+    if _unpack_group is not None:
+        return _unpack_group(data, dst, 4, 8, 13, 0)
     g = data[0]
     i = g * 4
     n = len(dst)
@@ -418,6 +469,8 @@ def decode_sim_cell_temps(data, out):
 
 
 def decode_sim_cell_temps_into(data, dst):
+    if _unpack_group is not None:
+        return _unpack_group(data, dst, 4, 8, 12, 1)
     g = data[0]
     i = g * 4
     n = len(dst)

@@ -10,6 +10,12 @@ re-exports it, on MicroPython tests import it. Ids and lengths: can_codec.
 
 from .compat import const
 
+try:
+    from .native import unpack_group as _unpack_group
+    from .native import pack_group as _pack_group
+except (ImportError, ValueError):  # no native code for this machine: bytecode
+    _unpack_group = _pack_group = None
+
 
 # BMS_State: 0x100 (11-bit id), 8 bytes, from BMS, every 100 ms
 #   v0  bms_state                0|4@1+ (1,0)
@@ -258,6 +264,8 @@ def decode_bms_cell_voltages(data, out):
 
 
 def decode_bms_cell_voltages_into(data, dst):
+    if _unpack_group is not None:
+        return _unpack_group(data, dst, 4, 8, 13, 0)
     g = data[0]
     i = g * 4
     n = len(dst)
@@ -298,6 +306,8 @@ def decode_bms_cell_temps(data, out):
 
 
 def decode_bms_cell_temps_into(data, dst):
+    if _unpack_group is not None:
+        return _unpack_group(data, dst, 4, 8, 12, 1)
     g = data[0]
     i = g * 4
     n = len(dst)
@@ -338,6 +348,8 @@ def decode_bms_cell_soc(data, out):
 
 
 def decode_bms_cell_soc_into(data, dst):
+    if _unpack_group is not None:
+        return _unpack_group(data, dst, 4, 8, 14, 0)
     g = data[0]
     i = g * 4
     n = len(dst)
@@ -392,6 +404,16 @@ def encode_sim_cell_voltages(buf, v0, v1, v2, v3, v4):
     buf[7] = (v4 >> 9) & 0x0F
 
 
+def encode_sim_cell_voltages_from(buf, src, g):
+    if _pack_group is not None:
+        _pack_group(buf, src, g, 4, 8, 13, 8)
+        return
+    i = g * 4
+    n = len(src)
+    encode_sim_cell_voltages(buf, g, src[i] if i < n else 0, src[i + 1] if i + 1 < n else 0,
+        src[i + 2] if i + 2 < n else 0, src[i + 3] if i + 3 < n else 0)
+
+
 # SIM_CellTemps: 0x201 (11-bit id), 8 bytes, from BENCH, every 100 ms
 #   v0  temp_group               0|8@1+ (1,0)
 #   v1  temp_0                   8|12@1- (0.1,0) degC
@@ -414,6 +436,16 @@ def encode_sim_cell_temps(buf, v0, v1, v2, v3, v4):
     buf[4] = v3 & 0xFF
     buf[5] = (v3 >> 8) & 0x0F | (v4 & 0x0F) << 4
     buf[6] = (v4 >> 4) & 0xFF
+
+
+def encode_sim_cell_temps_from(buf, src, g):
+    if _pack_group is not None:
+        _pack_group(buf, src, g, 4, 8, 12, 8)
+        return
+    i = g * 4
+    n = len(src)
+    encode_sim_cell_temps(buf, g, src[i] if i < n else 0, src[i + 1] if i + 1 < n else 0,
+        src[i + 2] if i + 2 < n else 0, src[i + 3] if i + 3 < n else 0)
 
 
 # SIM_PackMeasurements: 0x202 (11-bit id), 8 bytes, from BENCH, every 100 ms

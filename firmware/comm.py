@@ -90,22 +90,35 @@ class Comm:
         # int however long the BMS runs (no big-int allocation after 2**30 cycles).
         self._wrap = self._status_every * self._cells_every * self._bal_every
         self._dispatch = self._build_dispatch(getattr(board, "sources", None))
+        # The decoders of most received frames, looked up once instead of per frame.
+        self._cells_into = c.decode_sim_cell_voltages_into
+        self._temps_into = c.decode_sim_cell_temps_into
 
     def _build_dispatch(self, sources):
         """id -> handler(now_ms) from the board's measurement sources (module docstring)."""
         src = sources or {}
         d = {c.VCU_REQUEST_ID: self._vcu}
+        # Cell voltages and temperatures (no handler here) are most of the frames: poll() takes
+        # them itself when they come from the bench (_fast_cells/_fast_temps, else -1).
         bench_frames = (
-            ("cells", c.SIM_CELL_VOLTAGES_ID, self._sim_cells),
-            ("temps", c.SIM_CELL_TEMPS_ID, self._sim_temps),
+            ("cells", c.SIM_CELL_VOLTAGES_ID, None),
+            ("temps", c.SIM_CELL_TEMPS_ID, None),
             ("pack", c.SIM_PACK_MEASUREMENTS_ID, self._sim_pack),
             ("aux", c.SIM_AUX_ID, self._sim_aux),
         )
         any_bench = False
+        self._fast_cells = self._fast_temps = -1
         for kind, cid, handler in bench_frames:
             bench = src.get(kind, _BENCH) == _BENCH
             any_bench = any_bench or bench
-            d[cid] = handler if bench else self._refuse
+            if not bench:
+                d[cid] = self._refuse
+            elif handler is not None:
+                d[cid] = handler
+            elif kind == "cells":
+                self._fast_cells = cid
+            else:
+                self._fast_temps = cid
         # The lock-step clock belongs to bench boards (a hardware board ignores it anyway).
         d[c.SIM_TICK_ID] = self._tick if any_bench else self._refuse
         if src.get("pack") == "can-sensor":
@@ -122,8 +135,14 @@ class Comm:
         if self._start_ms is None:
             self._start_ms = now_ms
         board = self.board
+        recv = board.can_recv
         rx = self.rx
+        get = self._dispatch.get
         meas = self.meas
+        cells = self._fast_cells
+        temps = self._fast_temps
+        cells_into = self._cells_into
+        temps_into = self._temps_into
         budget = self._rx_budget
         t0 = ticks_us()
         n = 0
@@ -132,34 +151,37 @@ class Comm:
             if n >= budget or ((n & 15) == 15 and ticks_diff(ticks_us(), t0) >= self._rx_us):
                 self.rx_deferred += 1
                 return True
-            cid = board.can_recv(rx)
+            cid = recv(rx)
             if cid < 0:
                 self.rx_drained = True
                 return False
             n += 1
-            if cid == c.UDS_PHYSICAL_REQUEST_ID or cid == c.UDS_FUNCTIONAL_REQUEST_ID:
-                if self.diag is not None:  # ISO-TP frames may be shorter than 8 bytes
-                    self.diag.on_frame(cid, rx, board.rx_dlc, now_ms)
+            if cid == cells or cid == temps:
+                # A measurement group decodes straight into the measurement arrays (the
+                # group's values, no tuple); the measurement checks the group and marks it fresh.
+                if board.rx_dlc != 8:
+                    meas.rx_errors += 1
+                elif self.rx_enabled:
+                    if cid == cells:
+                        meas.cells_in(cells_into(rx, meas.cell_raw_mv), now_ms)
+                    else:
+                        meas.temps_in(temps_into(rx, meas.temp_dc), now_ms)
+                continue
+            # Then the other registered ids: the request ids are not among them.
+            handler = get(cid)
+            if handler is None:
+                if cid == c.UDS_PHYSICAL_REQUEST_ID or cid == c.UDS_FUNCTIONAL_REQUEST_ID:
+                    if self.diag is not None:  # ISO-TP frames may be shorter than 8 bytes
+                        self.diag.on_frame(cid, rx, board.rx_dlc, now_ms)
+                elif board.rx_dlc != 8:
+                    meas.rx_errors += 1
                 continue
             if board.rx_dlc != 8:
                 meas.rx_errors += 1
-                continue
-            if not self.rx_enabled and cid != c.SIM_TICK_ID:
-                continue
-            handler = self._dispatch.get(cid)
-            if handler is not None and handler(now_ms):
+            elif (self.rx_enabled or cid == c.SIM_TICK_ID) and handler(now_ms):
                 return False  # a SIM_Tick: the caller runs the cycle first
 
     # Handlers: True stops poll() (a SIM_Tick: the caller runs the cycle first).
-    # Cell voltages and temperatures, most of the frames, decode straight into the measurement
-    # arrays (the group's values, no tuple); the measurement checks the group and marks it fresh.
-    def _sim_cells(self, now_ms):
-        m = self.meas
-        m.cells_in(c.decode_sim_cell_voltages_into(self.rx, m.cell_raw_mv), now_ms)
-
-    def _sim_temps(self, now_ms):
-        m = self.meas
-        m.temps_in(c.decode_sim_cell_temps_into(self.rx, m.temp_dc), now_ms)
 
     def _sim_pack(self, now_ms):
         out = c.decode_sim_pack_measurements(self.rx, self.out)
@@ -293,7 +315,7 @@ class Comm:
                 m.cell_mv,
                 self._v_next,
                 self._v_groups,
-                c.encode_bms_cell_voltages,
+                c.encode_bms_cell_voltages_from,
                 c.BMS_CELL_VOLTAGES_ID,
                 c.BMS_CELL_VOLTAGES_DLC,
             )
@@ -302,7 +324,7 @@ class Comm:
                 m.temp_dc,
                 self._t_next,
                 self._t_groups,
-                c.encode_bms_cell_temps,
+                c.encode_bms_cell_temps_from,
                 c.BMS_CELL_TEMPS_ID,
                 c.BMS_CELL_TEMPS_DLC,
             )
@@ -372,41 +394,7 @@ class Comm:
             lim.discharge_voltage_mv // 100,
         )
         self._send(c.BMS_LIMITS_ID, c.BMS_LIMITS_DLC)
-        a = prot.active
-        c.encode_bms_faults(
-            tx,
-            a & 1,
-            (a >> 1) & 1,
-            (a >> 2) & 1,
-            (a >> 3) & 1,
-            (a >> 4) & 1,
-            (a >> 5) & 1,
-            (a >> 6) & 1,
-            (a >> 7) & 1,
-            (a >> 8) & 1,
-            (a >> 9) & 1,
-            (a >> 10) & 1,
-            (a >> 11) & 1,
-            (a >> 12) & 1,
-            (a >> 13) & 1,
-            (a >> 14) & 1,
-            (a >> 15) & 1,
-            (a >> 16) & 1,
-            (a >> 17) & 1,
-            (a >> 18) & 1,
-            (a >> 19) & 1,
-            (a >> 20) & 1,
-            (a >> 21) & 1,
-            (a >> 22) & 1,
-            (a >> 23) & 1,
-            (a >> 24) & 1,
-            (a >> 25) & 1,
-            (a >> 26) & 1,
-            (a >> 27) & 1,
-            (a >> 28) & 1,
-            (a >> 29) & 1,
-            prot.count,
-        )
+        c.encode_bms_faults_mask(tx, prot.active, prot.count)
         self._send(c.BMS_FAULTS_ID, c.BMS_FAULTS_DLC)
         th = d.thermal
         c.encode_bms_thermal(tx, th.cooling, th.heating, th.reason)
@@ -443,29 +431,30 @@ class Comm:
         for _ in range(due):
             g = self._s_next
             i = g * _GROUP_CELLS
-            c.encode_bms_cell_soc(
-                tx,
-                g,
-                cell_soc(est, i),
-                cell_soc(est, i + 1) if i + 1 < n else 0,
-                cell_soc(est, i + 2) if i + 2 < n else 0,
-                cell_soc(est, i + 3) if i + 3 < n else 0,
-            )
+            if i + _GROUP_CELLS <= n:
+                c.encode_bms_cell_soc(
+                    tx,
+                    g,
+                    cell_soc(est, i),
+                    cell_soc(est, i + 1),
+                    cell_soc(est, i + 2),
+                    cell_soc(est, i + 3),
+                )
+            else:
+                c.encode_bms_cell_soc(
+                    tx,
+                    g,
+                    cell_soc(est, i),
+                    cell_soc(est, i + 1) if i + 1 < n else 0,
+                    cell_soc(est, i + 2) if i + 2 < n else 0,
+                    0,
+                )
             self._send(c.BMS_CELL_SOC_ID, c.BMS_CELL_SOC_DLC)
             self._s_next = (g + 1) % self._v_groups
 
-    def _send_group(self, values, g, groups, encode, can_id, dlc):
+    def _send_group(self, values, g, groups, encode_from, can_id, dlc):
         """Send multiplexed group `g` of 4 values (zero-padded); returns the next group."""
-        n = len(values)
-        i = g * _GROUP_CELLS
-        encode(
-            self.tx,
-            g,
-            values[i],
-            values[i + 1] if i + 1 < n else 0,
-            values[i + 2] if i + 2 < n else 0,
-            values[i + 3] if i + 3 < n else 0,
-        )
+        encode_from(self.tx, values, g)
         self._send(can_id, dlc)
         return (g + 1) % groups
 

@@ -17,7 +17,11 @@ k = 0..<NAME>_GROUP_SIZE-1 (pattern in the comment; with a peer module the metad
 Messages with the same layout share functions. A multiplexed message without other signals also
 gets decode_<name>_into(data, dst): group g's signals straight into dst[g * <NAME>_GROUP_SIZE + k]
 (those below len(dst); dst must hold their range, e.g. an array("H") for unsigned signals of at
-most 16 bits), returning g.
+most 16 bits), returning g; where a group's signals are equal little-endian fields of at most 16
+bits, a whole group is one machine-code call (firmware/native.py, where it runs), and dst must
+then be an array of 16-bit integers ("H" or "h"). A message whose first eight or more signals
+are one-bit flags at bits 0, 1, 2, ... also gets encode_<name>_mask(buf, mask, *rest): flag i
+from bit i of `mask`.
 """
 
 from .compat import const

@@ -23,6 +23,11 @@ from array import array
 
 from .compat import const, ticks_diff
 
+try:
+    from .native import scan16 as _native_scan
+except (ImportError, ValueError):  # no native code for this machine: the bytecode loops below
+    _native_scan = None
+
 _GROUP = const(4)  # values per group (one multiplexed CAN frame)
 
 
@@ -58,18 +63,23 @@ def _first(values, v):
     return 0
 
 
-def _scan(values, r):
+def _scan(values, r, signed):
     # r <- min, index of min, max, index of max, sum, rounded mean (first index wins ties).
-    # min, max and sum run in C: one interpreted loop per index, ending where it is found.
-    vmin = min(values)
-    vmax = max(values)
-    total = sum(values)
+    # One machine-code pass where the port has it (firmware/native.py), else min, max and sum
+    # in C and one interpreted loop per index, ending where it is found.
     n = len(values)
-    r[0] = vmin
-    r[1] = _first(values, vmin)
-    r[2] = vmax
-    r[3] = _first(values, vmax)
-    r[4] = total
+    if _native_scan is not None:
+        _native_scan(values, n, signed, r)
+        total = r[4]
+    else:
+        vmin = min(values)
+        vmax = max(values)
+        total = sum(values)
+        r[0] = vmin
+        r[1] = _first(values, vmin)
+        r[2] = vmax
+        r[3] = _first(values, vmax)
+        r[4] = total
     r[5] = (total + n // 2) // n
 
 
@@ -297,14 +307,14 @@ class Measurements:
 
     def update_stats(self):
         r = self._stats
-        _scan(self.cell_mv, r)
+        _scan(self.cell_mv, r, 0)
         self.vmin_mv = r[0]
         self.vmin_cell = r[1] + 1
         self.vmax_mv = r[2]
         self.vmax_cell = r[3] + 1
         self.cell_sum_mv = r[4]
         self.vavg_mv = r[5]
-        _scan(self.temp_dc, r)
+        _scan(self.temp_dc, r, 1)
         self.tmin_dc = r[0]
         self.tmin_sensor = r[1] + 1
         self.tmax_dc = r[2]

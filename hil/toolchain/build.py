@@ -8,7 +8,8 @@ workers can share them.
 
 A board with a profile (`boards/<name>.json`: arch, heap budget, pins, measurement source, the
 extra modules it imports such as drivers) gets those modules in its bundle and is compiled with
-`-march=<arch>` (bytecode comes out identical; the flag matters only for native code).
+`-march=<arch>` (bytecode comes out identical; the flag matters only for native code,
+firmware/native.py; a board without a profile gets this machine's, `-march=host`).
 `stage_flash_bundle` lays out what `cellguard flash` copies to a board's filesystem: the bundle plus
 `board.json` (the profile), `board.txt` (the board name for main.py) and `config.json`.
 
@@ -130,8 +131,10 @@ def bundle_sources(board: str, with_sim: bool = False) -> list[Path]:
 def build_bundle(board: str = "sim", with_sim: bool = False) -> Path:
     """Compile the board's bundle (cached); returns the folder holding `main.py`."""
     sources = bundle_sources(board, with_sim)
-    arch = (board_profile(board) or {}).get("arch")
-    march = [f"-march={arch}"] if arch else []
+    # A board without a profile (sim) runs on the unix port of this machine: its native code
+    # (firmware/native.py) is this machine's. Bytecode is the same whatever the arch.
+    arch = (board_profile(board) or {}).get("arch") or "host"
+    march = [f"-march={arch}"]
     digest = hashlib.sha256(" ".join(march).encode())
     for rel in sources:
         digest.update(str(rel).encode() + b"\0" + (REPO_ROOT / rel).read_bytes())

@@ -351,6 +351,41 @@ def _codec_lines(lay: Layout, stem: str) -> list[str]:
     return lines
 
 
+def _flag_run(lay: Layout) -> int:
+    """How many leading arguments are one-bit unsigned little-endian signals at start bits 0, 1,
+    2, ... (a bit field such as BMS_Faults); 0 when fewer than 8."""
+    k = 0
+    for field in lay.fields:
+        s = field.signal
+        if s.length != 1 or s.is_signed or s.byte_order != "little_endian" or s.start != k:
+            break
+        k += 1
+    return k if k >= 8 and lay.mux_count is None else 0
+
+
+def _mask_lines(lay: Layout, stem: str, k: int) -> list[str]:
+    """`encode_<stem>_mask(buf, mask, ...)`: the message's first `k` one-bit signals from bit i
+    of `mask`, then the other signals as encode_<stem> takes them (one argument per flag is
+    Python work the transmit path does every period)."""
+    by_byte: list[list[tuple[int, str]]] = [[] for _ in range(lay.message.length)]
+    for j in range(0, k, 8):
+        piece = Piece(byte=j // 8, shift=0, width=min(8, k - j), value_shift=j)
+        by_byte[piece.byte].append((0, _encode_term("mask", piece)))
+    rest = lay.fields[k:]
+    for i, field in enumerate(rest):
+        for piece in field.pieces:
+            by_byte[piece.byte].append((piece.shift, _encode_term(f"v{i}", piece)))
+    head = f"def encode_{stem}_mask"
+    lines = _wrap_def(head, ["buf", "mask"] + [f"v{i}" for i in range(len(rest))])
+    unused = [i for i, terms in enumerate(by_byte) if not terms]
+    if unused:
+        lines.append("    " + "".join(f"buf[{i}] = " for i in unused) + "0")
+    for i, terms in enumerate(by_byte):
+        if terms:
+            lines.append(f"    buf[{i}] = {' | '.join(t for _, t in sorted(terms))}")
+    return lines
+
+
 def _decode_value(field: Field) -> str:
     value = " | ".join(_decode_term(p) for p in field.pieces)
     if field.signal.is_signed:
@@ -359,14 +394,76 @@ def _decode_value(field: Field) -> str:
     return value
 
 
+_NATIVE_UNPACK = "_unpack_group"
+_NATIVE_PACK = "_pack_group"
+
+
+def _native_import(names: list[str]) -> list[str]:
+    """The guarded import of firmware/native.py's `names` (native name, local alias)."""
+    lines = ["", "try:"]
+    lines += [f"    from .native import {name[1:]} as {name}" for name in names]
+    lines.append("except (ImportError, ValueError):  # no native code for this machine: bytecode")
+    lines.append("    " + " = ".join(names) + " = None")
+    return lines
+
+
+def _from_lines(lay: Layout, stem: str, run: str) -> list[str]:
+    """`encode_<stem>_from(buf, src, g)`: group g from src[g * size + k] (0 past its end), the
+    mirror of decode_<stem>_into, for a group of equal little-endian fields: one machine-code
+    call where it runs, else encode_<stem> with the values."""
+    size = lay.group_size
+    bit, width, _ = run.split(", ")
+    values = [
+        f"src[i + {k}] if i + {k} < n else 0" if k else "src[i] if i < n else 0"
+        for k in range(size)
+    ]
+    lines = [
+        f"def encode_{stem}_from(buf, src, g):",
+        f"    if {_NATIVE_PACK} is not None:",
+        f"        {_NATIVE_PACK}(buf, src, g, {size}, {bit}, {width}, {lay.message.length})",
+        "        return",
+        f"    i = g * {size}",
+        "    n = len(src)",
+    ]
+    lines += _wrap_def(f"    encode_{stem}", ["buf", "g", *values])
+    lines[-1] = lines[-1][:-1]  # a call, not a definition
+    return lines
+
+
+def _packed_run(mux: Field, group: list[Field]) -> str:
+    """`bit, width, signed` for native.unpack_group when the multiplexer is byte 0 and the
+    group's signals are equal-width (at most 16 bits) little-endian fields one after another,
+    else ""."""
+    m = mux.signal
+    if m.start != 0 or m.length != 8 or m.is_signed or m.byte_order != "little_endian":
+        return ""
+    first = group[0].signal
+    for k, field in enumerate(group):
+        s = field.signal
+        if (
+            s.byte_order != "little_endian"
+            or s.length != first.length
+            or s.length > 16
+            or s.is_signed != first.is_signed
+            or s.start != first.start + k * first.length
+        ):
+            return ""
+    return f"{first.start}, {first.length}, {1 if first.is_signed else 0}"
+
+
 def _into_lines(lay: Layout, stem: str) -> list[str]:
     """`decode_<stem>_into(data, dst)` of a multiplexed message without other signals: group g's
     signals straight into dst[g * size + k] (those below len(dst)), straight-line for a whole
     group; returns g. No list, no call per value: the receive path of every measurement frame."""
     size = lay.group_size
     group = lay.fields[1 : 1 + size]
-    lines = [
-        f"def decode_{stem}_into(data, dst):",
+    lines = [f"def decode_{stem}_into(data, dst):"]
+    run = _packed_run(lay.fields[0], group)
+    if run:
+        # The whole frame in one machine-code call (firmware/native.py) where it runs
+        lines.append(f"    if {_NATIVE_UNPACK} is not None:")
+        lines.append(f"        return {_NATIVE_UNPACK}(data, dst, {size}, {run})")
+    lines += [
         f"    g = {_decode_value(lay.fields[0])}",
         f"    i = g * {size}",
         "    n = len(dst)",
@@ -384,6 +481,20 @@ def _into_lines(lay: Layout, stem: str) -> list[str]:
             lines.append(f"            dst[i + {k}] = {_decode_value(group[k])}")
     lines.append("    return g")
     return lines
+
+
+def _emit_once(
+    lines: list[str], emitted: dict[str, str], low: str, body: list[str], name: str
+) -> None:
+    """Append function `name.format(low)` with `body`, or, when a message emitted before has
+    the same code (`emitted`: code with the message's name taken out -> that message), an
+    alias of its function."""
+    key = "\n".join(body).replace(f"_{low}", "_")
+    if key in emitted:
+        lines.append(f"{name.format(low)} = {name.format(emitted[key])}")
+    else:
+        emitted[key] = low
+        lines += ["", "", *body]
 
 
 def _emit_message(
@@ -434,22 +545,17 @@ def _emit_message(
     pair = _codec_lines(lay, low)
     cut = pair.index(f"def decode_{low}(data, out):")
     for kind, want, body in (("encode", encode, pair[: cut - 2]), ("decode", decode, pair[cut:])):
-        if not want:
-            continue
-        key = "\n".join(body).replace(f"{kind}_{low}(", f"{kind}_(")
-        if key in emitted:
-            lines.append(f"{kind}_{low} = {kind}_{emitted[key]}")
-        else:
-            emitted[key] = low
-            lines += ["", "", *body]
-    if decode and lay.mux_count is not None and len(lay.fields) == 1 + lay.group_size:
-        body = _into_lines(lay, low)
-        key = "\n".join(body).replace(f"decode_{low}_into(", "decode_into_(")
-        if key in emitted:
-            lines.append(f"decode_{low}_into = decode_{emitted[key]}_into")
-        else:
-            emitted[key] = low
-            lines += ["", "", *body]
+        if want:
+            _emit_once(lines, emitted, low, body, f"{kind}_{{}}")
+    flags = _flag_run(lay)
+    if encode and flags:
+        lines += ["", "", *_mask_lines(lay, low, flags)]
+    grouped = lay.mux_count is not None and len(lay.fields) == 1 + lay.group_size
+    run = _packed_run(lay.fields[0], lay.fields[1:]) if grouped else ""
+    if encode and run:
+        _emit_once(lines, emitted, low, _from_lines(lay, low, run), "encode_{}_from")
+    if decode and grouped:
+        _emit_once(lines, emitted, low, _into_lines(lay, low), "decode_{}_into")
     return lines
 
 
@@ -470,7 +576,11 @@ k = 0..<NAME>_GROUP_SIZE-1 (pattern in the comment; with a peer module the metad
 Messages with the same layout share functions. A multiplexed message without other signals also
 gets decode_<name>_into(data, dst): group g's signals straight into dst[g * <NAME>_GROUP_SIZE + k]
 (those below len(dst); dst must hold their range, e.g. an array("H") for unsigned signals of at
-most 16 bits), returning g.
+most 16 bits), returning g; where a group's signals are equal little-endian fields of at most 16
+bits, a whole group is one machine-code call (firmware/native.py, where it runs), and dst must
+then be an array of 16-bit integers ("H" or "h"). A message whose first eight or more signals
+are one-bit flags at bits 0, 1, 2, ... also gets encode_<name>_mask(buf, mask, *rest): flag i
+from bit i of `mask`.
 """'''
 
 _PEER_DOCSTRING = '''"""CAN codec: the directions the {node} does not use (generated).
@@ -518,13 +628,18 @@ def generate(
         "from .compat import const",
     ]
     emitted: dict[str, str] = {}
+    body: list[str] = []
     for lay in layouts:
         sends = node is None or node in lay.message.senders
         receives = node is None or node not in lay.message.senders
         if peer:
             sends, receives = not sends, not receives
         consts = "all" if node is None else "peer" if peer else "firmware"
-        lines += _emit_message(lay, emitted, sends, receives, consts)
+        body += _emit_message(lay, emitted, sends, receives, consts)
+    native = [n for n in (_NATIVE_UNPACK, _NATIVE_PACK) if any(f"{n}(" in ln for ln in body)]
+    if native:
+        lines += _native_import(native)
+    lines += body
     if node is not None and not peer:
         lines += [
             "",

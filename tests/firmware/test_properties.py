@@ -337,7 +337,7 @@ def test_stats_take_the_first_index_of_min_and_max(values):
     from firmware.measurement import _scan
 
     r = array("i", [0] * 6)
-    _scan(array("H", values), r)
+    _scan(array("H", values), r, 0)
     n = len(values)
     assert list(r) == [
         min(values),
