@@ -300,7 +300,8 @@ class SocEstimator:
                 meas.vmin_mv >= table[len(table) - 1]
             ):
                 sd = _FULL_SD
-        self._filter.start(sd)
+        x = self._filter.x
+        self._filter.start(sd, x[1], x[2])  # RC pairs at 0, or as restored
         self._soh.start(meas)
         out.soc_bound = min(_SOC_FULL, self._cfg.est_bound_floor + int(30000 * sd))
         out.initialised = True
@@ -315,8 +316,12 @@ class SocEstimator:
 
     # ---- persistence hooks -------------------------------------------------------------------
     def save_state(self, buf):
-        """Write SOC, bound, hysteresis, offset, SOH, throughput and every cell's SOC to `buf`."""
-        soc_record.save(buf, self.out, int(self._filter.x[3] * 10000))
+        """Write SOC, bound, hysteresis, offset, SOH, throughput, every cell's SOC and the RC
+        pairs' voltages to `buf`."""
+        x = self._filter.x
+        v1 = int(clampf(x[1], -2.0, 2.0) * 1000)
+        v2 = int(clampf(x[2], -2.0, 2.0) * 1000)
+        soc_record.save(buf, self.out, int(x[3] * 10000), v1, v2)
 
     def widen_bound(self, d):
         """The restored record may be older than the state at the power loss: the bound grows
@@ -343,5 +348,7 @@ class SocEstimator:
         out.offset_ma = v[4]
         self._soh.restore(v[5], v[6], v[7], v[8])
         out.throughput_mah = v[9]
+        x[1] = v[10] / 1000
+        x[2] = v[11] / 1000
         self._restored = True
         return True
