@@ -211,8 +211,10 @@ def _fmt(acc: dict[str, Any] | None, key: str) -> str:
 
 def _held(acc: dict[str, Any] | None) -> str:
     # How often the truth stayed inside the estimator's reported error bound (replay's figure).
-    held = None if acc is None else acc.get("reported", {}).get("bound_held_pct")
-    return "n/a" if held is None else f"{held:.1f} %"
+    reported = {} if acc is None else acc.get("reported", {})
+    held = reported.get("bound_held_pct")
+    ratio = reported.get("bound_rmse_ratio")
+    return "n/a" if held is None else f"{held:.1f} % at {ratio or 0:.1f}x RMSE"
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
@@ -220,7 +222,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
     lines = [
         "| chemistry | cycle | temp | estimator RMSE / max (OCV start) | baseline RMSE / max "
         "| estimator to 2 % (from -20 %) | baseline to 2 % (from -20 %) "
-        "| estimator bound held (OCV start / -20 %) |",
+        "| estimator bound held, median / RMSE (OCV start / -20 %) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:

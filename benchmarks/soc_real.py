@@ -59,8 +59,9 @@ TARGETS = {"warm": (1.0, 3.0), "cold": (2.0, 5.0), "mid": (2.0, 6.0)}
 MARGIN_PCT = 0.3
 """Rested start: never worse than the baseline's RMSE by more than this (%-points)."""
 BOUND_HELD_PCT = 95.0
-FULL_BOUND_PCT = 2.5
-"""Error bound of a recognised full charge: the firmware's floor (1 %) plus 3 x its 0.5 % sigma."""
+FULL_BOUND_PCT = 2.0
+"""Error bound of a recognised full charge: the firmware's floor (1 %) plus 2 x its 0.5 % sigma
+(the bound's 95 % interval, firmware/estimation.py)."""
 _TEMP = re.compile(r"_(n?)(\d+)degC_")
 
 

@@ -119,6 +119,7 @@ def main(argv=None):
     cfg = config.from_board(board)
     from firmware import app
     from firmware.data import cell_soc
+    from firmware.soc_record import HEAD
 
     bms = app.build(board, cfg)
     board.setup(cfg)
@@ -131,7 +132,7 @@ def main(argv=None):
         bound = int(args[2]) if len(args) > 2 else _INITIAL_BOUND
         struct.pack_into("<HH", buf, 2, initial, bound)
         for i in range(cfg.cell_count):
-            struct.pack_into("<H", buf, 22 + 2 * i, initial)
+            struct.pack_into("<H", buf, HEAD + 2 * i, initial)
         if not est.restore_state(buf):
             raise ValueError("initial SOC out of range")
     period = cfg.cycle_ms

@@ -45,12 +45,22 @@ class PackFilter:
         self._rest_ms = _RELAXED_MS  # time at rest, ms (capped); the start reads OCV: relaxed
         self._om = cfg.est_offset_max_ma * 0.001  # A
 
-    def start(self, sd):
-        """A new start (or an OCV anchor): no correction, RC pairs and table error at 0, SOC
-        sigma `sd` (fraction)."""
+    def start(self, sd, v1=0.0, v2=0.0):
+        """A new start (or an OCV anchor): no correction, table error at 0, SOC sigma `sd`
+        (fraction). RC pairs at 0, or, from a record that holds their voltages `v1`, `v2` (V)
+        under a load: anywhere between those and relaxed (the load may have lasted until the
+        power went, and nothing says how long the pack rested since), as half of each with
+        that sigma; such a start is not a relaxed rest."""
         x = self.x
-        x[0] = x[1] = x[2] = x[5] = 0.0
+        x[0] = x[5] = 0.0
+        x[1] = 0.5 * v1
+        x[2] = 0.5 * v2
         self._reset_cov(sd)
+        if v1 or v2:
+            pp = self.pp
+            pp[_N + 1] = max(pp[_N + 1], x[1] * x[1])
+            pp[2 * _N + 2] = max(pp[2 * _N + 2], x[2] * x[2])
+            self._rest_ms = 0
         m = self.conf
         m[0] = sd * sd
         m[4] = sd

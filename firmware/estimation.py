@@ -12,7 +12,7 @@ cannot take charge once its fullest cell is full, nor deliver once its emptiest 
 Correction: the pack filter (ekf.py) estimates an SOC correction from the mean cell voltage; it
 moves into an integer charge correction `_corr` at most est_rate_soc_s per second, so the reported
 SOC never jumps; SOC stays in 0..100 %. `soc_bound` (0.01 %) = est_bound_floor + |pending
-correction| + 3 sigma of the filter.
+correction| + 2 sigma of the filter (a 95 % bound).
 
 Per cell, a fixed-gain scalar filter moves each cell's SOC offset from the mean toward what its
 voltage deviation from the mean cell voltage says (where OCV is steep and |I| <= est_cell_max_ma),
@@ -40,6 +40,9 @@ from .soh import Soh
 _SOC_FULL = const(10000)
 _CELLS_PER_CYCLE = const(16)
 _FULL_SD = 0.005  # SOC sigma of a recognised full charge (fraction): 0.5 %
+# The bound's sigmas: two, the 95 % interval, as the bound promises (held at least 95 % of the
+# time); three would promise 99.7 % and publish 1.5x the width.
+_BOUND_SIGMAS = const(2)
 
 
 class SocEstimator:
@@ -186,7 +189,7 @@ class SocEstimator:
         if out.rest_ms >= c.balance_rest_ms and not self._pack_anchored:
             self._pack_anchored = True
             self._anchor_pack(meas)
-        b = (x[0] if x[0] > 0 else -x[0]) + 3 * sqrt(pp[0] if pp[0] > 0 else 0.0)
+        b = (x[0] if x[0] > 0 else -x[0]) + _BOUND_SIGMAS * sqrt(pp[0] if pp[0] > 0 else 0.0)
         out.soc_bound = min(_SOC_FULL, c.est_bound_floor + int(b * 10000))
 
     def _full_charge(self, meas, dt_ms):
@@ -289,7 +292,7 @@ class SocEstimator:
         self._stats()
         pr.locate(out.soc, meas.tavg_dc)
         if self._restored:
-            sd = max(0, out.soc_bound - self._cfg.est_bound_floor) / 30000
+            sd = max(0, out.soc_bound - self._cfg.est_bound_floor) / (_BOUND_SIGMAS * 10000)
         else:
             i = meas.current_ma
             mv = self._cfg.est_init_mv + (i if i >= 0 else -i) * pr.at(pr.r0) * 1e-5
@@ -300,9 +303,10 @@ class SocEstimator:
                 meas.vmin_mv >= table[len(table) - 1]
             ):
                 sd = _FULL_SD
-        self._filter.start(sd)
+        x = self._filter.x
+        self._filter.start(sd, x[1], x[2])  # RC pairs at 0, or as restored
         self._soh.start(meas)
-        out.soc_bound = min(_SOC_FULL, self._cfg.est_bound_floor + int(30000 * sd))
+        out.soc_bound = min(_SOC_FULL, self._cfg.est_bound_floor + int(_BOUND_SIGMAS * 10000 * sd))
         out.initialised = True
 
     def _set_delta(self, d):
@@ -315,8 +319,12 @@ class SocEstimator:
 
     # ---- persistence hooks -------------------------------------------------------------------
     def save_state(self, buf):
-        """Write SOC, bound, hysteresis, offset, SOH, throughput and every cell's SOC to `buf`."""
-        soc_record.save(buf, self.out, int(self._filter.x[3] * 10000))
+        """Write SOC, bound, hysteresis, offset, SOH, throughput, every cell's SOC and the RC
+        pairs' voltages to `buf`."""
+        x = self._filter.x
+        v1 = int(clampf(x[1], -2.0, 2.0) * 1000)
+        v2 = int(clampf(x[2], -2.0, 2.0) * 1000)
+        soc_record.save(buf, self.out, int(x[3] * 10000), v1, v2)
 
     def widen_bound(self, d):
         """The restored record may be older than the state at the power loss: the bound grows
@@ -343,5 +351,7 @@ class SocEstimator:
         out.offset_ma = v[4]
         self._soh.restore(v[5], v[6], v[7], v[8])
         out.throughput_mah = v[9]
+        x[1] = v[10] / 1000
+        x[2] = v[11] / 1000
         self._restored = True
         return True

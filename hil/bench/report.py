@@ -280,16 +280,20 @@ class Recorder:
         }
 
     def _estimation(self, err: np.ndarray, valid: np.ndarray) -> dict[str, Any]:
-        """The estimator's own figures: its error bound (median, and how often the error stayed
-        within it) and the last SOH values it published."""
+        """The estimator's own figures: its error bound (median, how often the error stayed
+        within it, and the median over the RMS error of the same samples: a bound that means
+        what it says is held >= 95 % of the time at <= 3x the RMS error) and the last SOH values
+        it published."""
         bound = self.column("soc_bound_pct")
         ok = valid & np.isfinite(bound)
         last = {k: self.column(k)[-1] for k in ("soh_capacity_pct", "soh_resistance_pct")}
+        rms = float(np.sqrt(np.mean(err[ok] ** 2))) if ok.any() else 0.0
         return {
             "soc_bound_median_pct": float(np.median(bound[ok])) if ok.any() else None,
             "soc_within_bound_pct": float(100 * np.mean(np.abs(err[ok]) <= bound[ok]))
             if ok.any()
             else None,
+            "soc_bound_rmse_ratio": float(np.median(bound[ok])) / rms if rms > 0 else None,
             **{f"{k}_end": float(v) if np.isfinite(v) else None for k, v in last.items()},
         }
 

@@ -244,6 +244,9 @@ def _print_summary(s: dict[str, Any], files: list[Path]) -> None:
     def pct(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.2f} %-points"
 
+    def ratio(x: float | None) -> str:
+        return "n/a x" if x is None else f"{x:.1f}x"
+
     print()
     print(f"cellguard sim: {s['scenario']}, {s['cells']} x {s['chemistry']}, seed {s['seed']}")
     print(
@@ -259,7 +262,8 @@ def _print_summary(s: dict[str, Any], files: list[Path]) -> None:
         f"max {pct(s['soc_error_max_pct'])} (BMS - plant)"
     )
     print(
-        f"  SOC error bound  median {pct(s['soc_bound_median_pct'])}; error within it "
+        f"  SOC error bound  median {pct(s['soc_bound_median_pct'])} "
+        f"({ratio(s['soc_bound_rmse_ratio'])} the RMS error); error within it "
         f"{s['soc_within_bound_pct'] or 0:.1f} % of the time; SOH capacity "
         f"{s['soh_capacity_pct_end'] or 0:.1f} %, resistance "
         f"{s['soh_resistance_pct_end'] or 0:.1f} %"

@@ -113,8 +113,8 @@ def _restored(est, soc, bound=3000):
     buf[4] = bound & 255
     buf[5] = bound >> 8
     for i in range(est._cfg.cell_count):
-        buf[22 + 2 * i] = soc & 255
-        buf[23 + 2 * i] = soc >> 8
+        buf[26 + 2 * i] = soc & 255
+        buf[27 + 2 * i] = soc >> 8
     return buf
 
 
@@ -154,7 +154,7 @@ def test_restore_wins_under_load_and_implausible_content_changes_nothing():
     cfg, m = fresh({"cell_count": 4}, mv=soc_to_ocv(5000, NMC), current_ma=5000)
     est = estimator(cfg)
     good = _restored(est, 7000, 200)
-    for bad_at, value in ((0, 0), (3, 0x30), (22 + 2 * 3 + 1, 0x30)):
+    for bad_at, value in ((0, 0), (3, 0x30), (26 + 2 * 3 + 1, 0x30)):
         buf = bytearray(good)
         buf[bad_at] = value
         assert not est.restore_state(buf)

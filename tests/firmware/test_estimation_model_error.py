@@ -33,7 +33,7 @@ def _restored(est, soc, bound):
     est.save_state(buf)
     buf[2], buf[3], buf[4], buf[5] = soc & 255, soc >> 8, bound & 255, bound >> 8
     for i in range(est._cfg.cell_count):
-        buf[22 + 2 * i], buf[23 + 2 * i] = soc & 255, soc >> 8
+        buf[26 + 2 * i], buf[27 + 2 * i] = soc & 255, soc >> 8
     assert est.restore_state(buf)
 
 
@@ -207,7 +207,7 @@ def _record(est, soc, bound):
     est.save_state(buf)
     buf[2], buf[3], buf[4], buf[5] = soc & 255, soc >> 8, bound & 255, bound >> 8
     for i in range(est._cfg.cell_count):
-        buf[22 + 2 * i], buf[23 + 2 * i] = soc & 255, soc >> 8
+        buf[26 + 2 * i], buf[27 + 2 * i] = soc & 255, soc >> 8
     return buf
 
 

@@ -63,7 +63,7 @@ def test_at_rest_with_exact_ocv_the_soc_converges_to_the_truth(true_soc, start_s
     est.save_state(buf)
     buf[2], buf[3], buf[4], buf[5] = start_soc & 255, start_soc >> 8, 0x10, 0x27  # bound 100 %
     for i in range(2):
-        buf[22 + 2 * i], buf[23 + 2 * i] = start_soc & 255, start_soc >> 8
+        buf[26 + 2 * i], buf[27 + 2 * i] = start_soc & 255, start_soc >> 8
     assert est.restore_state(buf)
     for _ in range(1100):
         est.update(m, 1000, 0)
