@@ -5,6 +5,7 @@ from firmware.balancing import Balancer
 from firmware.data import Data
 from firmware.estimation import SocEstimator
 from firmware.measurement import Measurements
+from firmware.soc_record import HEAD
 
 # Fault bits that firmware/protection.py keeps private (bit = BMS_Faults signal position;
 # test_fault_catalogue.py checks these against the DBC).
@@ -73,6 +74,17 @@ def estimator(cfg):
     est = SocEstimator(cfg, data)
     est.data = data
     return est
+
+
+def saved_state(est, soc, bound):
+    """`est`'s saved record (firmware/soc_record.py) with the pack and every cell at `soc` and
+    the error bound `bound` (both 0.01 %)."""
+    buf = bytearray(est.state_size)
+    est.save_state(buf)
+    buf[2], buf[3], buf[4], buf[5] = soc & 255, soc >> 8, bound & 255, bound >> 8
+    for i in range(est._cfg.cell_count):
+        buf[HEAD + 2 * i], buf[HEAD + 2 * i + 1] = soc & 255, soc >> 8
+    return buf
 
 
 class Rig:

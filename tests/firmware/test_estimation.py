@@ -1,8 +1,9 @@
-from fw_support import estimator, fresh
+from fw_support import estimator, fresh, saved_state
 
 from firmware import config
 from firmware.data import cell_soc
 from firmware.ocv import ocv_to_soc, soc_to_ocv
+from firmware.soc_record import HEAD
 
 NMC = config.load().ocv_mv
 LFP = config.load({"chemistry": "LFP"}).ocv_mv
@@ -106,16 +107,7 @@ def test_counting_stops_at_full_and_empty():
 
 def _restored(est, soc, bound=3000):
     # A saved state with every cell at `soc` (0.01 %) and error bound `bound`.
-    buf = bytearray(est.state_size)
-    est.save_state(buf)
-    buf[2] = soc & 255
-    buf[3] = soc >> 8
-    buf[4] = bound & 255
-    buf[5] = bound >> 8
-    for i in range(est._cfg.cell_count):
-        buf[26 + 2 * i] = soc & 255
-        buf[27 + 2 * i] = soc >> 8
-    return buf
+    return saved_state(est, soc, bound)
 
 
 def _steps(est, m, n, dt=100):
@@ -154,7 +146,7 @@ def test_restore_wins_under_load_and_implausible_content_changes_nothing():
     cfg, m = fresh({"cell_count": 4}, mv=soc_to_ocv(5000, NMC), current_ma=5000)
     est = estimator(cfg)
     good = _restored(est, 7000, 200)
-    for bad_at, value in ((0, 0), (3, 0x30), (26 + 2 * 3 + 1, 0x30)):
+    for bad_at, value in ((0, 0), (3, 0x30), (HEAD + 2 * 3 + 1, 0x30)):
         buf = bytearray(good)
         buf[bad_at] = value
         assert not est.restore_state(buf)

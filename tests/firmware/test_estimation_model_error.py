@@ -2,7 +2,7 @@
 not tell it where the cell model is only approximately right. Plain functions: they also run
 under MicroPython (tests/firmware/mp_runner.py)."""
 
-from fw_support import estimator, fresh
+from fw_support import estimator, fresh, saved_state
 
 _PLATEAU = {
     "format": "cellguard-cell-profile",
@@ -29,12 +29,7 @@ _PLATEAU = {
 
 
 def _restored(est, soc, bound):
-    buf = bytearray(est.state_size)
-    est.save_state(buf)
-    buf[2], buf[3], buf[4], buf[5] = soc & 255, soc >> 8, bound & 255, bound >> 8
-    for i in range(est._cfg.cell_count):
-        buf[26 + 2 * i], buf[27 + 2 * i] = soc & 255, soc >> 8
-    assert est.restore_state(buf)
+    assert est.restore_state(saved_state(est, soc, bound))
 
 
 def _rest(mv, hours):
@@ -182,7 +177,7 @@ def _counting_run(mv_error, minutes):
 
     cfg, m = fresh({"cell_count": 4})
     est = estimator(cfg)
-    est.restore_state(_record(est, 9000, 150 + 150))
+    est.restore_state(saved_state(est, 9000, 150 + 150))
     i = cfg.capacity_mah  # 1C, mA
     pr = cfg.profile
     truth = 9000.0
@@ -200,15 +195,6 @@ def _counting_run(mv_error, minutes):
         worst = max(worst, e)
         uncovered += e > est.out.soc_bound
     return worst, uncovered
-
-
-def _record(est, soc, bound):
-    buf = bytearray(est.state_size)
-    est.save_state(buf)
-    buf[2], buf[3], buf[4], buf[5] = soc & 255, soc >> 8, bound & 255, bound >> 8
-    for i in range(est._cfg.cell_count):
-        buf[26 + 2 * i], buf[27 + 2 * i] = soc & 255, soc >> 8
-    return buf
 
 
 def test_a_model_that_misses_the_cell_does_not_drag_the_soc_beyond_counting():

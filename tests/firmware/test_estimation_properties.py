@@ -1,6 +1,6 @@
 """CPython only (hypothesis): the laws of the SOC estimator for random inputs."""
 
-from fw_support import estimator, fresh
+from fw_support import estimator, fresh, saved_state
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -59,12 +59,7 @@ def test_at_rest_with_exact_ocv_the_soc_converges_to_the_truth(true_soc, start_s
     (100 % at 0.1 %/s: under 17 minutes), and its bound covers the error all along."""
     cfg, m = fresh({"cell_count": 2}, mv=soc_to_ocv(true_soc, NMC))
     est = estimator(cfg)
-    buf = bytearray(est.state_size)
-    est.save_state(buf)
-    buf[2], buf[3], buf[4], buf[5] = start_soc & 255, start_soc >> 8, 0x10, 0x27  # bound 100 %
-    for i in range(2):
-        buf[26 + 2 * i], buf[27 + 2 * i] = start_soc & 255, start_soc >> 8
-    assert est.restore_state(buf)
+    assert est.restore_state(saved_state(est, start_soc, 10000))  # bound 100 %
     for _ in range(1100):
         est.update(m, 1000, 0)
         assert abs(est.out.soc - true_soc) <= est.out.soc_bound
