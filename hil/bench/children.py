@@ -36,21 +36,17 @@ def _prctl() -> Callable[..., int] | None:
 _PRCTL = _prctl()  # loaded here: between fork and exec only async-signal-safe work is allowed
 
 
-def die_with_parent_of(parent_pid: int) -> Callable[[], None] | None:
-    """A `preexec_fn` that ends the child with SIGTERM when `parent_pid` dies (None where the
-    platform cannot): if the parent already died during the fork, the child exits at once."""
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that ends the child with SIGTERM when this process dies (None where the
+    platform cannot): if it already died during the fork, the child exits at once."""
     prctl = _PRCTL
     if prctl is None:
         return None
+    parent = os.getpid()
 
     def preexec() -> None:
         prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the parent died before the prctl took effect
+        if os.getppid() != parent:  # the parent died before the prctl took effect
             os._exit(1)
 
     return preexec
-
-
-def die_with_parent() -> Callable[[], None] | None:
-    """`die_with_parent_of` this process."""
-    return die_with_parent_of(os.getpid())
