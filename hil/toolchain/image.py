@@ -88,7 +88,9 @@ VARIANTS = {
     ),
 }
 DEFAULT_VARIANT = "an385"
-COMMON_MAKE_ARGS = ("CFLAGS_EXTRA=-DMICROPY_OPT_COMPUTED_GOTO=1",)
+COMMON_MAKE_ARGS = (
+    "CFLAGS_EXTRA=-DMICROPY_OPT_COMPUTED_GOTO=1 -DMICROPY_OBJ_REPR=MICROPY_OBJ_REPR_C",
+)
 """What every image adds to the qemu port's defaults: the bytecode dispatch of the stm32 and
 esp32 ports (their mpconfigport.h enable computed goto; the qemu port leaves it off)."""
 
