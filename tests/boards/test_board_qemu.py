@@ -1,8 +1,9 @@
-"""The qemu board's own services on the Cortex-M image (`--dut qemu`): the security access seed.
+"""The Cortex-M image's own build and the qemu board's services (`--dut qemu`): floats that take
+no heap, the security access seed.
 
 The image's port has no `os.urandom` and the emulated MPS2 no random number generator; the qemu
 board takes its seeds from the host (boards/semihost.py `host_random`). Runs on the image only:
-the unix port has os.urandom, so there is nothing of the board's own to check.
+the unix port has os.urandom and boxes floats, so there is nothing of the image's own to check.
 """
 
 from __future__ import annotations
@@ -80,3 +81,31 @@ def test_security_access_on_the_image_takes_fresh_seeds_from_the_host(
     assert a != b and a != "00" * 8 and b != "00" * 8, out
     assert said["unlock"] == "0 True", out
     assert said["bare"] == "34", out  # 0x22 conditionsNotCorrect
+
+
+def test_the_image_keeps_floats_out_of_the_heap(bench_options: dict[str, Any]) -> None:
+    """The image is built with MICROPY_OBJ_REPR_C (hil/toolchain/image.py): a float result lives
+    in the object word, so 200 float operations allocate nothing, and the firmware's collection
+    schedule knows it (gcpolicy.FLOATS_BOX, which sets the cycle's 256 B budget)."""
+    target = bench_options["target"]
+    if not target.startswith("qemu"):
+        pytest.skip("the image's object model: --dut qemu[:IMAGE]")
+    code = (
+        "import gc\n"
+        "from firmware import gcpolicy\n"
+        "x = [0.5, 1.25]\n"
+        "gc.collect()\n"
+        "a = gc.mem_alloc()\n"
+        "s = 0.0\n"
+        "for i in range(100):\n"
+        "    s = s * x[0] + x[1]\n"
+        "print('allocated', gc.mem_alloc() - a, 'boxes', gcpolicy.FLOATS_BOX, 'sum', s)\n"
+    )
+    from hil.bench.qemu import parse_target, run_on_image
+
+    status, out = run_on_image(code, name=parse_target(target), cwd=REPO_ROOT, timeout_s=300)
+    assert status == 0, out
+    said = out.split()
+    assert said[said.index("allocated") + 1] == "0", out
+    assert said[said.index("boxes") + 1] == "False", out
+    assert abs(float(said[said.index("sum") + 1]) - 2.5) < 1e-3, out
